@@ -1,0 +1,260 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/verifiedfan/export-service/internal/buildinfo"
+	"github.com/verifiedfan/export-service/internal/logging"
+	"github.com/verifiedfan/export-service/jobs"
+	"github.com/verifiedfan/export-service/sink"
+	"github.com/verifiedfan/export-service/worker"
+)
+
+// errUsage means the flag package already printed what was wrong.
+var errUsage = errors.New("usage")
+
+func newFlagSet(name, help string, out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprintf(out, "Usage: export-service %s [flags]\n\n%s\n", name, help)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
+		fs.Usage()
+		return errUsage
+	}
+	return nil
+}
+
+func runVersion(args []string, stdout io.Writer) error {
+	fs := newFlagSet("version", "Print the version.", stdout)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "export-service %s (%s)\n", buildinfo.String(), runtime.Version())
+	return nil
+}
+
+func runHealthcheck(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	fs := newFlagSet("healthcheck", "Exit 0 when GET /heartbeat of the local worker answers 200.", stdout)
+	def := getenv("HEALTHCHECK_URL")
+	if def == "" {
+		def = heartbeatURL(getenv("HTTP_ADDR"))
+	}
+	url := fs.String("url", def, "heartbeat URL (env HEALTHCHECK_URL; default from HTTP_ADDR)")
+	timeout := fs.Duration("timeout", 3*time.Second, "request timeout (the ELB's is 3s)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, *url, nil)
+	if err != nil {
+		return fmt.Errorf("heartbeat URL %q: %w", *url, err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("GET %s: %w", *url, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s: %s", *url, resp.Status, strings.TrimSpace(string(body)))
+	}
+	fmt.Fprintln(stdout, strings.TrimSpace(string(body)))
+	return nil
+}
+
+// heartbeatURL turns a listen address into the URL of the local heartbeat.
+func heartbeatURL(addr string) string {
+	if addr == "" {
+		addr = ":8080"
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "http://127.0.0.1:8080/heartbeat"
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port) + "/heartbeat"
+}
+
+func runIndexes(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	fs := newFlagSet("indexes", "Create the MongoDB indexes every export kind needs. Idempotent; exits non-zero on failure.\nEnvironment: MONGO_URI (required), MONGO_DATABASE (default titan).", stdout)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	uri, dbName := getenv("MONGO_URI"), getenv("MONGO_DATABASE")
+	if uri == "" {
+		return errors.New("MONGO_URI is required")
+	}
+	if dbName == "" {
+		dbName = "titan"
+	}
+	client, err := connectMongo(ctx, uri)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = client.Disconnect(context.WithoutCancel(ctx)) }()
+	created, err := jobs.CreateIndexes(ctx, client.Database(dbName), jobs.DefaultRegistry())
+	for _, name := range created {
+		fmt.Fprintf(stdout, "index %s: ok\n", name)
+	}
+	return err
+}
+
+func connectMongo(ctx context.Context, uri string) (*mongo.Client, error) {
+	client, err := mongo.Connect(options.Client().ApplyURI(uri).SetAppName("export-service"))
+	if err != nil {
+		return nil, fmt.Errorf("mongo: connect: %w", err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := client.Database("admin").RunCommand(pctx, bson.D{{Key: "ping", Value: 1}}).Err(); err != nil {
+		_ = client.Disconnect(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("mongo: ping: %w", err)
+	}
+	return client, nil
+}
+
+func runWorker(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	fs := newFlagSet("worker", "Receive export jobs from EXPORT_QUEUE_URL and run them. Configuration: see the README.", stdout)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return err
+	}
+	logs, err := logging.New(stdout, cfg.LogLevel, cfg.Debug)
+	if err != nil {
+		return err
+	}
+	log := logs.For("titan:main")
+	if limit, ok := setMemoryLimitFromCgroup(getenv); ok {
+		log.Info().Int64("bytes", limit).Msg("GOMEMLIMIT set from the container's memory limit")
+	}
+
+	awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
+	if err != nil {
+		return fmt.Errorf("aws: load config: %w", err)
+	}
+	sqsClient := sqs.NewFromConfig(awsCfg)
+	s3Client := s3.NewFromConfig(awsCfg, func(o *s3.Options) { o.UsePathStyle = cfg.S3PathStyle })
+
+	mongoClient, err := connectMongo(ctx, cfg.MongoURI)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = mongoClient.Disconnect(context.WithoutCancel(ctx)) }()
+
+	reg := prometheus.NewRegistry()
+	metrics := worker.NewMetrics(reg)
+
+	internal := sink.NewS3(s3Client, cfg.Bucket, sink.S3Options{PartSize: int64(cfg.PartSizeMB) << 20})
+	exporter := &jobs.Exporter{
+		DB:    mongoClient.Database(cfg.MongoDatabase),
+		Kinds: jobs.DefaultRegistry(),
+		Destinations: map[string]jobs.Destination{
+			jobs.DefaultDestination: {Name: jobs.DefaultDestination, Bucket: cfg.Bucket, Prefix: cfg.KeyPrefix, Sink: internal},
+		},
+		GzipLevel: cfg.GzipLevel,
+	}
+	handler := &worker.ExportHandler{Exporter: exporter, Metrics: metrics, Log: logs.For("titan:export"), ProgressEvery: cfg.ProgressEvery}
+	wcfg := worker.Config{
+		QueueURL:          cfg.QueueURL,
+		DLQURL:            cfg.DLQURL,
+		Concurrency:       cfg.Concurrency,
+		WaitTime:          cfg.ReceiveWait,
+		VisibilityTimeout: cfg.VisibilityTimeout,
+		DrainTimeout:      cfg.DrainTimeout,
+		RetryBase:         cfg.RetryBase,
+		RetryMax:          cfg.RetryMax,
+	}
+	wcfg.SetDefaults()
+	if err := wcfg.Validate(); err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	w := worker.New(wcfg, sqsClient, handler, metrics, logs.For("titan:worker"))
+
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("http: listen on %s: %w", cfg.HTTPAddr, err)
+	}
+	srv := &http.Server{
+		Handler:           worker.NewHTTPHandler(w, metrics, reg, cfg.StallAfter),
+		ReadHeaderTimeout: 5 * time.Second,
+	}
+	srvErr := make(chan error, 1)
+	go func() { srvErr <- srv.Serve(ln) }()
+	log.Info().Str("http_addr", ln.Addr().String()).Str("version", buildinfo.String()).Msg("export-service started")
+
+	// The worker drains when ctx is canceled (SIGTERM, SIGINT); the HTTP server keeps
+	// answering /heartbeat (503 while draining) and /metrics until the drain is over.
+	runErr := w.Run(ctx)
+
+	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutCtx); err != nil {
+		log.Warn().Err(err).Msg("http server shutdown")
+	}
+	if err := <-srvErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("http: serve: %w", err)
+	}
+	log.Info().Msg("export-service stopped")
+	return runErr
+}
+
+// setMemoryLimitFromCgroup sets the Go memory limit to 90% of the container's memory limit
+// when GOMEMLIMIT is not set: Go does not read cgroup limits itself, and without a limit the
+// garbage collector lets the heap grow into the OOM killer.
+func setMemoryLimitFromCgroup(getenv func(string) string) (int64, bool) {
+	if getenv("GOMEMLIMIT") != "" {
+		return 0, false
+	}
+	b, err := os.ReadFile("/sys/fs/cgroup/memory.max")
+	if err != nil {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil || n <= 0 {
+		return 0, false // "max": no limit
+	}
+	limit := n / 10 * 9
+	debug.SetMemoryLimit(limit)
+	return limit, true
+}
+

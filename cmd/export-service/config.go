@@ -1,0 +1,146 @@
+package main
+
+import (
+	"github.com/verifiedfan/export-service/internal/logging"
+
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// config is the service's configuration, read from environment variables. Every variable,
+// its default and its meaning are listed in the README; envVars below is the source of truth.
+type config struct {
+	QueueURL          string
+	DLQURL            string
+	MongoURI          string
+	MongoDatabase     string
+	Bucket            string
+	KeyPrefix         string
+	HTTPAddr          string
+	Concurrency       int
+	VisibilityTimeout time.Duration
+	DrainTimeout      time.Duration
+	ReceiveWait       time.Duration
+	StallAfter        time.Duration
+	RetryBase         time.Duration
+	RetryMax          time.Duration
+	ProgressEvery     time.Duration
+	GzipLevel         int
+	S3PathStyle       bool
+	PartSizeMB        int
+	LogLevel          string
+	Debug             string
+}
+
+// envReader reads typed variables and collects every problem, so that a misconfigured
+// instance reports all of them at once.
+type envReader struct {
+	getenv func(string) string
+	errs   []error
+}
+
+func (r *envReader) str(name, def string) string {
+	if v := strings.TrimSpace(r.getenv(name)); v != "" {
+		return v
+	}
+	return def
+}
+
+func (r *envReader) required(name string) string {
+	v := r.str(name, "")
+	if v == "" {
+		r.errs = append(r.errs, fmt.Errorf("%s is required", name))
+	}
+	return v
+}
+
+func (r *envReader) int(name string, def, lo, hi int) int {
+	s := r.str(name, "")
+	if s == "" {
+		return def
+	}
+	v, err := strconv.Atoi(s)
+	if err != nil || v < lo || v > hi {
+		r.errs = append(r.errs, fmt.Errorf("%s=%q: want a whole number from %d to %d", name, s, lo, hi))
+		return def
+	}
+	return v
+}
+
+func (r *envReader) dur(name string, def, lo, hi time.Duration) time.Duration {
+	s := r.str(name, "")
+	if s == "" {
+		return def
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		// A bare number is seconds, as in most ops tooling.
+		if n, nerr := strconv.Atoi(s); nerr == nil {
+			v, err = time.Duration(n)*time.Second, nil
+		}
+	}
+	if err != nil || v < lo || v > hi {
+		r.errs = append(r.errs, fmt.Errorf("%s=%q: want a duration (like 90s or 10m) from %s to %s", name, s, lo, hi))
+		return def
+	}
+	return v
+}
+
+func (r *envReader) bool(name string, def bool) bool {
+	s := r.str(name, "")
+	if s == "" {
+		return def
+	}
+	v, err := strconv.ParseBool(s)
+	if err != nil {
+		r.errs = append(r.errs, fmt.Errorf("%s=%q: want true or false", name, s))
+		return def
+	}
+	return v
+}
+
+// loadConfig reads the worker's configuration; its error lists every problem found.
+func loadConfig(getenv func(string) string) (config, error) {
+	r := &envReader{getenv: getenv}
+	c := config{
+		QueueURL:          r.required("EXPORT_QUEUE_URL"),
+		DLQURL:            r.str("EXPORT_DLQ_URL", ""),
+		MongoURI:          r.required("MONGO_URI"),
+		MongoDatabase:     r.str("MONGO_DATABASE", "titan"),
+		Bucket:            r.required("EXPORT_BUCKET"),
+		KeyPrefix:         r.str("EXPORT_KEY_PREFIX", "exports/"),
+		HTTPAddr:          r.str("HTTP_ADDR", ":8080"),
+		Concurrency:       r.int("WORKER_CONCURRENCY", 4, 1, 256),
+		VisibilityTimeout: r.dur("VISIBILITY_TIMEOUT", 2*time.Minute, 3*time.Second, 12*time.Hour),
+		DrainTimeout:      r.dur("DRAIN_TIMEOUT", 600*time.Second, 0, 12*time.Hour),
+		ReceiveWait:       r.dur("RECEIVE_WAIT", 20*time.Second, 0, 20*time.Second),
+		StallAfter:        r.dur("STALL_AFTER", 5*time.Minute, time.Second, 24*time.Hour),
+		RetryBase:         r.dur("RETRY_BASE", 30*time.Second, time.Second, 12*time.Hour),
+		RetryMax:          r.dur("RETRY_MAX", 15*time.Minute, time.Second, 12*time.Hour),
+		ProgressEvery:     r.dur("PROGRESS_EVERY", 30*time.Second, time.Second, 24*time.Hour),
+		GzipLevel:         r.int("GZIP_LEVEL", 6, 1, 9),
+		S3PathStyle:       r.bool("S3_FORCE_PATH_STYLE", false),
+		PartSizeMB:        r.int("S3_PART_SIZE_MB", 8, 5, 5120),
+		LogLevel:          r.str("LOG_LEVEL", "info"),
+		Debug:             r.str("DEBUG", ""),
+	}
+	if c.StallAfter <= c.ReceiveWait {
+		r.errs = append(r.errs, fmt.Errorf("STALL_AFTER (%s) must be longer than RECEIVE_WAIT (%s)", c.StallAfter, c.ReceiveWait))
+	}
+	if c.RetryMax < c.RetryBase {
+		r.errs = append(r.errs, fmt.Errorf("RETRY_MAX (%s) must not be less than RETRY_BASE (%s)", c.RetryMax, c.RetryBase))
+	}
+	if strings.HasPrefix(c.KeyPrefix, "/") || strings.Contains(c.KeyPrefix, "..") {
+		r.errs = append(r.errs, fmt.Errorf("EXPORT_KEY_PREFIX=%q must not start with / or contain ..", c.KeyPrefix))
+	}
+	if _, err := logging.ParseLevel(c.LogLevel); err != nil {
+		r.errs = append(r.errs, err)
+	}
+	if err := errors.Join(r.errs...); err != nil {
+		return c, fmt.Errorf("configuration:\n%w", err)
+	}
+	return c, nil
+}

@@ -1,0 +1,77 @@
+package jobs
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestDecodeValid(t *testing.T) {
+	m, err := Decode([]byte(`{"version":1,"export_id":"exp-1","kind":"registrations","params":{"campaign_id":"c1"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Format != FormatCSV || m.Destination != DefaultDestination {
+		t.Errorf("defaults not applied: %+v", m)
+	}
+	p, err := DefaultRegistry().Plan(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Vars["campaign"] != "c1" || p.Collection != "registrations" {
+		t.Errorf("plan = %+v", p)
+	}
+}
+
+// Every bad message is a permanent error whose text names what is wrong.
+func TestDecodeRefuses(t *testing.T) {
+	for _, tc := range []struct {
+		name, body, reason, mention string
+	}{
+		{"not json", `hello`, "malformed_message", "not valid JSON"},
+		{"empty", ``, "malformed_message", "empty"},
+		{"array", `[1,2]`, "malformed_message", "expected shape"},
+		{"trailing", `{"version":1} {}`, "malformed_message", "after the JSON object"},
+		{"unknown field", `{"version":1,"export_id":"e","kind":"registrations","bucket":"evil","params":{}}`, "malformed_message", `"bucket"`},
+		{"wrong type", `{"version":"1","export_id":"e","kind":"registrations","params":{}}`, "malformed_message", `field "version"`},
+		{"no version", `{"export_id":"e","kind":"registrations","params":{}}`, "invalid_message", `"version": required`},
+		{"future version", `{"version":2,"export_id":"e","kind":"registrations","params":{}}`, "invalid_message", "not supported"},
+		{"bad export id", `{"version":1,"export_id":"../x","kind":"registrations","params":{}}`, "invalid_message", `"export_id"`},
+		{"no kind", `{"version":1,"export_id":"e","params":{}}`, "invalid_message", `"kind": required`},
+		{"bad format", `{"version":1,"export_id":"e","kind":"registrations","format":"xlsx","params":{}}`, "invalid_message", `"format"`},
+		{"no params", `{"version":1,"export_id":"e","kind":"registrations"}`, "invalid_message", `"params": required`},
+		{"oversize", `{"version":1,"export_id":"` + strings.Repeat("a", MaxMessageBytes) + `"}`, "oversize_message", "bytes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Decode([]byte(tc.body))
+			reason, ok := IsPermanent(err)
+			if !ok || reason != tc.reason || !strings.Contains(err.Error(), tc.mention) {
+				t.Errorf("Decode(%.60q) = %v (reason %q), want a permanent %q error mentioning %q", tc.body, err, reason, tc.reason, tc.mention)
+			}
+		})
+	}
+}
+
+func TestPlanRefuses(t *testing.T) {
+	reg := DefaultRegistry()
+	for _, tc := range []struct {
+		name, body, reason, mention string
+	}{
+		{"unknown kind", `{"version":1,"export_id":"e","kind":"users","params":{}}`, "unknown_kind", "unknown kind"},
+		{"missing campaign", `{"version":1,"export_id":"e","kind":"registrations","params":{}}`, "invalid_params", "params.campaign_id"},
+		{"operator in param", `{"version":1,"export_id":"e","kind":"registrations","params":{"campaign_id":{"$ne":null}}}`, "invalid_params", "campaign_id"},
+		{"unknown param", `{"version":1,"export_id":"e","kind":"registrations","params":{"campaign_id":"c","filter":{}}}`, "invalid_params", `"filter"`},
+		{"bad status", `{"version":1,"export_id":"e","kind":"registrations","params":{"campaign_id":"c","status":"x"}}`, "invalid_params", "params.status"},
+		{"bad range", `{"version":1,"export_id":"e","kind":"registrations","params":{"campaign_id":"c","created_from":"2026-02-01T00:00:00Z","created_to":"2026-01-01T00:00:00Z"}}`, "invalid_params", "created_to"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, err := Decode([]byte(tc.body))
+			if err == nil {
+				_, err = reg.Plan(m)
+			}
+			reason, ok := IsPermanent(err)
+			if !ok || reason != tc.reason || !strings.Contains(err.Error(), tc.mention) {
+				t.Errorf("got %v (reason %q), want a permanent %q error mentioning %q", err, reason, tc.reason, tc.mention)
+			}
+		})
+	}
+}

@@ -1,0 +1,181 @@
+package jobs
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"sync/atomic"
+
+	"github.com/klauspost/compress/gzip"
+	"go.mongodb.org/mongo-driver/v2/bson"
+)
+
+// Source yields the documents of an export in order. *mongo.Cursor satisfies it through
+// CursorSource; benchmarks and fault-injection tests use their own.
+type Source interface {
+	// Next advances to the next document; false at the end or on error (see Err).
+	Next(ctx context.Context) bool
+	// Current is the current document, valid until the next call to Next.
+	Current() bson.Raw
+	// Err is the error that stopped Next, if any.
+	Err() error
+	// Close releases the source.
+	Close(ctx context.Context) error
+}
+
+// Object describes the object a sink writes.
+type Object struct {
+	Key             string
+	ContentType     string
+	ContentEncoding string
+	Metadata        map[string]string
+}
+
+// Written is what a sink reports about a completed object.
+type Written struct {
+	Bucket string
+	Key    string
+	ETag   string
+	// Checksum is the S3 checksum of the whole object as the server reported it (for example a
+	// CRC32C "full object" or "composite" checksum), empty if the sink has none.
+	Checksum string
+	// ChecksumAlgorithm names the algorithm of Checksum, for example "CRC32C".
+	ChecksumAlgorithm string
+	Parts             int
+}
+
+// Sink stores one object from a stream of unknown length. The object must become visible only
+// when complete: if body returns an error or ctx ends, Put fails and leaves no object (and no
+// unfinished multipart upload) behind.
+type Sink interface {
+	Put(ctx context.Context, obj Object, body io.Reader) (Written, error)
+}
+
+// Stats are the counts of one pipeline run.
+type Stats struct {
+	Rows              int64
+	BytesUncompressed int64
+	BytesCompressed   int64
+	// SHA256 is the hex SHA-256 of the compressed bytes handed to the sink.
+	SHA256 string
+}
+
+// Progress is read by the worker while a job runs (for progress logs and the ledger). Its
+// fields are updated atomically by the pipeline.
+type Progress struct {
+	Rows              atomic.Int64
+	BytesUncompressed atomic.Int64
+	BytesCompressed   atomic.Int64
+}
+
+// PipelineOptions configure Run.
+type PipelineOptions struct {
+	// GzipLevel is the compression level (1 fastest .. 9 smallest); 0 means 6.
+	GzipLevel int
+	// Progress, if set, is updated as the export runs.
+	Progress *Progress
+}
+
+// errSinkDone unblocks the producer when the sink returned before reading everything.
+var errSinkDone = errors.New("jobs: sink stopped reading")
+
+// Run streams src through enc (made by newEnc for the writer it is given) and gzip into sink as obj.
+// Memory does not grow with the export: documents flow through an io.Pipe in bounded buffers.
+// If the source or encoder fails, the sink sees a read error and must not complete the object;
+// the source's error is returned (it is the cause), not the sink's report of it.
+func Run(ctx context.Context, src Source, newEnc func(io.Writer) (Encoder, error), sink Sink, obj Object, opts PipelineOptions) (Stats, Written, error) {
+	level := opts.GzipLevel
+	if level == 0 {
+		level = 6
+	}
+	prog := opts.Progress
+	if prog == nil {
+		prog = new(Progress)
+	}
+	pr, pw := io.Pipe()
+	h := sha256.New()
+
+	prodDone := make(chan error, 1)
+	go func() {
+		err := produce(ctx, src, newEnc, &countingWriter{w: pw, h: h, n: &prog.BytesCompressed}, level, prog)
+		// A nil error closes the pipe with io.EOF: the sink sees the end of a complete stream.
+		_ = pw.CloseWithError(err)
+		prodDone <- err
+	}()
+
+	written, sinkErr := sink.Put(ctx, obj, pr)
+	_ = pr.CloseWithError(errSinkDone)
+	prodErr := <-prodDone
+
+	stats := Stats{
+		Rows:              prog.Rows.Load(),
+		BytesUncompressed: prog.BytesUncompressed.Load(),
+		BytesCompressed:   prog.BytesCompressed.Load(),
+	}
+	switch {
+	case prodErr != nil && !errors.Is(prodErr, errSinkDone):
+		return stats, Written{}, prodErr
+	case sinkErr != nil:
+		return stats, Written{}, sinkErr
+	case prodErr != nil:
+		return stats, Written{}, fmt.Errorf("jobs: sink returned before reading the whole export")
+	}
+	stats.SHA256 = hex.EncodeToString(h.Sum(nil))
+	return stats, written, nil
+}
+
+func produce(ctx context.Context, src Source, newEnc func(io.Writer) (Encoder, error), out io.Writer, level int, prog *Progress) error {
+	zw, err := gzip.NewWriterLevel(out, level)
+	if err != nil {
+		return fmt.Errorf("jobs: gzip level %d: %w", level, err)
+	}
+	// The buffer lets the encoder's small line writes reach gzip in large blocks.
+	bw := bufio.NewWriterSize(&countingWriter{w: zw, n: &prog.BytesUncompressed}, 64<<10)
+	enc, err := newEnc(bw)
+	if err != nil {
+		return err
+	}
+	if err := enc.Begin(); err != nil {
+		return err
+	}
+	for src.Next(ctx) {
+		if err := enc.Encode(src.Current()); err != nil {
+			return err
+		}
+		prog.Rows.Add(1)
+	}
+	if err := src.Err(); err != nil {
+		return fmt.Errorf("jobs: read source after %d rows: %w", prog.Rows.Load(), err)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("jobs: flush encoder: %w", err)
+	}
+	if err := zw.Close(); err != nil {
+		return fmt.Errorf("jobs: finish gzip: %w", err)
+	}
+	return nil
+}
+
+// countingWriter counts (and optionally hashes) what passes through it.
+type countingWriter struct {
+	w io.Writer
+	h hash.Hash
+	n *atomic.Int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	if c.h != nil {
+		c.h.Write(p[:n])
+	}
+	c.n.Add(int64(n))
+	return n, err
+}

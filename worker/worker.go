@@ -1,0 +1,486 @@
+// Package worker owns a job message's life: the SQS long poll, the concurrency limit, the
+// visibility lease, deleting on success, dead-lettering permanent failures, backing off
+// retryable ones, and releasing messages on shutdown.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/verifiedfan/export-service/jobs"
+)
+
+// SQS is the part of the SQS API the worker uses; *sqs.Client satisfies it.
+type SQS interface {
+	ReceiveMessage(ctx context.Context, in *sqs.ReceiveMessageInput, opts ...func(*sqs.Options)) (*sqs.ReceiveMessageOutput, error)
+	DeleteMessage(ctx context.Context, in *sqs.DeleteMessageInput, opts ...func(*sqs.Options)) (*sqs.DeleteMessageOutput, error)
+	ChangeMessageVisibility(ctx context.Context, in *sqs.ChangeMessageVisibilityInput, opts ...func(*sqs.Options)) (*sqs.ChangeMessageVisibilityOutput, error)
+	SendMessage(ctx context.Context, in *sqs.SendMessageInput, opts ...func(*sqs.Options)) (*sqs.SendMessageOutput, error)
+	GetQueueAttributes(ctx context.Context, in *sqs.GetQueueAttributesInput, opts ...func(*sqs.Options)) (*sqs.GetQueueAttributesOutput, error)
+}
+
+var _ SQS = (*sqs.Client)(nil)
+
+// Config configures a Worker. Zero values take the documented defaults (see SetDefaults).
+type Config struct {
+	// QueueURL is the jobs queue. Required.
+	QueueURL string
+	// DLQURL is the dead-letter queue permanent failures are sent to. Without it, permanent
+	// failures are left to the queue's redrive policy.
+	DLQURL string
+	// Concurrency is the number of jobs run at once. Default 4.
+	Concurrency int
+	// WaitTime is the long-poll wait of ReceiveMessage. Default 20s (the SQS maximum).
+	WaitTime time.Duration
+	// VisibilityTimeout is the lease taken on a received message and renewed every third of it
+	// while the job runs. Default 2m.
+	VisibilityTimeout time.Duration
+	// DrainTimeout is how long jobs in flight may run after shutdown began. Default 600s, the
+	// ELB's connection draining time.
+	DrainTimeout time.Duration
+	// RetryBase and RetryMax bound the backoff of retryable failures:
+	// min(RetryBase * 2^(receives-1), RetryMax), with jitter. Defaults 30s and 15m.
+	RetryBase time.Duration
+	RetryMax  time.Duration
+}
+
+// SetDefaults fills unset fields.
+func (c *Config) SetDefaults() {
+	if c.Concurrency == 0 {
+		c.Concurrency = 4
+	}
+	if c.WaitTime == 0 {
+		c.WaitTime = 20 * time.Second
+	}
+	if c.VisibilityTimeout == 0 {
+		c.VisibilityTimeout = 2 * time.Minute
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = 600 * time.Second
+	}
+	if c.RetryBase == 0 {
+		c.RetryBase = 30 * time.Second
+	}
+	if c.RetryMax == 0 {
+		c.RetryMax = 15 * time.Minute
+	}
+}
+
+// Validate reports every problem at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.QueueURL == "" {
+		errs = append(errs, errors.New("queue URL is required"))
+	}
+	if c.Concurrency < 1 || c.Concurrency > 256 {
+		errs = append(errs, fmt.Errorf("concurrency %d is outside 1..256", c.Concurrency))
+	}
+	if c.WaitTime < 0 || c.WaitTime > 20*time.Second {
+		errs = append(errs, fmt.Errorf("receive wait time %s is outside 0..20s", c.WaitTime))
+	}
+	if c.VisibilityTimeout < 3*time.Second || c.VisibilityTimeout > 12*time.Hour {
+		errs = append(errs, fmt.Errorf("visibility timeout %s is outside 3s..12h", c.VisibilityTimeout))
+	}
+	if c.DrainTimeout < 0 {
+		errs = append(errs, fmt.Errorf("drain timeout %s is negative", c.DrainTimeout))
+	}
+	if c.RetryBase <= 0 || c.RetryMax < c.RetryBase || c.RetryMax > 12*time.Hour {
+		errs = append(errs, fmt.Errorf("retry backoff %s..%s must be positive, increasing and at most 12h", c.RetryBase, c.RetryMax))
+	}
+	return errors.Join(errs...)
+}
+
+// Message is one received job message.
+type Message struct {
+	ID            string
+	Body          string
+	ReceiptHandle string
+	// ReceiveCount is SQS's ApproximateReceiveCount: 1 on the first delivery.
+	ReceiveCount int
+	SentAt       time.Time
+
+	// Filled in by the handler once it knows them, for logs, metrics and dead-letter attributes.
+	ExportID    string
+	Kind        string
+	Destination string
+	// Outcome may be set by the handler to OutcomeDuplicate when it acknowledged a message
+	// without running it.
+	Outcome string
+}
+
+// Handler runs one message. Returning nil deletes the message; an error marked with
+// jobs.Permanent dead-letters it at once; any other error makes it come back after a backoff.
+type Handler interface {
+	Handle(ctx context.Context, m *Message) error
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, m *Message) error
+
+// Handle implements Handler.
+func (f HandlerFunc) Handle(ctx context.Context, m *Message) error { return f(ctx, m) }
+
+// Worker receives job messages and runs them.
+type Worker struct {
+	cfg     Config
+	sqs     SQS
+	handler Handler
+	log     zerolog.Logger
+	metrics *Metrics
+
+	started      time.Time
+	inFlight     atomic.Int64
+	draining     atomic.Bool
+	lastReceive  atomic.Int64 // unix nanos of the last successful receive call
+	lastProgress atomic.Int64 // unix nanos of the last completed receive attempt
+}
+
+// New returns a worker. cfg must have passed Validate after SetDefaults.
+func New(cfg Config, client SQS, h Handler, metrics *Metrics, log zerolog.Logger) *Worker {
+	w := &Worker{cfg: cfg, sqs: client, handler: h, metrics: metrics, log: log, started: time.Now()}
+	w.lastProgress.Store(time.Now().UnixNano())
+	return w
+}
+
+// errLeaseLost cancels a job whose message's visibility could not be extended.
+var errLeaseLost = errors.New("worker: lease on the message was lost")
+
+// errDrainTimeout cancels jobs still running when the drain deadline passes.
+var errDrainTimeout = errors.New("worker: drain deadline passed")
+
+// Run receives and runs messages until ctx is canceled, then drains: it stops receiving, lets
+// jobs in flight finish for up to DrainTimeout, then cancels the rest and releases their
+// messages. It returns nil after a clean drain.
+func (w *Worker) Run(ctx context.Context) error {
+	jobsCtx, cancelJobs := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer cancelJobs(nil)
+
+	var g errgroup.Group
+	g.SetLimit(w.cfg.Concurrency)
+	slots := make(chan struct{}, w.cfg.Concurrency)
+
+	w.log.Info().Str("queue", w.cfg.QueueURL).Int("concurrency", w.cfg.Concurrency).Msg("worker started")
+	backoff := time.Duration(0)
+	for {
+		// Wait for one free slot, then take every other free slot (up to 10, the SQS maximum):
+		// never receive a message there is no slot to run, or its visibility timeout would burn.
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		free := 1
+		for free < 10 {
+			select {
+			case slots <- struct{}{}:
+				free++
+				continue
+			default:
+			}
+			break
+		}
+		msgs, err := w.receive(ctx, free)
+		for range free - len(msgs) {
+			<-slots
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			backoff = min(max(2*backoff, 500*time.Millisecond), 20*time.Second)
+			w.log.Error().Err(err).Dur("retry_in", backoff).Msg("receive failed")
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+			}
+			continue
+		}
+		backoff = 0
+		for _, m := range msgs {
+			g.Go(func() error {
+				defer func() { <-slots }()
+				w.process(jobsCtx, m)
+				return nil
+			})
+		}
+	}
+
+	w.draining.Store(true)
+	n := w.inFlight.Load()
+	w.log.Info().Int64("in_flight", n).Dur("deadline", w.cfg.DrainTimeout).Msg("draining: stopped receiving, waiting for jobs in flight")
+	done := make(chan struct{})
+	go func() { _ = g.Wait(); close(done) }()
+	select {
+	case <-done:
+		w.log.Info().Msg("drained: all jobs finished")
+	case <-time.After(w.cfg.DrainTimeout):
+		w.log.Warn().Int64("in_flight", w.inFlight.Load()).Msg("drain deadline passed: canceling jobs and releasing their messages")
+		cancelJobs(errDrainTimeout)
+		<-done
+	}
+	return nil
+}
+
+func (w *Worker) receive(ctx context.Context, n int) ([]*Message, error) {
+	out, err := w.sqs.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{
+		QueueUrl:                    aws.String(w.cfg.QueueURL),
+		MaxNumberOfMessages:         int32(n),
+		WaitTimeSeconds:             int32(w.cfg.WaitTime / time.Second),
+		VisibilityTimeout:           int32(w.cfg.VisibilityTimeout / time.Second),
+		MessageSystemAttributeNames: []types.MessageSystemAttributeName{types.MessageSystemAttributeNameAll},
+		MessageAttributeNames:       []string{"All"},
+	})
+	if ctx.Err() != nil {
+		// Canceled by shutdown: not an SQS error. Messages the server handed out in the
+		// meantime come back after their visibility timeout.
+		return nil, ctx.Err()
+	}
+	w.metrics.sqs("receive", err)
+	now := time.Now()
+	w.lastProgress.Store(now.UnixNano())
+	w.metrics.LastProgress.Set(float64(now.Unix()))
+	if err != nil {
+		return nil, fmt.Errorf("worker: receive from %s: %w", w.cfg.QueueURL, err)
+	}
+	w.lastReceive.Store(now.UnixNano())
+	msgs := make([]*Message, 0, len(out.Messages))
+	for _, sm := range out.Messages {
+		m := &Message{ID: aws.ToString(sm.MessageId), Body: aws.ToString(sm.Body), ReceiptHandle: aws.ToString(sm.ReceiptHandle)}
+		if v, err := strconv.Atoi(sm.Attributes[string(types.MessageSystemAttributeNameApproximateReceiveCount)]); err == nil {
+			m.ReceiveCount = v
+		}
+		if v, err := strconv.ParseInt(sm.Attributes[string(types.MessageSystemAttributeNameSentTimestamp)], 10, 64); err == nil {
+			m.SentAt = time.UnixMilli(v)
+			w.metrics.MessageAge.Observe(now.Sub(m.SentAt).Seconds())
+		}
+		msgs = append(msgs, m)
+	}
+	return msgs, nil
+}
+
+// process runs one message to its outcome. It never panics and never returns an error: every
+// outcome is an action on the message.
+func (w *Worker) process(jobsCtx context.Context, m *Message) {
+	w.inFlight.Add(1)
+	w.metrics.InFlight.Inc()
+	defer func() {
+		w.inFlight.Add(-1)
+		w.metrics.InFlight.Dec()
+	}()
+
+	ctx, cancel := context.WithCancelCause(jobsCtx)
+	defer cancel(nil)
+	var leaseWG sync.WaitGroup
+	leaseWG.Add(1)
+	go func() {
+		defer leaseWG.Done()
+		w.holdLease(ctx, m, cancel)
+	}()
+
+	start := time.Now()
+	err := w.safeHandle(ctx, m)
+	cause := context.Cause(ctx)
+	cancel(nil)
+	leaseWG.Wait()
+	took := time.Since(start)
+
+	log := w.log.With().Str("message_id", m.ID).Str("export_id", m.ExportID).Str("kind", m.Kind).
+		Str("destination", m.Destination).Int("receive_count", m.ReceiveCount).Logger()
+	outcome := OutcomeSucceeded
+	// An action on the message must happen even when the job's context was canceled.
+	actx, acancel := context.WithTimeout(context.WithoutCancel(jobsCtx), 30*time.Second)
+	defer acancel()
+	switch {
+	case err == nil:
+		if m.Outcome == OutcomeDuplicate {
+			outcome = OutcomeDuplicate
+		}
+		if derr := w.delete(actx, m); derr != nil {
+			log.Error().Err(derr).Msg("export done but deleting its message failed; it will be delivered again and acknowledged as a duplicate")
+		}
+	case errors.Is(cause, errLeaseLost):
+		outcome = OutcomeFailedRetryable
+		log.Error().Err(err).Msg("job canceled: lease on its message was lost; another delivery will run it")
+	case errors.Is(cause, errDrainTimeout):
+		outcome = OutcomeReleased
+		w.changeVisibility(actx, m, 0, log)
+		log.Warn().Err(err).Msg("job canceled by shutdown; message released to the queue")
+	default:
+		if reason, ok := jobs.IsPermanent(err); ok {
+			outcome = OutcomeFailedPermanent
+			if derr := w.deadLetter(actx, m, reason, err); derr != nil {
+				// Leave the message: it comes back, and the redrive policy ends it in the DLQ.
+				log.Error().Err(derr).Str("reason", reason).Msg("permanent failure, but sending it to the dead-letter queue failed")
+				w.changeVisibility(actx, m, w.retryDelay(m.ReceiveCount), log)
+			} else {
+				log.Error().Err(err).Str("reason", reason).Msg("permanent failure: message sent to the dead-letter queue")
+			}
+			break
+		}
+		outcome = OutcomeFailedRetryable
+		delay := w.retryDelay(m.ReceiveCount)
+		w.changeVisibility(actx, m, delay, log)
+		log.Warn().Err(err).Dur("retry_in", delay).Msg("retryable failure: message will come back")
+	}
+	kind, dest := labelOr(m.Kind), labelOr(m.Destination)
+	w.metrics.Jobs.WithLabelValues(kind, dest, outcome).Inc()
+	w.metrics.JobDuration.WithLabelValues(kind, outcome).Observe(took.Seconds())
+	if outcome == OutcomeSucceeded {
+		w.metrics.LastSuccess.SetToCurrentTime()
+	}
+}
+
+func labelOr(v string) string {
+	if v == "" {
+		return "unknown"
+	}
+	return v
+}
+
+// safeHandle turns a panic in a job into a permanent failure of that job.
+func (w *Worker) safeHandle(ctx context.Context, m *Message) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			w.log.Error().Str("message_id", m.ID).Str("export_id", m.ExportID).Str("stack", string(debug.Stack())).Msg("job panicked")
+			err = jobs.Permanentf("panic", "job panicked: %v", r)
+		}
+	}()
+	return w.handler.Handle(ctx, m)
+}
+
+// holdLease extends the message's visibility every third of the timeout until ctx ends. If
+// the lease cannot be renewed before it expires, the job is canceled: another worker may
+// already have the message.
+func (w *Worker) holdLease(ctx context.Context, m *Message, cancel context.CancelCauseFunc) {
+	vt := w.cfg.VisibilityTimeout
+	expires := time.Now().Add(vt)
+	t := time.NewTicker(vt / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		_, err := w.sqs.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{
+			QueueUrl:          aws.String(w.cfg.QueueURL),
+			ReceiptHandle:     aws.String(m.ReceiptHandle),
+			VisibilityTimeout: int32(vt / time.Second),
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		w.metrics.sqs("change_visibility", err)
+		if err == nil {
+			expires = time.Now().Add(vt)
+			continue
+		}
+		if isGone(err) || time.Now().Add(vt/3).After(expires) {
+			w.log.Error().Err(err).Str("message_id", m.ID).Str("export_id", m.ExportID).Msg("lost the lease on a message")
+			cancel(errLeaseLost)
+			return
+		}
+		w.log.Warn().Err(err).Str("message_id", m.ID).Msg("extending visibility failed; will retry")
+	}
+}
+
+// isGone reports whether an SQS error says the receipt handle no longer holds the message.
+func isGone(err error) bool {
+	var inv *types.ReceiptHandleIsInvalid
+	var nif *types.MessageNotInflight
+	return errors.As(err, &inv) || errors.As(err, &nif)
+}
+
+func (w *Worker) delete(ctx context.Context, m *Message) error {
+	_, err := w.sqs.DeleteMessage(ctx, &sqs.DeleteMessageInput{
+		QueueUrl:      aws.String(w.cfg.QueueURL),
+		ReceiptHandle: aws.String(m.ReceiptHandle),
+	})
+	w.metrics.sqs("delete", err)
+	if err != nil {
+		return fmt.Errorf("worker: delete message %s: %w", m.ID, err)
+	}
+	return nil
+}
+
+func (w *Worker) changeVisibility(ctx context.Context, m *Message, d time.Duration, log zerolog.Logger) {
+	_, err := w.sqs.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{
+		QueueUrl:          aws.String(w.cfg.QueueURL),
+		ReceiptHandle:     aws.String(m.ReceiptHandle),
+		VisibilityTimeout: int32(d / time.Second),
+	})
+	w.metrics.sqs("change_visibility", err)
+	if err != nil {
+		log.Warn().Err(err).Msg("changing the message's visibility failed; it comes back when its lease expires")
+	}
+}
+
+// retryDelay grows with the number of deliveries: base * 2^(n-1), capped, with +-20% jitter so
+// that messages failed together do not come back together.
+func (w *Worker) retryDelay(receiveCount int) time.Duration {
+	n := max(receiveCount, 1)
+	d := w.cfg.RetryBase
+	for i := 1; i < n && d < w.cfg.RetryMax; i++ {
+		d *= 2
+	}
+	d = min(d, w.cfg.RetryMax)
+	jitter := time.Duration(rand.Int64N(int64(d)/5+1)) - d/10
+	return max(d+jitter, time.Second)
+}
+
+// deadLetter sends the message with its reason to the DLQ, then deletes it from the jobs queue.
+func (w *Worker) deadLetter(ctx context.Context, m *Message, reason string, cause error) error {
+	if w.cfg.DLQURL == "" {
+		return errors.New("worker: no dead-letter queue configured")
+	}
+	attr := func(v string) types.MessageAttributeValue {
+		return types.MessageAttributeValue{DataType: aws.String("String"), StringValue: aws.String(v)}
+	}
+	attrs := map[string]types.MessageAttributeValue{
+		"reason":              attr(reason),
+		"error":               attr(truncate(cause.Error(), 1024)),
+		"original_message_id": attr(m.ID),
+		"receive_count":       {DataType: aws.String("Number"), StringValue: aws.String(strconv.Itoa(m.ReceiveCount))},
+		"failed_at":           attr(time.Now().UTC().Format(time.RFC3339)),
+	}
+	if m.ExportID != "" {
+		attrs["export_id"] = attr(m.ExportID)
+	}
+	body := m.Body
+	if body == "" {
+		body = "(empty message body)"
+	}
+	_, err := w.sqs.SendMessage(ctx, &sqs.SendMessageInput{
+		QueueUrl:          aws.String(w.cfg.DLQURL),
+		MessageBody:       aws.String(body),
+		MessageAttributes: attrs,
+	})
+	w.metrics.sqs("send_dlq", err)
+	if err != nil {
+		return fmt.Errorf("worker: send message %s to the dead-letter queue: %w", m.ID, err)
+	}
+	w.metrics.DLQMessages.WithLabelValues(reason).Inc()
+	return w.delete(ctx, m)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
