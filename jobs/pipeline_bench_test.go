@@ -60,7 +60,9 @@ func BenchmarkPipelineRegistrationsCSV(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	newEnc := func(w io.Writer) (jobs.Encoder, error) { return jobs.NewEncoder(jobs.FormatCSV, w, plan.Columns, jobs.EncoderOptions{}) }
+	newEnc := func(w io.Writer) (jobs.Encoder, error) {
+		return jobs.NewEncoder(jobs.FormatCSV, w, plan.Columns, jobs.EncoderOptions{})
+	}
 	const perRun = 20000
 	b.ReportAllocs()
 	var csvBytes int64

@@ -257,4 +257,3 @@ func setMemoryLimitFromCgroup(getenv func(string) string) (int64, bool) {
 	debug.SetMemoryLimit(limit)
 	return limit, true
 }
-
