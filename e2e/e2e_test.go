@@ -57,6 +57,10 @@ func (b *bundle) workerEnv(t *testing.T, extra map[string]string) map[string]str
 		"EXPORT_DLQ_URL":   b.queues.DLQURL,
 		"MONGO_DATABASE":   b.db.Name(),
 		"HTTP_ADDR":        stacktest.FreeAddr(t),
+		// local-aws-sqs answers a long poll only when it times out, not when a message
+		// arrives: a short wait keeps tests quick. Production uses the default 20s.
+		"RECEIVE_WAIT": "1s",
+		"STALL_AFTER":  "30s",
 	}
 	for k, v := range extra {
 		env[k] = v

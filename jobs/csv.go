@@ -12,7 +12,9 @@ import (
 //
 // Cells whose text comes from a document string and starts with '=', '+', '-', '@', TAB or CR are
 // prefixed with a single quote, so that a spreadsheet shows them as text instead of running them
-// as a formula (OWASP "CSV injection"). Numbers, dates and ids are never prefixed.
+// as a formula (OWASP "CSV injection"). Numbers, dates and ids are never prefixed, nor is a
+// string that is only a signed number ("+15555550123", "-4.5"): a spreadsheet reads it as a
+// number, there is nothing to run, and E.164 phone numbers must reach partners intact.
 type csvEncoder struct {
 	w      io.Writer
 	cols   []compiledColumn
@@ -79,7 +81,7 @@ func (e *csvEncoder) Encode(doc bson.Raw) error {
 
 // appendCell appends one cell, quoted if needed and formula-escaped if asked.
 func (e *csvEncoder) appendCell(dst, cell []byte, escapeFormula bool) []byte {
-	prefix := escapeFormula && len(cell) > 0 && isFormulaStart(cell[0])
+	prefix := escapeFormula && len(cell) > 0 && isFormulaStart(cell[0]) && !isSignedNumber(cell)
 	if !e.needsQuotes(cell) {
 		if prefix {
 			dst = append(dst, '\'')
@@ -121,4 +123,22 @@ func isFormulaStart(c byte) bool {
 		return true
 	}
 	return false
+}
+
+// isSignedNumber reports whether cell is '+' or '-' followed by digits with at most one '.'.
+func isSignedNumber(cell []byte) bool {
+	if len(cell) < 2 || (cell[0] != '+' && cell[0] != '-') {
+		return false
+	}
+	dot := false
+	for i, c := range cell[1:] {
+		switch {
+		case c >= '0' && c <= '9':
+		case c == '.' && !dot && i > 0 && i < len(cell)-2:
+			dot = true
+		default:
+			return false
+		}
+	}
+	return true
 }

@@ -82,7 +82,13 @@ func TestCSVFormulaEscaping(t *testing.T) {
 		want string
 	}{
 		{"=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"http://x\")"},
-		{"+1555", "'+1555"},
+		{"+1555", "+1555"}, // a signed number: read as a number, nothing to run
+		{"-4.5", "-4.5"},
+		{"+1 555", "'+1 555"}, // not only a number
+		{"-1.2.3", "'-1.2.3"},
+		{"+", "'+"},
+		{"-.5", "'-.5"},
+		{"+1+1", "'+1+1"},
 		{"-1+2", "'-1+2"},
 		{"@SUM(A1)", "'@SUM(A1)"},
 		{"\tx", "'\tx"},

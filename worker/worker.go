@@ -243,7 +243,9 @@ func (w *Worker) receive(ctx context.Context, n int) ([]*Message, error) {
 		WaitTimeSeconds:             int32(w.cfg.WaitTime / time.Second),
 		VisibilityTimeout:           int32(w.cfg.VisibilityTimeout / time.Second),
 		MessageSystemAttributeNames: []types.MessageSystemAttributeName{types.MessageSystemAttributeNameAll},
-		MessageAttributeNames:       []string{"All"},
+		// The deprecated field too: some SQS implementations (local-aws-sqs) only honour it.
+		AttributeNames:        []types.QueueAttributeName{"All"}, //nolint:staticcheck
+		MessageAttributeNames: []string{"All"},
 	})
 	if ctx.Err() != nil {
 		// Canceled by shutdown: not an SQS error. Messages the server handed out in the

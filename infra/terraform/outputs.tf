@@ -1,0 +1,49 @@
+output "jobs_queue_url" {
+  description = "EXPORT_QUEUE_URL: where exports are enqueued."
+  value       = aws_sqs_queue.jobs.url
+}
+
+output "dlq_url" {
+  description = "EXPORT_DLQ_URL."
+  value       = aws_sqs_queue.dlq.url
+}
+
+output "results_queue_url" {
+  description = "EXPORT_RESULTS_QUEUE_URL: completion notices."
+  value       = aws_sqs_queue.results.url
+}
+
+output "bucket" {
+  description = "EXPORT_BUCKET: the internal exports bucket."
+  value       = aws_s3_bucket.exports.bucket
+}
+
+output "elb_dns_name" {
+  description = "Internal address of /heartbeat and /metrics (port 8080)."
+  value       = aws_elb.this.dns_name
+}
+
+output "elb_name" {
+  description = "Name of the classic ELB (aws elb describe-instance-health --load-balancer-name ...)."
+  value       = aws_elb.this.name
+}
+
+output "asg_name" {
+  description = "Name of the autoscaling group."
+  value       = aws_autoscaling_group.this.name
+}
+
+output "instance_role_arn" {
+  description = "Role of the instances; the SFMC and TMOL roles must trust it."
+  value       = aws_iam_role.instance.arn
+}
+
+output "operator_policy_arn" {
+  description = "Managed policy for operators who run enqueue and dlq list/redrive."
+  value       = aws_iam_policy.operator.arn
+}
+
+output "alarm_topic_arn" {
+  description = "SNS topic every alarm notifies."
+  value       = aws_sns_topic.alarms.arn
+}
