@@ -5,8 +5,7 @@
 # Go tests: go test ./internal/infracheck/
 #
 # Builds .cache/bin/tofu and .cache/bin/promtool from their tools modules (tools/tofu,
-# tools/promtool) when missing or older than their go.mod/go.sum. A cold build of each
-# takes several minutes on 2 cores; CI should cache .cache/bin.
+# tools/promtool) through scripts/build-tools.sh, which reuses earlier builds.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -14,21 +13,7 @@ cd "$root"
 bin="$root/.cache/bin"
 mkdir -p "$bin"
 
-# build NAME MODULE_DIR PACKAGE
-build() {
-  local name=$1 dir=$2 pkg=$3
-  if [[ -x "$bin/$name" && ! "$dir/go.mod" -nt "$bin/$name" && ! "$dir/go.sum" -nt "$bin/$name" ]]; then
-    return
-  fi
-  echo "check-infra: building $name from $dir (a cold build takes minutes)" >&2
-  local start=$SECONDS
-  (cd "$dir" && go build -o "$bin/$name.tmp" "$pkg")
-  mv "$bin/$name.tmp" "$bin/$name"
-  echo "check-infra: built $name in $((SECONDS - start)) s" >&2
-}
-
-build tofu tools/tofu github.com/opentofu/opentofu/cmd/tofu
-build promtool tools/promtool github.com/prometheus/prometheus/cmd/promtool
+scripts/build-tools.sh tofu promtool
 
 # fmt needs no CLI configuration; do not let a missing one print warnings.
 if [[ -n "${TF_CLI_CONFIG_FILE:-}" && ! -e "$TF_CLI_CONFIG_FILE" ]]; then
