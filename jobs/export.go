@@ -31,6 +31,8 @@ type Exporter struct {
 	GzipLevel int
 	// BatchSize is the cursor batch size (0 means the server's default).
 	BatchSize int32
+	// WrapSource, if set, wraps every export's source (fault-injection tests).
+	WrapSource func(Source) Source
 }
 
 // Job is a decoded, validated and planned message, ready to run.
@@ -39,6 +41,9 @@ type Job struct {
 	Plan        *Plan
 	Destination Destination
 	Key         string
+	// RequestedAt is when the job was requested (the SQS message's SentTimestamp): stable
+	// across redeliveries, unlike the time a delivery runs.
+	RequestedAt time.Time
 }
 
 // Result describes a completed export.
@@ -95,7 +100,10 @@ func (e *Exporter) Run(ctx context.Context, job *Job, prog *Progress) (Result, e
 	if err != nil {
 		return res, fmt.Errorf("jobs: query %s for export %s: %w", p.Collection, job.Message.ExportID, err)
 	}
-	src := &CursorSource{Cursor: cur}
+	var src Source = &CursorSource{Cursor: cur}
+	if e.WrapSource != nil {
+		src = e.WrapSource(src)
+	}
 	defer func() { _ = src.Close(context.WithoutCancel(ctx)) }()
 
 	newEnc := func(w io.Writer) (Encoder, error) {

@@ -16,6 +16,8 @@ const (
 	OutcomeFailedRetryable = "failed_retryable"
 	OutcomeDuplicate       = "duplicate"
 	OutcomeReleased        = "released"
+	// OutcomeDeferred: the message carried an export running elsewhere and was re-sent delayed.
+	OutcomeDeferred = "deferred"
 )
 
 // Metrics are the service's Prometheus collectors. Label values are bounded: kinds and

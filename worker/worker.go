@@ -55,6 +55,13 @@ type Config struct {
 	// min(RetryBase * 2^(receives-1), RetryMax), with jitter. Defaults 30s and 15m.
 	RetryBase time.Duration
 	RetryMax  time.Duration
+	// MaxMessageLease is how long one delivery of a message may be held. SQS refuses to extend
+	// a message's visibility beyond 12 hours after it was received, so a job still running at
+	// this point hands its message over (see Message.OnHandOver). Default 11h.
+	MaxMessageLease time.Duration
+	// HandOverDelay is the delivery delay of the copy sent by a handover or a hop. Default 15m
+	// (the SQS maximum).
+	HandOverDelay time.Duration
 }
 
 // SetDefaults fills unset fields.
@@ -76,6 +83,12 @@ func (c *Config) SetDefaults() {
 	}
 	if c.RetryMax == 0 {
 		c.RetryMax = 15 * time.Minute
+	}
+	if c.MaxMessageLease == 0 {
+		c.MaxMessageLease = 11 * time.Hour
+	}
+	if c.HandOverDelay == 0 {
+		c.HandOverDelay = 15 * time.Minute
 	}
 }
 
@@ -100,6 +113,12 @@ func (c *Config) Validate() error {
 	if c.RetryBase <= 0 || c.RetryMax < c.RetryBase || c.RetryMax > 12*time.Hour {
 		errs = append(errs, fmt.Errorf("retry backoff %s..%s must be positive, increasing and at most 12h", c.RetryBase, c.RetryMax))
 	}
+	if c.MaxMessageLease < c.VisibilityTimeout || c.MaxMessageLease > 12*time.Hour-c.VisibilityTimeout/3 {
+		errs = append(errs, fmt.Errorf("max message lease %s must be at least the visibility timeout and leave a third of it before the 12h SQS limit", c.MaxMessageLease))
+	}
+	if c.HandOverDelay < 0 || c.HandOverDelay > 15*time.Minute {
+		errs = append(errs, fmt.Errorf("handover delay %s is outside 0..15m", c.HandOverDelay))
+	}
 	return errors.Join(errs...)
 }
 
@@ -111,6 +130,7 @@ type Message struct {
 	// ReceiveCount is SQS's ApproximateReceiveCount: 1 on the first delivery.
 	ReceiveCount int
 	SentAt       time.Time
+	ReceivedAt   time.Time
 
 	// Filled in by the handler once it knows them, for logs, metrics and dead-letter attributes.
 	ExportID    string
@@ -119,7 +139,28 @@ type Message struct {
 	// Outcome may be set by the handler to OutcomeDuplicate when it acknowledged a message
 	// without running it.
 	Outcome string
+	// OnHandOver, if set by the handler, is called when the job outlives MaxMessageLease: the
+	// worker has sent a delayed copy of the message (newID) and is about to delete this
+	// delivery; the job goes on without a message, protected by the handler's own lease (the
+	// export ledger). The copy, when it arrives, finds the job still running and hops (see
+	// HopError), or finds it finished.
+	OnHandOver func(ctx context.Context, newID string) error
+
+	handedOver bool
 }
+
+// HopError asks the worker to re-send the message as a new message delayed by Delay, call
+// OnSent with the new message's id, and delete this delivery. A handler returns it for a
+// message that carries a job running elsewhere: the copy keeps the job's retry path alive
+// without this delivery's receive count growing toward the redrive limit.
+type HopError struct {
+	Reason string
+	// Delay of the copy; 0 means HandOverDelay.
+	Delay  time.Duration
+	OnSent func(ctx context.Context, newID string) error
+}
+
+func (e *HopError) Error() string { return "worker: hop: " + e.Reason }
 
 // Handler runs one message. Returning nil deletes the message; an error marked with
 // jobs.Permanent dead-letters it at once; any other error makes it come back after a backoff.
@@ -262,7 +303,7 @@ func (w *Worker) receive(ctx context.Context, n int) ([]*Message, error) {
 	w.lastReceive.Store(now.UnixNano())
 	msgs := make([]*Message, 0, len(out.Messages))
 	for _, sm := range out.Messages {
-		m := &Message{ID: aws.ToString(sm.MessageId), Body: aws.ToString(sm.Body), ReceiptHandle: aws.ToString(sm.ReceiptHandle)}
+		m := &Message{ID: aws.ToString(sm.MessageId), Body: aws.ToString(sm.Body), ReceiptHandle: aws.ToString(sm.ReceiptHandle), ReceivedAt: now}
 		if v, err := strconv.Atoi(sm.Attributes[string(types.MessageSystemAttributeNameApproximateReceiveCount)]); err == nil {
 			m.ReceiveCount = v
 		}
@@ -307,13 +348,29 @@ func (w *Worker) process(jobsCtx context.Context, m *Message) {
 	// An action on the message must happen even when the job's context was canceled.
 	actx, acancel := context.WithTimeout(context.WithoutCancel(jobsCtx), 30*time.Second)
 	defer acancel()
+	var hop *HopError
 	switch {
 	case err == nil:
 		if m.Outcome == OutcomeDuplicate {
 			outcome = OutcomeDuplicate
 		}
+		if m.handedOver {
+			break // this delivery was deleted at the handover
+		}
 		if derr := w.delete(actx, m); derr != nil {
 			log.Error().Err(derr).Msg("export done but deleting its message failed; it will be delivered again and acknowledged as a duplicate")
+		}
+	case m.handedOver:
+		// The delivery is gone; the copy sent at the handover brings the job back.
+		outcome = OutcomeFailedRetryable
+		log.Warn().Err(err).Msg("job failed after its message was handed over; the handover copy will retry it")
+	case errors.As(err, &hop):
+		outcome = OutcomeDeferred
+		if herr := w.hop(actx, m, hop.Delay, hop.OnSent); herr != nil {
+			log.Warn().Err(herr).Msg("re-sending the message failed; it comes back after its visibility timeout")
+			w.changeVisibility(actx, m, w.retryDelay(1), log)
+		} else {
+			log.Info().Str("reason", hop.Reason).Msg("message re-sent delayed: its export is running elsewhere")
 		}
 	case errors.Is(cause, errLeaseLost):
 		outcome = OutcomeFailedRetryable
@@ -367,7 +424,8 @@ func (w *Worker) safeHandle(ctx context.Context, m *Message) (err error) {
 
 // holdLease extends the message's visibility every third of the timeout until ctx ends. If
 // the lease cannot be renewed before it expires, the job is canceled: another worker may
-// already have the message.
+// already have the message. When the job outlives MaxMessageLease and the handler can carry
+// on without the message (OnHandOver), the message is handed over instead.
 func (w *Worker) holdLease(ctx context.Context, m *Message, cancel context.CancelCauseFunc) {
 	vt := w.cfg.VisibilityTimeout
 	expires := time.Now().Add(vt)
@@ -378,6 +436,20 @@ func (w *Worker) holdLease(ctx context.Context, m *Message, cancel context.Cance
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if time.Since(m.ReceivedAt)+vt > w.cfg.MaxMessageLease {
+			if m.OnHandOver == nil {
+				w.log.Error().Str("message_id", m.ID).Str("export_id", m.ExportID).Msg("job reached the maximum message lease and cannot be handed over; canceling it")
+				cancel(errLeaseLost)
+				return
+			}
+			if err := w.hop(ctx, m, 0, m.OnHandOver); err != nil {
+				w.log.Warn().Err(err).Str("message_id", m.ID).Msg("handing the message over failed; will retry")
+			} else {
+				m.handedOver = true
+				w.log.Info().Str("message_id", m.ID).Str("export_id", m.ExportID).Msg("message handed over: the job outlived the maximum message lease and goes on under its ledger lease")
+				return
+			}
 		}
 		_, err := w.sqs.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{
 			QueueUrl:          aws.String(w.cfg.QueueURL),
@@ -399,6 +471,39 @@ func (w *Worker) holdLease(ctx context.Context, m *Message, cancel context.Cance
 		}
 		w.log.Warn().Err(err).Str("message_id", m.ID).Msg("extending visibility failed; will retry")
 	}
+}
+
+// hop sends a copy of m delayed by delay (0: HandOverDelay; at most 15m), tells onSent its
+// id, and deletes m.
+func (w *Worker) hop(ctx context.Context, m *Message, delay time.Duration, onSent func(ctx context.Context, newID string) error) error {
+	if delay <= 0 {
+		delay = w.cfg.HandOverDelay
+	}
+	delay = min(delay, 15*time.Minute)
+	out, err := w.sqs.SendMessage(ctx, &sqs.SendMessageInput{
+		QueueUrl:     aws.String(w.cfg.QueueURL),
+		MessageBody:  aws.String(m.Body),
+		DelaySeconds: int32((delay + time.Second - 1) / time.Second),
+		MessageAttributes: map[string]types.MessageAttributeValue{
+			"handover_of": {DataType: aws.String("String"), StringValue: aws.String(m.ID)},
+		},
+	})
+	w.metrics.sqs("send_copy", err)
+	if err != nil {
+		return fmt.Errorf("worker: send a copy of message %s: %w", m.ID, err)
+	}
+	newID := aws.ToString(out.MessageId)
+	if onSent != nil {
+		if err := onSent(ctx, newID); err != nil {
+			// The copy is out; it finds the job's state when it arrives. Keep this delivery
+			// until the callback succeeds, so the job is never without a carrier.
+			return fmt.Errorf("worker: record copy %s of message %s: %w", newID, m.ID, err)
+		}
+	}
+	if err := w.delete(ctx, m); err != nil {
+		return err
+	}
+	return nil
 }
 
 // isGone reports whether an SQS error says the receipt handle no longer holds the message.

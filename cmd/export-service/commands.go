@@ -193,7 +193,19 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 		},
 		GzipLevel: cfg.GzipLevel,
 	}
-	handler := &worker.ExportHandler{Exporter: exporter, Metrics: metrics, Log: logs.For("titan:export"), ProgressEvery: cfg.ProgressEvery}
+	if cfg.FaultRowDelay > 0 {
+		log.Warn().Dur("delay", cfg.FaultRowDelay).Msg("EXPORT_FAULT_ROW_DELAY is set: every row is slowed down (fault-injection tests only)")
+		exporter.WrapSource = func(src jobs.Source) jobs.Source { return jobs.SlowSource(src, cfg.FaultRowDelay) }
+	}
+	handler := &worker.ExportHandler{
+		Exporter:      exporter,
+		Ledger:        jobs.NewLedger(mongoClient.Database(cfg.MongoDatabase)),
+		Metrics:       metrics,
+		Log:           logs.For("titan:export"),
+		WorkerID:      cfg.WorkerID,
+		Lease:         cfg.VisibilityTimeout,
+		ProgressEvery: cfg.ProgressEvery,
+	}
 	wcfg := worker.Config{
 		QueueURL:          cfg.QueueURL,
 		DLQURL:            cfg.DLQURL,
@@ -203,6 +215,8 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 		DrainTimeout:      cfg.DrainTimeout,
 		RetryBase:         cfg.RetryBase,
 		RetryMax:          cfg.RetryMax,
+		MaxMessageLease:   cfg.MaxMessageLease,
+		HandOverDelay:     cfg.HandOverDelay,
 	}
 	wcfg.SetDefaults()
 	if err := wcfg.Validate(); err != nil {
@@ -220,7 +234,7 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	srvErr := make(chan error, 1)
 	go func() { srvErr <- srv.Serve(ln) }()
-	log.Info().Str("http_addr", ln.Addr().String()).Str("version", buildinfo.String()).Msg("export-service started")
+	log.Info().Str("http_addr", ln.Addr().String()).Str("version", buildinfo.String()).Str("worker_id", cfg.WorkerID).Msg("export-service started")
 
 	// The worker drains when ctx is canceled (SIGTERM, SIGINT); the HTTP server keeps
 	// answering /heartbeat (503 while draining) and /metrics until the drain is over.

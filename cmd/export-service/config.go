@@ -1,7 +1,9 @@
 package main
 
 import (
+	"crypto/rand"
 	"github.com/verifiedfan/export-service/internal/logging"
+	"os"
 
 	"errors"
 	"fmt"
@@ -33,6 +35,12 @@ type config struct {
 	PartSizeMB        int
 	LogLevel          string
 	Debug             string
+	WorkerID          string
+	MaxMessageLease   time.Duration
+	HandOverDelay     time.Duration
+	// FaultRowDelay slows every row by this much. Only for fault-injection tests (slow exports,
+	// SIGKILL in the middle of an upload, lease handovers); never set in production.
+	FaultRowDelay time.Duration
 }
 
 // envReader reads typed variables and collects every problem, so that a misconfigured
@@ -102,6 +110,15 @@ func (r *envReader) bool(name string, def bool) bool {
 	return v
 }
 
+// defaultWorkerID names this process in the export ledger: host, pid and a random suffix,
+// so that a restarted process never mistakes an older attempt's lease for its own.
+func defaultWorkerID() string {
+	host, _ := os.Hostname()
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s/%d/%x", host, os.Getpid(), b)
+}
+
 // loadConfig reads the worker's configuration; its error lists every problem found.
 func loadConfig(getenv func(string) string) (config, error) {
 	r := &envReader{getenv: getenv}
@@ -126,6 +143,10 @@ func loadConfig(getenv func(string) string) (config, error) {
 		PartSizeMB:        r.int("S3_PART_SIZE_MB", 8, 5, 5120),
 		LogLevel:          r.str("LOG_LEVEL", "info"),
 		Debug:             r.str("DEBUG", ""),
+		WorkerID:          r.str("WORKER_ID", defaultWorkerID()),
+		MaxMessageLease:   r.dur("MAX_MESSAGE_LEASE", 11*time.Hour, 3*time.Second, 12*time.Hour),
+		HandOverDelay:     r.dur("HANDOVER_DELAY", 15*time.Minute, 0, 15*time.Minute),
+		FaultRowDelay:     r.dur("EXPORT_FAULT_ROW_DELAY", 0, 0, time.Minute),
 	}
 	if c.StallAfter <= c.ReceiveWait {
 		r.errs = append(r.errs, fmt.Errorf("STALL_AFTER (%s) must be longer than RECEIVE_WAIT (%s)", c.StallAfter, c.ReceiveWait))
