@@ -46,10 +46,18 @@ type Job struct {
 	RequestedAt time.Time
 }
 
+// IncompleteAborter is implemented by sinks that can abort unfinished uploads of a key left
+// behind by an earlier attempt (a worker killed in the middle of an upload).
+type IncompleteAborter interface {
+	AbortIncomplete(ctx context.Context, key string) (int, error)
+}
+
 // Result describes a completed export.
 type Result struct {
 	Bucket   string
 	Key      string
+	// AbortedUploads counts unfinished uploads of earlier attempts this run cleaned up.
+	AbortedUploads int
 	Stats    Stats
 	Written  Written
 	Started  time.Time
@@ -91,6 +99,13 @@ func ObjectKey(prefix string, m Message, p *Plan) string {
 // Run executes a prepared job. prog, if not nil, is updated while it runs.
 func (e *Exporter) Run(ctx context.Context, job *Job, prog *Progress) (Result, error) {
 	res := Result{Bucket: job.Destination.Bucket, Key: job.Key, Started: time.Now().UTC()}
+	if a, ok := job.Destination.Sink.(IncompleteAborter); ok {
+		n, err := a.AbortIncomplete(ctx, job.Key)
+		res.AbortedUploads = n
+		if err != nil {
+			return res, fmt.Errorf("jobs: export %s: clean up earlier uploads: %w", job.Message.ExportID, err)
+		}
+	}
 	p := job.Plan
 	opts := options.Find().SetSort(p.Sort).SetProjection(p.Projection)
 	if e.BatchSize > 0 {
