@@ -107,7 +107,7 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Message) error {
 		log.Info().Int64("duration", duration).Int64("rows", res.Stats.Rows).
 			Int64("bytes", res.Stats.BytesCompressed).Int64("bytes_uncompressed", res.Stats.BytesUncompressed).
 			Str("bucket", res.Bucket).Str("key", res.Key).Str("sha256", res.Stats.SHA256).
-			Msg("export succeeded")
+			Int("aborted_uploads", res.AbortedUploads).Msg("export succeeded")
 		return nil
 	case errors.Is(cause, errLedgerLeaseLost):
 		// Not ours any more: the new owner records the outcome.

@@ -343,7 +343,7 @@ func (w *Worker) process(jobsCtx context.Context, m *Message) {
 	took := time.Since(start)
 
 	log := w.log.With().Str("message_id", m.ID).Str("export_id", m.ExportID).Str("kind", m.Kind).
-		Str("destination", m.Destination).Int("receive_count", m.ReceiveCount).Logger()
+		Str("destination", m.Destination).Int("receive_count", m.ReceiveCount).Int64("duration", took.Milliseconds()).Logger()
 	outcome := OutcomeSucceeded
 	// An action on the message must happen even when the job's context was canceled.
 	actx, acancel := context.WithTimeout(context.WithoutCancel(jobsCtx), 30*time.Second)
