@@ -225,6 +225,8 @@ func (w *Worker) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			break
 		}
+		// Waiting for a slot while every job is busy is not a stall; count getting one as progress.
+		w.lastProgress.Store(time.Now().UnixNano())
 		free := 1
 		for free < 10 {
 			select {
