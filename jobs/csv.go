@@ -8,21 +8,27 @@ import (
 )
 
 // csvEncoder writes RFC 4180 CSV: a header row, CRLF line ends, cells quoted when they hold the
-// delimiter, a quote, CR or LF, quotes doubled inside quoted cells.
+// delimiter, a quote, CR or LF (or start with a space), quotes doubled inside quoted cells.
 //
 // Cells whose text comes from a document string and starts with '=', '+', '-', '@', TAB or CR are
 // prefixed with a single quote, so that a spreadsheet shows them as text instead of running them
 // as a formula (OWASP "CSV injection"). Numbers, dates and ids are never prefixed, nor is a
 // string that is only a signed number ("+15555550123", "-4.5"): a spreadsheet reads it as a
 // number, there is nothing to run, and E.164 phone numbers must reach partners intact.
+//
+// A row whose only cell is empty is written as `""`: an empty line is skipped by most readers
+// (encoding/csv, Python's csv), which would lose the row.
 type csvEncoder struct {
-	w      io.Writer
-	cols   []compiledColumn
-	delim  byte
-	bom    bool
-	escape bool
-	line   []byte
-	cell   []byte
+	w       io.Writer
+	headers []string
+	m       *matcher
+	slots   []int // column -> matcher slot
+	delim   byte
+	bom     bool
+	escape  bool
+	special [256]bool // bytes that make a cell need quotes
+	line    []byte
+	cell    []byte
 }
 
 func newCSVEncoder(w io.Writer, cols []Column, opts EncoderOptions) (*csvEncoder, error) {
@@ -30,18 +36,24 @@ func newCSVEncoder(w io.Writer, cols []Column, opts EncoderOptions) (*csvEncoder
 	if delim == 0 {
 		delim = ','
 	}
-	if delim == '"' || delim == '\r' || delim == '\n' || delim >= 0x80 {
+	// A quote would be ambiguous, CR and LF end rows, a single quote is the formula prefix
+	// (which is not quoted), and a multi-byte UTF-8 rune is not a byte.
+	if delim == '"' || delim == '\'' || delim == '\r' || delim == '\n' || delim >= 0x80 {
 		return nil, fmt.Errorf("jobs: csv delimiter %q is not allowed", delim)
 	}
-	return &csvEncoder{
+	e := &csvEncoder{
 		w:      w,
-		cols:   compile(cols),
 		delim:  delim,
 		bom:    opts.BOM,
 		escape: !opts.NoFormulaEscape,
 		line:   make([]byte, 0, 1024),
 		cell:   make([]byte, 0, 256),
-	}, nil
+	}
+	e.headers, e.m, e.slots = compile(cols)
+	for _, c := range []byte{delim, '"', '\r', '\n'} {
+		e.special[c] = true
+	}
+	return e, nil
 }
 
 func (e *csvEncoder) Begin() error {
@@ -49,11 +61,15 @@ func (e *csvEncoder) Begin() error {
 	if e.bom {
 		e.line = append(e.line, 0xEF, 0xBB, 0xBF)
 	}
-	for i := range e.cols {
+	start := len(e.line)
+	for i, h := range e.headers {
 		if i > 0 {
 			e.line = append(e.line, e.delim)
 		}
-		e.line = e.appendCell(e.line, []byte(e.cols[i].header), false)
+		e.line = e.appendCell(e.line, append(e.cell[:0], h...), false)
+	}
+	if len(e.line) == start && len(e.headers) == 1 {
+		e.line = append(e.line, '"', '"')
 	}
 	e.line = append(e.line, '\r', '\n')
 	if _, err := e.w.Write(e.line); err != nil {
@@ -63,17 +79,29 @@ func (e *csvEncoder) Begin() error {
 }
 
 func (e *csvEncoder) Encode(doc bson.Raw) error {
-	e.line = e.line[:0]
-	for i := range e.cols {
+	e.m.match(doc)
+	line := e.line[:0]
+	for i, slot := range e.slots {
 		if i > 0 {
-			e.line = append(e.line, e.delim)
+			line = append(line, e.delim)
 		}
+		// The text goes straight into the line; the rare cell that needs quotes or a formula
+		// prefix is rewritten from a copy.
+		start := len(line)
 		var text bool
-		e.cell, text = appendText(e.cell[:0], e.cols[i].lookup(doc))
-		e.line = e.appendCell(e.line, e.cell, text && e.escape)
+		line, text = appendText(line, e.m.value(slot))
+		cell := line[start:]
+		if len(cell) > 0 && (e.needsQuotes(cell) || text && e.escape && isFormulaStart(cell[0])) {
+			e.cell = append(e.cell[:0], cell...)
+			line = e.appendCell(line[:start], e.cell, text && e.escape)
+		}
 	}
-	e.line = append(e.line, '\r', '\n')
-	if _, err := e.w.Write(e.line); err != nil {
+	if len(line) == 0 && len(e.slots) == 1 {
+		line = append(line, '"', '"')
+	}
+	line = append(line, '\r', '\n')
+	e.line = line
+	if _, err := e.w.Write(line); err != nil {
 		return fmt.Errorf("jobs: write csv row: %w", err)
 	}
 	return nil
@@ -110,7 +138,7 @@ func (e *csvEncoder) needsQuotes(cell []byte) bool {
 		return true
 	}
 	for _, c := range cell {
-		if c == e.delim || c == '"' || c == '\r' || c == '\n' {
+		if e.special[c] {
 			return true
 		}
 	}
@@ -125,7 +153,8 @@ func isFormulaStart(c byte) bool {
 	return false
 }
 
-// isSignedNumber reports whether cell is '+' or '-' followed by digits with at most one '.'.
+// isSignedNumber reports whether cell is '+' or '-' followed by digits with at most one '.'
+// between digits.
 func isSignedNumber(cell []byte) bool {
 	if len(cell) < 2 || (cell[0] != '+' && cell[0] != '-') {
 		return false

@@ -19,8 +19,10 @@ import (
 type Kind struct {
 	Name        string
 	Description string
-	Collection  string
-	Formats     []Format
+	// Collection is the collection the kind queries; empty when the message names it
+	// (collection_fields).
+	Collection string
+	Formats    []Format
 	// Indexes are the indexes the kind's queries need; `export-service indexes` creates them.
 	Indexes []Index
 	// plan decodes the kind's parameters strictly and builds the query.
@@ -64,7 +66,7 @@ func NewRegistry(kinds ...*Kind) *Registry {
 
 // DefaultRegistry returns the built-in kinds.
 func DefaultRegistry() *Registry {
-	return NewRegistry(RegistrationsKind(), AccessCodesKind())
+	return NewRegistry(RegistrationsKind(), AccessCodesKind(), CollectionFieldsKind())
 }
 
 // Kinds returns the kinds sorted by name.
@@ -95,7 +97,9 @@ func (r *Registry) Plan(m Message) (*Plan, error) {
 		return nil, Permanent("invalid_params", fmt.Errorf("kind %q: %w", k.Name, err))
 	}
 	p.Kind = k
-	p.Collection = k.Collection
+	if p.Collection == "" {
+		p.Collection = k.Collection
+	}
 	p.Sort = bson.D{{Key: "_id", Value: 1}}
 	p.Projection = projection(p.Columns)
 	return p, nil
@@ -113,34 +117,69 @@ func projection(cols []Column) bson.D {
 	return d
 }
 
-// decodeParams decodes a kind's parameters strictly, naming fields as "params.<name>".
-func decodeParams(raw json.RawMessage, v any) error {
-	if err := decodeStrict(raw, v); err != nil {
-		return fmt.Errorf("params: %w", err)
-	}
-	return nil
+// parseParams parses a kind's parameters strictly: only the allowed keys, exact names, fields
+// named "params.<name>" in errors.
+func parseParams(raw json.RawMessage, allowed ...string) (*jsonObject, error) {
+	return parseJSONObject(raw, "params", allowed...)
+}
+
+// paramsErr joins the problems parseParams and the kind's checks found, or returns nil.
+func paramsErr(o *jsonObject, more ...error) error {
+	errs := append(append(append([]error{}, o.shape...), o.invalid...), more...)
+	return errors.Join(errs...)
 }
 
 var (
 	campaignIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
-	errRequired       = errors.New("required")
+	// timestampPattern is the RFC 3339 date-time the parameters accept: upper-case T and Z,
+	// seconds required, at most nanoseconds. The schema has the same pattern.
+	timestampPattern = regexp.MustCompile(`^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`)
 )
 
-func checkCampaignID(id string) error {
-	if id == "" {
-		return fmt.Errorf(`field "params.campaign_id": %w`, errRequired)
+// The years a timestamp parameter may name (as written, before conversion to UTC). Anything
+// else is a typo (0026, 20266) that would silently export nothing or everything.
+const (
+	MinParamYear = 2000
+	MaxParamYear = 2099
+)
+
+// paramCampaignID reads params.campaign_id; required reports a missing one.
+func paramCampaignID(o *jsonObject, required bool) string {
+	id, ok := o.string("campaign_id")
+	switch {
+	case !ok && !o.has("campaign_id") && required:
+		o.invalidf("campaign_id", "required")
+	case ok && !campaignIDPattern.MatchString(id):
+		o.invalidf("campaign_id", "%q must be 1-64 characters of A-Z a-z 0-9 _ - starting with a letter or digit", truncate(id, 40))
 	}
-	if !campaignIDPattern.MatchString(id) {
-		return fmt.Errorf(`field "params.campaign_id": %q must be 1-64 characters of A-Z a-z 0-9 _ -`, truncate(id, 40))
-	}
-	return nil
+	return id
 }
 
-func checkEnum(field, v string, allowed ...string) error {
-	if v == "" || slices.Contains(allowed, v) {
+// paramEnum reads an optional string parameter that must be one of allowed.
+func paramEnum(o *jsonObject, k string, allowed ...string) string {
+	v, ok := o.string(k)
+	if ok && !slices.Contains(allowed, v) {
+		o.invalidf(k, "%q is not one of %s", truncate(v, 40), strings.Join(allowed, ", "))
+	}
+	return v
+}
+
+// paramTime reads an optional RFC 3339 parameter within MinParamYear..MaxParamYear.
+func paramTime(o *jsonObject, k string) *time.Time {
+	s, ok := o.string(k)
+	if !ok {
 		return nil
 	}
-	return fmt.Errorf(`field "params.%s": %q is not one of %s`, field, truncate(v, 40), strings.Join(allowed, ", "))
+	var t time.Time
+	if !timestampPattern.MatchString(s) || t.UnmarshalText([]byte(s)) != nil {
+		o.invalidf(k, "%q is not an RFC 3339 date-time such as 2026-11-26T09:00:00Z", truncate(s, 40))
+		return nil
+	}
+	if t.Year() < MinParamYear || t.Year() > MaxParamYear {
+		o.invalidf(k, "%q is outside the years %d-%d", s, MinParamYear, MaxParamYear)
+		return nil
+	}
+	return &t
 }
 
 // RegistrationParams are the parameters of the registrations kind.
@@ -182,15 +221,20 @@ func RegistrationsKind() *Kind {
 			{Name: "campaign_id_1_status_1__id_1", Keys: []string{"campaign_id", "status", "_id"}},
 		},
 		plan: func(raw json.RawMessage) (*Plan, error) {
-			var p RegistrationParams
-			if err := decodeParams(raw, &p); err != nil {
+			o, err := parseParams(raw, "campaign_id", "status", "created_from", "created_to")
+			if err != nil {
 				return nil, err
 			}
-			errs := []error{checkCampaignID(p.CampaignID), checkEnum("status", p.Status, RegistrationStatuses...)}
-			if p.CreatedFrom != nil && p.CreatedTo != nil && !p.CreatedFrom.Before(*p.CreatedTo) {
-				errs = append(errs, errors.New(`field "params.created_to": must be after params.created_from`))
+			p := RegistrationParams{
+				CampaignID:  paramCampaignID(o, true),
+				Status:      paramEnum(o, "status", RegistrationStatuses...),
+				CreatedFrom: paramTime(o, "created_from"),
+				CreatedTo:   paramTime(o, "created_to"),
 			}
-			if err := errors.Join(errs...); err != nil {
+			if p.CreatedFrom != nil && p.CreatedTo != nil && !p.CreatedFrom.Before(*p.CreatedTo) {
+				o.invalidf("created_to", "must be after params.created_from")
+			}
+			if err := paramsErr(o); err != nil {
 				return nil, err
 			}
 			filter := bson.D{{Key: "campaign_id", Value: p.CampaignID}}
@@ -245,20 +289,28 @@ func AccessCodesKind() *Kind {
 		Formats:     []Format{FormatCSV, FormatNDJSON},
 		Indexes: []Index{
 			{Name: "campaign_id_1_status_1__id_1", Keys: []string{"campaign_id", "status", "_id"}},
+			// collection_fields on access_codes of one campaign, any status.
+			{Name: "campaign_id_1__id_1", Keys: []string{"campaign_id", "_id"}},
 		},
 		plan: func(raw json.RawMessage) (*Plan, error) {
-			var p AccessCodeParams
-			if err := decodeParams(raw, &p); err != nil {
+			o, err := parseParams(raw, "campaign_id", "status", "tier")
+			if err != nil {
 				return nil, err
+			}
+			p := AccessCodeParams{
+				CampaignID: paramCampaignID(o, true),
+				Status:     paramEnum(o, "status", AccessCodeStatuses...),
 			}
 			if p.Status == "" {
 				p.Status = "assigned"
 			}
-			errs := []error{checkCampaignID(p.CampaignID), checkEnum("status", p.Status, AccessCodeStatuses...)}
-			if p.Tier != "" && !tierPattern.MatchString(p.Tier) {
-				errs = append(errs, fmt.Errorf(`field "params.tier": %q must be 1-32 characters of A-Z a-z 0-9 _ -`, truncate(p.Tier, 40)))
+			if tier, ok := o.string("tier"); ok {
+				p.Tier = tier
+				if !tierPattern.MatchString(tier) {
+					o.invalidf("tier", "%q must be 1-32 characters of A-Z a-z 0-9 _ -", truncate(tier, 40))
+				}
 			}
-			if err := errors.Join(errs...); err != nil {
+			if err := paramsErr(o); err != nil {
 				return nil, err
 			}
 			filter := bson.D{{Key: "campaign_id", Value: p.CampaignID}, {Key: "status", Value: p.Status}}

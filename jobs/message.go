@@ -1,13 +1,11 @@
 package jobs
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"regexp"
-	"strings"
+	"slices"
 )
 
 // MaxMessageBytes bounds a job message. Jobs are small requests; anything larger is a mistake.
@@ -19,7 +17,8 @@ const CurrentVersion = 1
 // DefaultDestination is used when a message names none.
 const DefaultDestination = "internal"
 
-// Message is version 1 of the export job message. See the README for each field.
+// Message is version 1 of the export job message. See the README and
+// docs/job-message.schema.json for each field.
 type Message struct {
 	Version     int             `json:"version"`
 	ExportID    string          `json:"export_id"`
@@ -27,8 +26,61 @@ type Message struct {
 	Format      Format          `json:"format,omitempty"`
 	Destination string          `json:"destination,omitempty"`
 	Params      json.RawMessage `json:"params"`
+	// CSV are options of the CSV format, for partners whose importers need them.
+	CSV *CSVOptions `json:"csv,omitempty"`
+	// NDJSON are options of the NDJSON format.
+	NDJSON *NDJSONOptions `json:"ndjson,omitempty"`
 	// RequestedBy names the upstream system, for logs and the manifest.
 	RequestedBy string `json:"requested_by,omitempty"`
+}
+
+// CSVOptions are the message's "csv" object.
+type CSVOptions struct {
+	// Delimiter is one of CSVDelimiters; default ",".
+	Delimiter string `json:"delimiter,omitempty"`
+	// BOM writes a UTF-8 byte order mark first (some spreadsheet importers need it).
+	BOM bool `json:"bom,omitempty"`
+}
+
+// CSVDelimiters are the delimiters a message may ask for.
+var CSVDelimiters = []string{",", ";", "\t", "|"}
+
+// NDJSONOptions are the message's "ndjson" object.
+type NDJSONOptions struct {
+	// Mode is how values are written; default NDJSONPlain.
+	Mode NDJSONMode `json:"mode,omitempty"`
+}
+
+// NDJSONMode selects how NDJSON values are written.
+type NDJSONMode string
+
+// The NDJSON modes.
+const (
+	// NDJSONPlain writes plain typed JSON: dates and ObjectIds as strings (see the README).
+	NDJSONPlain NDJSONMode = "plain"
+	// NDJSONRelaxedExtJSON writes MongoDB relaxed Extended JSON v2: {"$oid": ...},
+	// {"$date": ...}, {"$numberDecimal": ...}, so that types survive a round trip.
+	NDJSONRelaxedExtJSON NDJSONMode = "relaxed_extjson"
+)
+
+// EncoderOptions are the encoder options the message asks for (its "csv" and "ndjson"
+// objects), for NewEncoder. Decode has validated them.
+func (m Message) EncoderOptions() EncoderOptions {
+	var o EncoderOptions
+	if m.CSV != nil {
+		switch m.CSV.Delimiter {
+		case "\t":
+			o.Delimiter = '\t'
+		case "":
+		default:
+			o.Delimiter = m.CSV.Delimiter[0]
+		}
+		o.BOM = m.CSV.BOM
+	}
+	if m.NDJSON != nil {
+		o.NDJSONMode = m.NDJSON.Mode
+	}
+	return o
 }
 
 var (
@@ -37,59 +89,131 @@ var (
 	requestedByPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$`)
 )
 
-// Decode parses and validates a job message strictly: unknown fields, wrong types, missing
-// required fields, trailing data and oversize messages are permanent errors naming the field.
-// The kind's parameters are decoded and validated by the kind (see Registry.Plan).
+var messageFields = []string{"version", "export_id", "kind", "format", "destination", "params", "csv", "ndjson", "requested_by"}
+
+// Decode parses and validates a job message strictly: unknown fields (names are
+// case-sensitive), wrong types, null, missing required fields, trailing data, oversize messages
+// and out-of-range values are permanent errors naming the field; every problem is reported at
+// once. The kind's parameters are decoded and validated by the kind (see Registry.Plan).
 func Decode(body []byte) (Message, error) {
 	var m Message
 	if len(body) > MaxMessageBytes {
 		return m, Permanentf("oversize_message", "message is %d bytes, more than the %d allowed", len(body), MaxMessageBytes)
 	}
-	if err := decodeStrict(body, &m); err != nil {
+	o, err := parseJSONObject(body, "", messageFields...)
+	if err != nil {
 		return m, Permanent("malformed_message", err)
 	}
-	var errs []error
-	if m.Version != CurrentVersion {
-		if m.Version == 0 {
-			errs = append(errs, errors.New(`field "version": required (1)`))
+	if n, ok := o.number("version"); ok {
+		if jsonNumberIsInt(n, CurrentVersion) {
+			m.Version = CurrentVersion
 		} else {
-			errs = append(errs, fmt.Errorf(`field "version": %d is not supported (want %d)`, m.Version, CurrentVersion))
+			o.invalidf("version", "%s is not supported (want %d)", truncate(n, 20), CurrentVersion)
+		}
+	} else if !o.has("version") {
+		o.invalidf("version", "required (%d)", CurrentVersion)
+	}
+	if s, ok := o.string("export_id"); ok {
+		m.ExportID = s
+		if !exportIDPattern.MatchString(s) {
+			o.invalidf("export_id", "%q must be 1-128 characters of A-Z a-z 0-9 . _ - starting with a letter or digit", truncate(s, 40))
+		}
+	} else if !o.has("export_id") {
+		o.invalidf("export_id", "required")
+	}
+	if s, ok := o.string("kind"); ok {
+		m.Kind = s
+		if !namePattern.MatchString(s) {
+			o.invalidf("kind", "%q is not a kind name", truncate(s, 40))
+		}
+	} else if !o.has("kind") {
+		o.invalidf("kind", "required")
+	}
+	m.Format = FormatCSV
+	if s, ok := o.string("format"); ok {
+		m.Format = Format(s)
+		if m.Format != FormatCSV && m.Format != FormatNDJSON {
+			o.invalidf("format", "%q is not one of csv, ndjson", truncate(s, 40))
 		}
 	}
-	switch {
-	case m.ExportID == "":
-		errs = append(errs, errors.New(`field "export_id": required`))
-	case !exportIDPattern.MatchString(m.ExportID):
-		errs = append(errs, fmt.Errorf(`field "export_id": %q must be 1-128 characters of A-Z a-z 0-9 . _ - starting with a letter or digit`, truncate(m.ExportID, 40)))
+	m.Destination = DefaultDestination
+	if s, ok := o.string("destination"); ok {
+		m.Destination = s
+		if !namePattern.MatchString(s) {
+			o.invalidf("destination", "%q is not a destination name", truncate(s, 40))
+		}
 	}
-	switch {
-	case m.Kind == "":
-		errs = append(errs, errors.New(`field "kind": required`))
-	case !namePattern.MatchString(m.Kind):
-		errs = append(errs, fmt.Errorf(`field "kind": %q is not a kind name`, truncate(m.Kind, 40)))
+	if s, ok := o.string("requested_by"); ok {
+		m.RequestedBy = s
+		if !requestedByPattern.MatchString(s) {
+			o.invalidf("requested_by", "%q must be 1-128 characters of A-Z a-z 0-9 . _ : / @ - starting with a letter or digit", truncate(s, 40))
+		}
 	}
-	if m.Format == "" {
-		m.Format = FormatCSV
-	} else if m.Format != FormatCSV && m.Format != FormatNDJSON {
-		errs = append(errs, fmt.Errorf(`field "format": %q is not one of csv, ndjson`, truncate(string(m.Format), 40)))
+	if raw, ok := o.members["params"]; !ok || jsonKindByte(raw) == 'n' {
+		o.invalidf("params", "required (an object)")
+	} else if raw, ok := o.object("params"); ok {
+		m.Params = raw
 	}
-	if m.Destination == "" {
-		m.Destination = DefaultDestination
-	} else if !namePattern.MatchString(m.Destination) {
-		errs = append(errs, fmt.Errorf(`field "destination": %q is not a destination name`, truncate(m.Destination, 40)))
+	if raw, ok := o.object("csv"); ok {
+		m.CSV = decodeCSVOptions(o, raw)
+		if m.Format != FormatCSV {
+			o.invalidf("csv", "only with format csv")
+		}
 	}
-	if m.RequestedBy != "" && !requestedByPattern.MatchString(m.RequestedBy) {
-		errs = append(errs, fmt.Errorf(`field "requested_by": %q has characters outside A-Z a-z 0-9 . _ : / @ -`, truncate(m.RequestedBy, 40)))
+	if raw, ok := o.object("ndjson"); ok {
+		m.NDJSON = decodeNDJSONOptions(o, raw)
+		if m.Format != FormatNDJSON {
+			o.invalidf("ndjson", "only with format ndjson")
+		}
 	}
-	if len(bytes.TrimSpace(m.Params)) == 0 || bytes.Equal(bytes.TrimSpace(m.Params), []byte("null")) {
-		errs = append(errs, errors.New(`field "params": required (an object)`))
-	} else if bytes.TrimSpace(m.Params)[0] != '{' {
-		errs = append(errs, errors.New(`field "params": must be an object`))
+	if len(o.shape) > 0 {
+		return m, Permanent("malformed_message", fmt.Errorf("malformed job message: %w", errors.Join(o.shape...)))
 	}
-	if len(errs) > 0 {
-		return m, Permanent("invalid_message", fmt.Errorf("invalid job message: %w", errors.Join(errs...)))
+	if len(o.invalid) > 0 {
+		return m, Permanent("invalid_message", fmt.Errorf("invalid job message: %w", errors.Join(o.invalid...)))
 	}
 	return m, nil
+}
+
+// decodeCSVOptions decodes the "csv" object, recording its problems in parent.
+func decodeCSVOptions(parent *jsonObject, raw json.RawMessage) *CSVOptions {
+	o, err := parseJSONObject(raw, parent.name("csv"), "delimiter", "bom")
+	if err != nil {
+		parent.shape = append(parent.shape, err)
+		return nil
+	}
+	var c CSVOptions
+	if s, ok := o.string("delimiter"); ok {
+		c.Delimiter = s
+		if !slices.Contains(CSVDelimiters, s) {
+			o.invalidf("delimiter", "%q is not one of \",\" \";\" \"\\t\" (tab) \"|\"", truncate(s, 10))
+		}
+	}
+	if b, ok := o.bool("bom"); ok {
+		c.BOM = b
+	}
+	parent.shape = append(parent.shape, o.shape...)
+	parent.invalid = append(parent.invalid, o.invalid...)
+	return &c
+}
+
+// decodeNDJSONOptions decodes the "ndjson" object, recording its problems in parent.
+func decodeNDJSONOptions(parent *jsonObject, raw json.RawMessage) *NDJSONOptions {
+	o, err := parseJSONObject(raw, parent.name("ndjson"), "mode")
+	if err != nil {
+		parent.shape = append(parent.shape, err)
+		return nil
+	}
+	var n NDJSONOptions
+	if s, ok := o.string("mode"); ok {
+		n.Mode = NDJSONMode(s)
+		if n.Mode != NDJSONPlain && n.Mode != NDJSONRelaxedExtJSON {
+			o.invalidf("mode", "%q is not one of plain, relaxed_extjson", truncate(s, 40))
+		}
+	}
+	parent.shape = append(parent.shape, o.shape...)
+	parent.invalid = append(parent.invalid, o.invalid...)
+	return &n
 }
 
 // Encode returns the JSON of m, for producers (the enqueue command, tests).
@@ -98,57 +222,6 @@ func (m Message) Encode() ([]byte, error) {
 		m.Version = CurrentVersion
 	}
 	return json.Marshal(m)
-}
-
-// decodeStrict decodes one JSON value into v, refusing unknown fields and trailing data, and
-// rewrites encoding/json's errors so they name the field.
-func decodeStrict(data []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return describeJSONError(err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return errors.New("unexpected data after the JSON object")
-	}
-	return nil
-}
-
-func describeJSONError(err error) error {
-	var typeErr *json.UnmarshalTypeError
-	var syntaxErr *json.SyntaxError
-	switch {
-	case errors.As(err, &typeErr):
-		field := typeErr.Field
-		if field == "" {
-			return fmt.Errorf("not a JSON object of the expected shape: got %s", typeErr.Value)
-		}
-		return fmt.Errorf("field %q: got %s, want %s", field, typeErr.Value, jsonTypeName(typeErr.Type.Kind().String()))
-	case errors.As(err, &syntaxErr):
-		return fmt.Errorf("not valid JSON (at byte %d): %v", syntaxErr.Offset, err)
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return errors.New("not valid JSON: empty or truncated")
-	}
-	if s, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-		return fmt.Errorf("field %s: unknown field", s)
-	}
-	return fmt.Errorf("not valid JSON: %v", err)
-}
-
-func jsonTypeName(kind string) string {
-	switch kind {
-	case "int", "int8", "int16", "int32", "int64", "uint", "uint8", "uint16", "uint32", "uint64", "float32", "float64":
-		return "a number"
-	case "string":
-		return "a string"
-	case "bool":
-		return "true or false"
-	case "slice":
-		return "an array"
-	case "struct", "map":
-		return "an object"
-	}
-	return kind
 }
 
 func truncate(s string, n int) string {

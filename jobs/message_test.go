@@ -59,7 +59,7 @@ func TestPlanRefuses(t *testing.T) {
 		{"unknown kind", `{"version":1,"export_id":"e","kind":"users","params":{}}`, "unknown_kind", "unknown kind"},
 		{"missing campaign", `{"version":1,"export_id":"e","kind":"registrations","params":{}}`, "invalid_params", "params.campaign_id"},
 		{"operator in param", `{"version":1,"export_id":"e","kind":"registrations","params":{"campaign_id":{"$ne":null}}}`, "invalid_params", "campaign_id"},
-		{"unknown param", `{"version":1,"export_id":"e","kind":"registrations","params":{"campaign_id":"c","filter":{}}}`, "invalid_params", `"filter"`},
+		{"unknown param", `{"version":1,"export_id":"e","kind":"registrations","params":{"campaign_id":"c","filter":{}}}`, "invalid_params", `field "params.filter": unknown field`},
 		{"bad status", `{"version":1,"export_id":"e","kind":"registrations","params":{"campaign_id":"c","status":"x"}}`, "invalid_params", "params.status"},
 		{"bad range", `{"version":1,"export_id":"e","kind":"registrations","params":{"campaign_id":"c","created_from":"2026-02-01T00:00:00Z","created_to":"2026-01-01T00:00:00Z"}}`, "invalid_params", "created_to"},
 	} {

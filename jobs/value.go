@@ -65,13 +65,13 @@ func appendText(dst []byte, v bsoncore.Value) (out []byte, text bool) {
 		if !ok {
 			return dst, false
 		}
-		return time.UnixMilli(ms).UTC().AppendFormat(dst, isoMillis), false
+		return appendISOMillis(dst, ms), false
 	case bsoncore.TypeTimestamp:
 		t, _, ok := v.TimestampOK()
 		if !ok {
 			return dst, false
 		}
-		return time.Unix(int64(t), 0).UTC().AppendFormat(dst, isoMillis), false
+		return appendISOMillis(dst, int64(t)*1000), false
 	case bsoncore.TypeObjectID:
 		oid, ok := v.ObjectIDOK()
 		if !ok {
@@ -129,13 +129,13 @@ func appendJSON(dst []byte, v bsoncore.Value) []byte {
 		if !ok {
 			return append(dst, "null"...)
 		}
-		return appendJSONContainer(dst, doc, '{', '}', true)
+		return appendContainer(dst, doc, '{', '}', true, appendJSON)
 	case bsoncore.TypeArray:
 		arr, ok := v.ArrayOK()
 		if !ok {
 			return append(dst, "null"...)
 		}
-		return appendJSONContainer(dst, bsoncore.Document(arr), '[', ']', false)
+		return appendContainer(dst, bsoncore.Document(arr), '[', ']', false, appendJSON)
 	default:
 		dst = append(dst, '"')
 		start := len(dst)
@@ -151,7 +151,8 @@ func appendJSON(dst []byte, v bsoncore.Value) []byte {
 	}
 }
 
-func appendJSONContainer(dst []byte, doc bsoncore.Document, open, closing byte, keys bool) []byte {
+// appendContainer appends a document (keys true) or an array as JSON, its values written by value.
+func appendContainer(dst []byte, doc bsoncore.Document, open, closing byte, keys bool, value func([]byte, bsoncore.Value) []byte) []byte {
 	dst = append(dst, open)
 	if len(doc) < 5 {
 		return append(dst, closing)
@@ -172,9 +173,68 @@ func appendJSONContainer(dst []byte, doc bsoncore.Document, open, closing byte, 
 			dst = appendJSONString(dst, unsafeString(elem.KeyBytes()))
 			dst = append(dst, ':')
 		}
-		dst = appendJSON(dst, elem.Value())
+		dst = value(dst, elem.Value())
 	}
 	return append(dst, closing)
+}
+
+// appendISOMillis appends the datetime ms (milliseconds since the Unix epoch) as
+// 2006-01-02T15:04:05.000Z. Years 0-9999 are formatted here, faster than time.AppendFormat (this
+// runs for every date cell); others by time, which writes them as it does.
+func appendISOMillis(dst []byte, ms int64) []byte {
+	const (
+		minMs = -62167219200000 // 0000-01-01T00:00:00Z
+		maxMs = 253402300799999 // 9999-12-31T23:59:59.999Z
+	)
+	if ms < minMs || ms > maxMs {
+		return time.UnixMilli(ms).UTC().AppendFormat(dst, isoMillis)
+	}
+	secs := ms / 1000
+	milli := ms % 1000
+	if milli < 0 {
+		secs--
+		milli += 1000
+	}
+	days := secs / 86400
+	sod := secs % 86400
+	if sod < 0 {
+		days--
+		sod += 86400
+	}
+	y, m, d := civilFromDays(days)
+	dst = append(dst,
+		byte('0'+y/1000), byte('0'+y/100%10), byte('0'+y/10%10), byte('0'+y%10), '-',
+		byte('0'+m/10), byte('0'+m%10), '-',
+		byte('0'+d/10), byte('0'+d%10), 'T',
+		byte('0'+sod/36000), byte('0'+sod/3600%10), ':',
+		byte('0'+sod%3600/600), byte('0'+sod%3600/60%10), ':',
+		byte('0'+sod%60/10), byte('0'+sod%10), '.',
+		byte('0'+milli/100), byte('0'+milli/10%10), byte('0'+milli%10), 'Z')
+	return dst
+}
+
+// civilFromDays converts days since 1970-01-01 to a proleptic Gregorian date (Howard
+// Hinnant's algorithm, exact for every int64 day of the range appendISOMillis uses).
+func civilFromDays(z int64) (y, m, d int64) {
+	z += 719468
+	era := z / 146097
+	if z < 0 && z%146097 != 0 {
+		era--
+	}
+	doe := z - era*146097                                  // [0, 146096]
+	yoe := (doe - doe/1460 + doe/36524 - doe/146096) / 365 // [0, 399]
+	y = yoe + era*400
+	doy := doe - (365*yoe + yoe/4 - yoe/100) // [0, 365]
+	mp := (5*doy + 2) / 153                  // [0, 11]
+	d = doy - (153*mp+2)/5 + 1               // [1, 31]
+	m = mp + 3
+	if m > 12 {
+		m -= 12
+	}
+	if m <= 2 {
+		y++
+	}
+	return y, m, d
 }
 
 const hexDigits = "0123456789abcdef"
