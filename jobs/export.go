@@ -18,7 +18,9 @@ type Destination struct {
 	Bucket string
 	// Prefix is prepended to every object key, for example "exports/".
 	Prefix string
-	Sink   Sink
+	// Keys is the object key template after Prefix; the zero value is DefaultKeyTemplate.
+	Keys KeyTemplate
+	Sink Sink
 }
 
 // Exporter turns job messages into objects: it decodes and plans a message, queries MongoDB
@@ -33,6 +35,8 @@ type Exporter struct {
 	BatchSize int32
 	// WrapSource, if set, wraps every export's source (fault-injection tests).
 	WrapSource func(Source) Source
+	// Notifier, if set, is sent each completed export's manifest (EXPORT_RESULTS_QUEUE_URL).
+	Notifier Notifier
 }
 
 // Job is a decoded, validated and planned message, ready to run.
@@ -54,14 +58,16 @@ type IncompleteAborter interface {
 
 // Result describes a completed export.
 type Result struct {
-	Bucket   string
-	Key      string
+	Bucket string
+	Key    string
 	// AbortedUploads counts unfinished uploads of earlier attempts this run cleaned up.
 	AbortedUploads int
-	Stats    Stats
-	Written  Written
-	Started  time.Time
-	Finished time.Time
+	Stats          Stats
+	Written        Written
+	Started        time.Time
+	Finished       time.Time
+	// Manifest is the manifest written after the object, when the export succeeded.
+	Manifest *Manifest
 }
 
 // Prepare decodes, validates and plans a message body. Its errors are permanent.
@@ -83,21 +89,40 @@ func (e *Exporter) PrepareMessage(m Message) (*Job, error) {
 	if !ok {
 		return nil, Permanentf("unknown_destination", `field "destination": unknown destination %q`, m.Destination)
 	}
-	return &Job{Message: m, Plan: plan, Destination: dest, Key: ObjectKey(dest.Prefix, m, plan)}, nil
+	job := &Job{Message: m, Plan: plan, Destination: dest}
+	if job.Key, err = job.ObjectKey(); err != nil {
+		return nil, err
+	}
+	return job, nil
 }
 
-// ObjectKey is the deterministic key of an export's object: the same export always writes the
-// same key, so a redelivered message can never produce a second object.
-func ObjectKey(prefix string, m Message, p *Plan) string {
-	campaign := p.Vars["campaign"]
-	if campaign == "" {
-		campaign = "all"
+// ObjectKey is the deterministic key of the job's object, from its destination's prefix and
+// key template: the same export always writes the same key, so a redelivered message can never
+// produce a second object. A template using {date} takes the date of RequestedAt; without one
+// (a caller that has no request time) the key falls back to DefaultKeyTemplate. Its errors are
+// permanent (reason "invalid_key").
+func (j *Job) ObjectKey() (string, error) {
+	tmpl := j.Destination.Keys
+	if tmpl.Uses(KeyVarDate) && j.RequestedAt.IsZero() {
+		tmpl = KeyTemplate{}
 	}
-	return fmt.Sprintf("%s%s/%s/%s.%s.gz", prefix, p.Kind.Name, campaign, m.ExportID, m.Format.Extension())
+	return tmpl.Render(j.Destination.Prefix, KeyVars{
+		ExportID: j.Message.ExportID,
+		Kind:     j.Plan.Kind.Name,
+		Campaign: j.Plan.Vars[KeyVarCampaign],
+		Format:   j.Message.Format,
+		Date:     j.RequestedAt,
+	})
 }
 
 // Run executes a prepared job. prog, if not nil, is updated while it runs.
 func (e *Exporter) Run(ctx context.Context, job *Job, prog *Progress) (Result, error) {
+	// RequestedAt may have been set after PrepareMessage: the key follows it.
+	key, err := job.ObjectKey()
+	if err != nil {
+		return Result{}, err
+	}
+	job.Key = key
 	res := Result{Bucket: job.Destination.Bucket, Key: job.Key, Started: time.Now().UTC()}
 	if a, ok := job.Destination.Sink.(IncompleteAborter); ok {
 		n, err := a.AbortIncomplete(ctx, job.Key)
@@ -134,6 +159,17 @@ func (e *Exporter) Run(ctx context.Context, job *Job, prog *Progress) (Result, e
 	res.Stats, res.Written, res.Finished = stats, written, time.Now().UTC()
 	if err != nil {
 		return res, fmt.Errorf("jobs: export %s to %s: %w", job.Message.ExportID, job.Destination.Name, err)
+	}
+	// The manifest comes last: its presence means the data object is complete.
+	manifest := NewManifest(job, res)
+	if _, err := writeManifest(ctx, job.Destination.Sink, manifest); err != nil {
+		return res, fmt.Errorf("jobs: export %s to %s: %w", job.Message.ExportID, job.Destination.Name, err)
+	}
+	res.Manifest = manifest
+	if e.Notifier != nil {
+		if err := e.Notifier.Notify(ctx, manifest); err != nil {
+			return res, fmt.Errorf("jobs: export %s to %s: %w", job.Message.ExportID, job.Destination.Name, err)
+		}
 	}
 	return res, nil
 }

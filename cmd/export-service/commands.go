@@ -16,7 +16,6 @@ import (
 	"time"
 
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -26,7 +25,6 @@ import (
 	"github.com/verifiedfan/export-service/internal/buildinfo"
 	"github.com/verifiedfan/export-service/internal/logging"
 	"github.com/verifiedfan/export-service/jobs"
-	"github.com/verifiedfan/export-service/sink"
 	"github.com/verifiedfan/export-service/worker"
 )
 
@@ -173,7 +171,6 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 		return fmt.Errorf("aws: load config: %w", err)
 	}
 	sqsClient := sqs.NewFromConfig(awsCfg)
-	s3Client := s3.NewFromConfig(awsCfg, func(o *s3.Options) { o.UsePathStyle = cfg.S3PathStyle })
 
 	mongoClient, err := connectMongo(ctx, cfg.MongoURI)
 	if err != nil {
@@ -184,14 +181,12 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 	reg := prometheus.NewRegistry()
 	metrics := worker.NewMetrics(reg)
 
-	internal := sink.NewS3(s3Client, cfg.Bucket, sink.S3Options{PartSize: int64(cfg.PartSizeMB) << 20})
 	exporter := &jobs.Exporter{
-		DB:    mongoClient.Database(cfg.MongoDatabase),
-		Kinds: jobs.DefaultRegistry(),
-		Destinations: map[string]jobs.Destination{
-			jobs.DefaultDestination: {Name: jobs.DefaultDestination, Bucket: cfg.Bucket, Prefix: cfg.KeyPrefix, Sink: internal},
-		},
-		GzipLevel: cfg.GzipLevel,
+		DB:           mongoClient.Database(cfg.MongoDatabase),
+		Kinds:        jobs.DefaultRegistry(),
+		Destinations: buildDestinations(awsCfg, cfg, metrics, log),
+		Notifier:     resultsNotifier(cfg, sqsClient, metrics),
+		GzipLevel:    cfg.GzipLevel,
 	}
 	if cfg.FaultRowDelay > 0 {
 		log.Warn().Dur("delay", cfg.FaultRowDelay).Msg("EXPORT_FAULT_ROW_DELAY is set: every row is slowed down (fault-injection tests only)")

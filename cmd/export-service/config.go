@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/rand"
 	"github.com/verifiedfan/export-service/internal/logging"
+	"github.com/verifiedfan/export-service/sink"
 	"os"
 
 	"errors"
@@ -38,6 +39,14 @@ type config struct {
 	WorkerID          string
 	MaxMessageLease   time.Duration
 	HandOverDelay     time.Duration
+	// DestinationsFile and DestinationsJSON hold the destinations besides "internal" (see
+	// sink.DestinationConfig): a file, or the same JSON in the variable itself. One at most.
+	DestinationsFile string
+	DestinationsJSON string
+	// ResultsQueueURL, if set, receives each completed export's manifest.
+	ResultsQueueURL string
+	// Destinations are every destination, "internal" included, parsed and validated.
+	Destinations map[string]sink.DestinationConfig
 	// FaultRowDelay slows every row by this much. Only for fault-injection tests (slow exports,
 	// SIGKILL in the middle of an upload, lease handovers); never set in production.
 	FaultRowDelay time.Duration
@@ -147,6 +156,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 		MaxMessageLease:   r.dur("MAX_MESSAGE_LEASE", 11*time.Hour, 3*time.Second, 12*time.Hour),
 		HandOverDelay:     r.dur("HANDOVER_DELAY", 15*time.Minute, 0, 15*time.Minute),
 		FaultRowDelay:     r.dur("EXPORT_FAULT_ROW_DELAY", 0, 0, time.Minute),
+		DestinationsFile:  r.str("EXPORT_DESTINATIONS_FILE", ""),
+		DestinationsJSON:  r.str("EXPORT_DESTINATIONS", ""),
+		ResultsQueueURL:   r.str("EXPORT_RESULTS_QUEUE_URL", ""),
 	}
 	if c.StallAfter <= c.ReceiveWait {
 		r.errs = append(r.errs, fmt.Errorf("STALL_AFTER (%s) must be longer than RECEIVE_WAIT (%s)", c.StallAfter, c.ReceiveWait))
@@ -159,6 +171,10 @@ func loadConfig(getenv func(string) string) (config, error) {
 	}
 	if _, err := logging.ParseLevel(c.LogLevel); err != nil {
 		r.errs = append(r.errs, err)
+	}
+	var derr error
+	if c.Destinations, derr = loadDestinations(c); derr != nil {
+		r.errs = append(r.errs, derr)
 	}
 	if err := errors.Join(r.errs...); err != nil {
 		return c, fmt.Errorf("configuration:\n%w", err)

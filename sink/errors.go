@@ -1,0 +1,104 @@
+package sink
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/aws/smithy-go"
+
+	"github.com/verifiedfan/export-service/jobs"
+)
+
+// permanentCodes are S3 error codes that retrying cannot fix.
+var permanentCodes = map[string]string{
+	"AccessDenied":          "access_denied",
+	"AllAccessDisabled":     "access_denied",
+	"InvalidAccessKeyId":    "access_denied",
+	"SignatureDoesNotMatch": "access_denied",
+	"AccountProblem":        "access_denied",
+	"NoSuchBucket":          "no_such_bucket",
+	"InvalidBucketName":     "no_such_bucket",
+	"InvalidStorageClass":   "invalid_destination",
+	"KMS.NotFoundException": "invalid_destination",
+	"KMS.DisabledException": "invalid_destination",
+	"InvalidArgument":       "invalid_destination",
+	"EntityTooLarge":        "too_large",
+}
+
+// stsPermanentCodes are AssumeRole error codes that retrying cannot fix. Everything else
+// (Throttling, 5xx, connection errors) is retried.
+var stsPermanentCodes = map[string]string{
+	"AccessDenied":                "access_denied",
+	"InvalidClientTokenId":        "access_denied",
+	"SignatureDoesNotMatch":       "access_denied",
+	"UnrecognizedClientException": "access_denied",
+	"ExpiredToken":                "access_denied",
+	"RegionDisabledException":     "access_denied",
+	"ValidationError":             "invalid_destination",
+	"InvalidParameterValue":       "invalid_destination",
+	"MalformedPolicyDocument":     "invalid_destination",
+	"PackedPolicyTooLarge":        "invalid_destination",
+}
+
+// expiredCodes are what S3 answers to temporary credentials that expired: ExpiredToken on AWS,
+// InvalidAccessKeyId on SeaweedFS (whose session keys stop existing).
+var expiredCodes = map[string]bool{
+	"ExpiredToken":          true,
+	"ExpiredTokenException": true,
+	"TokenRefreshRequired":  true,
+	"InvalidToken":          true,
+	"InvalidAccessKeyId":    true,
+}
+
+// Classify marks err permanent when retrying cannot help: STS refused a destination's role
+// (reason access_denied, naming the destination and the role), or S3 answered with a code of
+// permanentCodes. Everything else (timeouts, throttling, 5xx, connection errors) stays
+// retryable.
+func Classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := jobs.IsPermanent(err); ok {
+		return err
+	}
+	// Before the generic codes: an STS AccessDenied must name the role, not look like S3's.
+	var are *AssumeRoleError
+	if errors.As(err, &are) {
+		if reason, ok := stsPermanentCodes[errorCode(are.Err)]; ok {
+			return jobs.Permanent(reason, fmt.Errorf("destination %q: STS refused to let this worker assume role %s (%s): %w", are.Destination, are.RoleARN, errorCode(are.Err), err))
+		}
+		return err
+	}
+	if reason, ok := permanentCodes[errorCode(err)]; ok {
+		return jobs.Permanent(reason, err)
+	}
+	return err
+}
+
+// classify is Classify for this sink: with a role's credentials, an expired-credentials
+// answer is retryable (the next attempt gets a new session), not access denied.
+func (s *S3) classify(err error) error {
+	if s.credentialsExpired(err) {
+		return fmt.Errorf("%w (destination %q: the temporary credentials of role %s expired)", err, s.opts.Destination, s.opts.RoleARN)
+	}
+	return Classify(err)
+}
+
+func (s *S3) credentialsExpired(err error) bool {
+	if s.opts.Credentials == nil || s.opts.RoleARN == "" {
+		return false
+	}
+	var are *AssumeRoleError
+	if errors.As(err, &are) {
+		return false
+	}
+	return expiredCodes[errorCode(err)]
+}
+
+func errorCode(err error) string {
+	var apiErr smithy.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode()
+	}
+	return ""
+}
