@@ -65,6 +65,19 @@ func (b *bundle) objects(t *testing.T, prefix string) []string {
 	return keys
 }
 
+// dataObjects splits the keys under prefix into data objects and manifests.
+func (b *bundle) dataObjects(t *testing.T, prefix string) (data, manifests []string) {
+	t.Helper()
+	for _, k := range b.objects(t, prefix) {
+		if strings.HasSuffix(k, ".manifest.json") {
+			manifests = append(manifests, k)
+		} else {
+			data = append(data, k)
+		}
+	}
+	return data, manifests
+}
+
 // unfinishedUploads lists multipart uploads under prefix that were neither completed nor aborted.
 func (b *bundle) unfinishedUploads(t *testing.T, prefix string) int {
 	t.Helper()
@@ -142,8 +155,8 @@ func TestDuplicateDeliveriesRunOnce(t *testing.T) {
 	if e2, _ := b.ledger(t, id); e2.Attempts != 1 || e2.Rows != e.Rows || e.Rows == 0 {
 		t.Errorf("ledger = %+v, want one attempt with rows", e2)
 	}
-	if keys := b.objects(t, "exports/registrations/"+campaign+"/"+id); len(keys) != 1 {
-		t.Errorf("objects = %v, want exactly one", keys)
+	if data, manifests := b.dataObjects(t, "exports/registrations/"+campaign+"/"+id); len(data) != 1 || len(manifests) != 1 {
+		t.Errorf("objects = %v and manifests %v, want exactly one of each", data, manifests)
 	}
 	eventually(t, 10*time.Second, "jobs queue empty", func() bool { v, f := b.st.QueueCounts(t, b.queues.JobsURL); return v+f == 0 })
 }
@@ -392,8 +405,15 @@ func TestSIGKILLMidExportIsCompletedByAnotherWorker(t *testing.T) {
 	b.waitLedger(t, id, 30*time.Second, func(e jobs.LedgerEntry) bool { return e.Status == jobs.StatusRunning && e.Rows > 5 })
 	p1.Signal(syscall.SIGKILL)
 	p1.Wait(10 * time.Second)
+	// An export this small never reaches its first 5 MiB part, so the killed worker had no
+	// multipart upload open yet; leave one as a worker killed later in a big export would.
+	key := regKey(id, campaign)
+	if _, err := b.st.S3.CreateMultipartUpload(context.Background(), &s3.CreateMultipartUploadInput{
+		Bucket: aws.String(b.st.Env["EXPORT_BUCKET"]), Key: aws.String(key)}); err != nil {
+		t.Fatalf("create the killed worker's multipart upload: %v", err)
+	}
 
-	stacktest.Start(t, b.workerEnv(t, env), "worker")
+	p2 := stacktest.Start(t, b.workerEnv(t, env), "worker")
 	b.waitObject(t, b.st.Env["EXPORT_BUCKET"], regKey(id, campaign), 60*time.Second)
 	e := b.waitLedger(t, id, 10*time.Second, func(e jobs.LedgerEntry) bool { return e.Status == jobs.StatusSucceeded })
 	if e.Attempts != 2 {
@@ -403,11 +423,14 @@ func TestSIGKILLMidExportIsCompletedByAnotherWorker(t *testing.T) {
 	if int64(len(recs)-1) != e.Rows || e.Rows == 0 {
 		t.Errorf("object has %d rows, ledger %d", len(recs)-1, e.Rows)
 	}
-	if keys := b.objects(t, "exports/registrations/"+campaign+"/"+id); len(keys) != 1 {
-		t.Errorf("objects = %v, want one", keys)
+	if data, manifests := b.dataObjects(t, "exports/registrations/"+campaign+"/"+id); len(data) != 1 || len(manifests) != 1 {
+		t.Errorf("objects = %v and manifests %v, want exactly one of each", data, manifests)
 	}
 	if n := b.unfinishedUploads(t, "exports/registrations/"+campaign+"/"+id); n != 0 {
 		t.Errorf("%d unfinished multipart uploads left", n)
+	}
+	if !strings.Contains(p2.Output(), `"aborted_uploads":1`) {
+		t.Errorf("the second attempt did not report aborting the earlier upload:\n%s", p2.Output())
 	}
 	eventually(t, 20*time.Second, "jobs queue empty", func() bool { v, f := b.st.QueueCounts(t, b.queues.JobsURL); return v+f == 0 })
 }
@@ -475,10 +498,8 @@ func TestLoad500Exports(t *testing.T) {
 	t.Logf("load: %d exports through 2 workers in %s: %.1f jobs/s", n, took.Round(time.Millisecond), n/took.Seconds())
 	var keys int
 	for _, c := range fixtures.Campaigns {
-		for _, k := range b.objects(t, "exports/registrations/"+c+"/load-"+run) {
-			_ = k
-			keys++
-		}
+		data, _ := b.dataObjects(t, "exports/registrations/"+c+"/load-"+run)
+		keys += len(data)
 	}
 	if keys != n {
 		t.Errorf("%d objects, want %d", keys, n)
