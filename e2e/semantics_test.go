@@ -268,7 +268,9 @@ func (p *proxy) cut() {
 
 func (p *proxy) URL() string { return "http://" + p.ln.Addr().String() }
 
-func hostOf(url string) string { return strings.TrimPrefix(strings.TrimPrefix(url, "http://"), "https://") }
+func hostOf(url string) string {
+	return strings.TrimPrefix(strings.TrimPrefix(url, "http://"), "https://")
+}
 
 // S3 down during an export: the failure is retryable, the message comes back with a backoff,
 // and once S3 is back the export succeeds.
