@@ -1,10 +1,13 @@
 package jobs
 
 import (
+	"bytes"
 	"fmt"
 	"io"
+	"strings"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/x/bsonx/bsoncore"
 )
 
 // csvEncoder writes RFC 4180 CSV: a header row, CRLF line ends, cells quoted when they hold the
@@ -27,8 +30,11 @@ type csvEncoder struct {
 	bom     bool
 	escape  bool
 	special [256]bool // bytes that make a cell need quotes
-	line    []byte
-	cell    []byte
+	// plainSafe: the delimiter is none of plainChars.
+	plainSafe bool
+	dates     dateCache
+	line      []byte
+	cell      []byte
 }
 
 func newCSVEncoder(w io.Writer, cols []Column, opts EncoderOptions) (*csvEncoder, error) {
@@ -53,6 +59,7 @@ func newCSVEncoder(w io.Writer, cols []Column, opts EncoderOptions) (*csvEncoder
 	for _, c := range []byte{delim, '"', '\r', '\n'} {
 		e.special[c] = true
 	}
+	e.plainSafe = strings.IndexByte(plainChars, delim) < 0
 	return e, nil
 }
 
@@ -85,11 +92,35 @@ func (e *csvEncoder) Encode(doc bson.Raw) error {
 		if i > 0 {
 			line = append(line, e.delim)
 		}
-		// The text goes straight into the line; the rare cell that needs quotes or a formula
-		// prefix is rewritten from a copy.
+		v := e.m.value(slot)
+		switch v.Type {
+		case bsoncore.TypeString:
+			// Most cells: text appended as is, after one scan for what needs quotes.
+			if s, ok := readStringBytes(v); ok && len(s) > 0 {
+				if e.needsQuotes(s) || e.escape && isFormulaStart(s[0]) {
+					line = e.appendCell(line, s, e.escape)
+				} else {
+					line = append(line, s...)
+				}
+			}
+			continue
+		case bsoncore.TypeDateTime:
+			if ms, ok := v.DateTimeOK(); ok && e.plainSafe {
+				line = e.dates.append(line, ms)
+				continue
+			}
+		case bsoncore.TypeInt32, bsoncore.TypeInt64, bsoncore.TypeDouble, bsoncore.TypeBoolean, bsoncore.TypeObjectID,
+			bsoncore.TypeDecimal128, bsoncore.TypeTimestamp, bsoncore.TypeNull, bsoncore.TypeUndefined, 0:
+			if e.plainSafe {
+				line, _ = appendText(line, v)
+				continue
+			}
+		}
+		// The text goes straight into the line; a cell that needs quotes or a formula prefix
+		// is rewritten from a copy.
 		start := len(line)
 		var text bool
-		line, text = appendText(line, e.m.value(slot))
+		line, text = appendText(line, v)
 		cell := line[start:]
 		if len(cell) > 0 && (e.needsQuotes(cell) || text && e.escape && isFormulaStart(cell[0])) {
 			e.cell = append(e.cell[:0], cell...)
@@ -107,6 +138,10 @@ func (e *csvEncoder) Encode(doc bson.Raw) error {
 	return nil
 }
 
+// plainChars are every byte the text of a number, bool, date, timestamp, ObjectId or
+// decimal128 can hold. With a delimiter outside them, such cells never need quotes.
+const plainChars = "0123456789abcdefABCDEF+-.:TZInfinityNaNtruefalse"
+
 // appendCell appends one cell, quoted if needed and formula-escaped if asked.
 func (e *csvEncoder) appendCell(dst, cell []byte, escapeFormula bool) []byte {
 	prefix := escapeFormula && len(cell) > 0 && isFormulaStart(cell[0]) && !isSignedNumber(cell)
@@ -120,12 +155,16 @@ func (e *csvEncoder) appendCell(dst, cell []byte, escapeFormula bool) []byte {
 	if prefix {
 		dst = append(dst, '\'')
 	}
-	for _, c := range cell {
-		if c == '"' {
-			dst = append(dst, '"')
+	for {
+		q := bytes.IndexByte(cell, '"')
+		if q < 0 {
+			break
 		}
-		dst = append(dst, c)
+		dst = append(dst, cell[:q+1]...)
+		dst = append(dst, '"')
+		cell = cell[q+1:]
 	}
+	dst = append(dst, cell...)
 	return append(dst, '"')
 }
 
@@ -137,8 +176,15 @@ func (e *csvEncoder) needsQuotes(cell []byte) bool {
 	if cell[0] == ' ' {
 		return true
 	}
+	sp := &e.special
+	for len(cell) >= 4 {
+		if sp[cell[0]] || sp[cell[1]] || sp[cell[2]] || sp[cell[3]] {
+			return true
+		}
+		cell = cell[4:]
+	}
 	for _, c := range cell {
-		if e.special[c] {
+		if sp[c] {
 			return true
 		}
 	}

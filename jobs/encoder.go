@@ -1,7 +1,7 @@
 package jobs
 
 import (
-	"bytes"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"slices"
@@ -94,9 +94,18 @@ func compile(cols []Column) (headers []string, m *matcher, slots []int) {
 // is missing. A matcher is not safe for concurrent use; it allocates nothing per document.
 type matcher struct {
 	root   pathNode
-	values []bsoncore.Value // by slot: one slot per distinct path
-	seen   []bool           // by key id: this key was met in the current document
-	left   int              // slots not found yet in the current document
+	values []slotValue // by slot: one slot per distinct path
+	gen    uint32      // counts documents: marks what belongs to the current one
+	left   int         // slots not found yet in the current document
+	doc    []byte      // the current document
+}
+
+// slotValue locates a value in the current document by offsets rather than by a slice:
+// storing no pointer spares a write barrier per value.
+type slotValue struct {
+	gen        uint32 // the value is the current document's when gen == matcher.gen
+	typ        bsoncore.Type
+	start, end int32
 }
 
 // pathNode is one level of the path tree: the keys paths take at that level.
@@ -106,16 +115,54 @@ type pathNode struct {
 
 type pathKey struct {
 	name string
-	id   int       // index in matcher.seen
+	seen uint32    // == matcher.gen once met in the current document
 	slot int       // the slot of the path ending here, -1 if none
 	sub  *pathNode // the paths continuing below, nil if none
+	// The name's first 16 bytes as two little-endian words and their masks, so that the
+	// expected key is recognized in place with two loads instead of a NUL scan and a memequal.
+	w0, w1, m0, m1 uint64
+	// klen is len(name), -1 for a name no BSON key can have (it holds a NUL).
+	klen int
+}
+
+func newPathKey(name string) pathKey {
+	k := pathKey{name: name, slot: -1, klen: len(name)}
+	if strings.IndexByte(name, 0) >= 0 {
+		k.klen = -1
+	}
+	var b [16]byte
+	n := copy(b[:], name)
+	for i := range n {
+		if i < 8 {
+			k.m0 |= 0xff << (8 * i)
+		} else {
+			k.m1 |= 0xff << (8 * (i - 8))
+		}
+	}
+	k.w0 = binary.LittleEndian.Uint64(b[:8])
+	k.w1 = binary.LittleEndian.Uint64(b[8:])
+	return k
+}
+
+// at reports whether the element key starting at doc[ks] (in a document whose elements end at
+// end) is k's name.
+func (k *pathKey) at(doc []byte, ks, end int) bool {
+	e := ks + k.klen
+	if k.klen < 0 || e >= end || doc[e] != 0 {
+		return false
+	}
+	if ks+16 <= len(doc) {
+		return binary.LittleEndian.Uint64(doc[ks:])&k.m0 == k.w0 &&
+			binary.LittleEndian.Uint64(doc[ks+8:])&k.m1 == k.w1 &&
+			(k.klen <= 16 || string(doc[ks+16:e]) == k.name[16:])
+	}
+	return string(doc[ks:e]) == k.name
 }
 
 // newMatcher compiles paths; slots[i] is the slot of paths[i].
 func newMatcher(paths []string) (m *matcher, slots []int) {
 	m = &matcher{}
 	bySlot := map[string]int{}
-	ids := 0
 	for _, p := range paths {
 		if s, ok := bySlot[p]; ok {
 			slots = append(slots, s)
@@ -129,8 +176,7 @@ func newMatcher(paths []string) (m *matcher, slots []int) {
 		for i, part := range parts {
 			j := slices.IndexFunc(node.keys, func(k pathKey) bool { return k.name == part })
 			if j < 0 {
-				node.keys = append(node.keys, pathKey{name: part, id: ids, slot: -1})
-				ids++
+				node.keys = append(node.keys, newPathKey(part))
 				j = len(node.keys) - 1
 			}
 			k := &node.keys[j]
@@ -144,60 +190,139 @@ func newMatcher(paths []string) (m *matcher, slots []int) {
 			node = k.sub
 		}
 	}
-	m.values = make([]bsoncore.Value, len(bySlot))
-	m.seen = make([]bool, ids)
+	m.values = make([]slotValue, len(bySlot))
 	return m, slots
 }
 
 // match finds the values of every path in doc; value(slot) returns them until the next match.
 func (m *matcher) match(doc []byte) {
-	clear(m.values)
-	clear(m.seen)
+	m.gen++
+	if m.gen == 0 { // wrapped: forget marks of 2^32 documents ago
+		m.resetMarks(&m.root)
+		clear(m.values)
+		m.gen = 1
+	}
 	m.left = len(m.values)
-	m.walk(&m.root, doc)
+	m.doc = doc
+	m.walk(&m.root, doc, 0)
 }
 
-func (m *matcher) value(slot int) bsoncore.Value { return m.values[slot] }
+func (m *matcher) value(slot int) bsoncore.Value {
+	if sv := &m.values[slot]; sv.gen == m.gen {
+		return bsoncore.Value{Type: sv.typ, Data: m.doc[sv.start:sv.end]}
+	}
+	return bsoncore.Value{}
+}
 
-// walk visits the elements of one document (or array) at node's level.
-func (m *matcher) walk(node *pathNode, doc []byte) {
-	length, rem, ok := bsoncore.ReadLength(doc)
-	if !ok || int(length) > len(doc) || length < 5 {
+func (m *matcher) resetMarks(n *pathNode) {
+	for i := range n.keys {
+		n.keys[i].seen = 0
+		if n.keys[i].sub != nil {
+			m.resetMarks(n.keys[i].sub)
+		}
+	}
+}
+
+// walk visits the elements of one document (or array) at node's level; doc starts at offset
+// base of the current document.
+func (m *matcher) walk(node *pathNode, doc []byte, base int) {
+	if len(doc) < 5 {
 		return
 	}
-	rem = rem[:length-5] // the elements, without the trailing NUL
-	for len(rem) > 0 && m.left > 0 {
-		t := bsoncore.Type(rem[0])
-		nul := bytes.IndexByte(rem[1:], 0)
-		if nul < 0 {
+	length := int(int32(binary.LittleEndian.Uint32(doc)))
+	if length < 5 || length > len(doc) {
+		return
+	}
+	end := length - 1 // the trailing NUL
+	hint := 0         // documents of a collection mostly share their keys' order
+	for i := 4; i < end && m.left > 0; {
+		t := bsoncore.Type(doc[i])
+		ks := i + 1
+		var k *pathKey
+		if hint < len(node.keys) && node.keys[hint].at(doc, ks, end) {
+			k = &node.keys[hint]
+			hint++
+			i = ks + k.klen + 1
+		} else {
+			i = ks
+			for i < end && doc[i] != 0 {
+				i++
+			}
+			if i >= end {
+				return
+			}
+			key := doc[ks:i]
+			i++
+			for j := range node.keys {
+				if node.keys[j].name == string(key) {
+					k = &node.keys[j]
+					hint = j + 1
+					break
+				}
+			}
+		}
+		n := valueSize(t, doc[i:end])
+		if n < 0 {
 			return
 		}
-		key := rem[1 : 1+nul]
-		v, rest, ok := bsoncore.ReadValue(rem[2+nul:], t)
-		rem = rest
-		if !ok {
-			return
-		}
-		k := node.find(key)
-		if k == nil || m.seen[k.id] {
+		vs := i
+		i += n
+		if k == nil || k.seen == m.gen {
 			continue
 		}
-		m.seen[k.id] = true
+		k.seen = m.gen
 		if k.slot >= 0 {
-			m.values[k.slot] = v
+			m.values[k.slot] = slotValue{gen: m.gen, typ: t, start: int32(base + vs), end: int32(base + i)}
 			m.left--
 		}
 		if k.sub != nil && (t == bsoncore.TypeEmbeddedDocument || t == bsoncore.TypeArray) {
-			m.walk(k.sub, v.Data)
+			m.walk(k.sub, doc[vs:i], base+vs)
 		}
 	}
 }
 
-func (n *pathNode) find(key []byte) *pathKey {
-	for i := range n.keys {
-		if n.keys[i].name == string(key) {
-			return &n.keys[i]
+// valueSize returns the length of the value of type t at the start of b, or -1 when b is too
+// short or t unknown. The common types are sized here; the rest by bsoncore.
+func valueSize(t bsoncore.Type, b []byte) int {
+	n := -1
+	switch t {
+	case bsoncore.TypeDouble, bsoncore.TypeDateTime, bsoncore.TypeInt64, bsoncore.TypeTimestamp:
+		n = 8
+	case bsoncore.TypeInt32:
+		n = 4
+	case bsoncore.TypeBoolean:
+		n = 1
+	case bsoncore.TypeNull, bsoncore.TypeUndefined, bsoncore.TypeMinKey, bsoncore.TypeMaxKey:
+		n = 0
+	case bsoncore.TypeObjectID:
+		n = 12
+	case bsoncore.TypeDecimal128:
+		n = 16
+	case bsoncore.TypeString, bsoncore.TypeSymbol, bsoncore.TypeJavaScript:
+		if len(b) >= 4 {
+			if l := int(int32(binary.LittleEndian.Uint32(b))); l >= 1 {
+				n = 4 + l
+			}
+		}
+	case bsoncore.TypeEmbeddedDocument, bsoncore.TypeArray, bsoncore.TypeCodeWithScope:
+		if len(b) >= 4 {
+			if l := int(int32(binary.LittleEndian.Uint32(b))); l >= 5 {
+				n = l
+			}
+		}
+	case bsoncore.TypeBinary:
+		if len(b) >= 4 {
+			if l := int(int32(binary.LittleEndian.Uint32(b))); l >= 0 {
+				n = 5 + l
+			}
+		}
+	default:
+		if _, rest, ok := bsoncore.ReadValue(b, t); ok {
+			n = len(b) - len(rest)
 		}
 	}
-	return nil
+	if n > len(b) {
+		return -1
+	}
+	return n
 }

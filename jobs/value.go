@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"encoding/base64"
+	"encoding/binary"
 	"math"
 	"strconv"
 	"time"
@@ -254,6 +255,53 @@ func appendFloat(dst []byte, f float64) []byte {
 		return append(dst, "-Infinity"...)
 	}
 	return strconv.AppendFloat(dst, f, 'f', -1, 64)
+}
+
+// readStringBytes returns the bytes of a string or symbol value, without copying.
+func readStringBytes(v bsoncore.Value) ([]byte, bool) {
+	if len(v.Data) < 5 {
+		return nil, false
+	}
+	n := int(int32(binary.LittleEndian.Uint32(v.Data)))
+	if n < 1 || 4+n > len(v.Data) {
+		return nil, false
+	}
+	return v.Data[4 : 4+n-1], true
+}
+
+// dateCache remembers the date part of the last datetime an encoder wrote: an export's rows
+// are sorted by _id, which mostly means by creation time, so consecutive dates share their day.
+type dateCache struct {
+	day    int64
+	prefix [11]byte // "2006-01-02T"
+	ok     bool
+}
+
+// append appends ms as appendISOMillis does.
+func (c *dateCache) append(dst []byte, ms int64) []byte {
+	const dayMs = 86400000
+	day := ms / dayMs
+	rem := ms % dayMs
+	if rem < 0 {
+		day--
+		rem += dayMs
+	}
+	if !c.ok || day != c.day {
+		var buf [32]byte
+		out := appendISOMillis(buf[:0], day*dayMs)
+		if len(out) != 24 { // outside years 0-9999
+			c.ok = false
+			return appendISOMillis(dst, ms)
+		}
+		copy(c.prefix[:], out)
+		c.day, c.ok = day, true
+	}
+	sod, milli := rem/1000, rem%1000
+	return append(append(dst, c.prefix[:]...),
+		byte('0'+sod/36000), byte('0'+sod/3600%10), ':',
+		byte('0'+sod%3600/600), byte('0'+sod%3600/60%10), ':',
+		byte('0'+sod%60/10), byte('0'+sod%10), '.',
+		byte('0'+milli/100), byte('0'+milli/10%10), byte('0'+milli%10), 'Z')
 }
 
 // readString returns the string payload of a string or symbol value without allocating.

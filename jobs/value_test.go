@@ -30,6 +30,29 @@ func TestAppendISOMillisMatchesTime(t *testing.T) {
 	}
 }
 
+// The encoders' date cache writes what appendISOMillis writes, in any order of dates.
+func TestDateCache(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	var c dateCache
+	ms := int64(1767225600000)
+	for i := range 100000 {
+		switch i % 3 {
+		case 0:
+			ms += r.Int64N(3600000) // the same day, mostly
+		case 1:
+			ms = r.Int64N(2*253402300800000) - 253402300800000
+		case 2:
+			ms = -r.Int64N(86400000 * 3)
+		}
+		if i%1000 == 0 {
+			ms = []int64{math.MinInt64, math.MaxInt64, 253402300800000, -62167219200001}[i/1000%4]
+		}
+		if got, want := string(c.append(nil, ms)), string(appendISOMillis(nil, ms)); got != want {
+			t.Fatalf("dateCache.append(%d) = %s, want %s", ms, got, want)
+		}
+	}
+}
+
 // The one-pass matcher finds what bsoncore's LookupErr finds, path by path.
 func TestMatcherMatchesLookup(t *testing.T) {
 	paths := []string{"_id", "a", "a.b", "a.b.c", "a.x", "arr.0", "arr.1.k", "dup", "dup.k", "s.k", "missing", "a.b", "z"}
@@ -44,7 +67,10 @@ func TestMatcherMatchesLookup(t *testing.T) {
 		{{Key: "a", Value: bson.D{{Key: "b", Value: bson.A{}}}}, {Key: "_id", Value: "last"}},
 	}
 	m, slots := newMatcher(paths)
-	for _, d := range docs {
+	for _, d := range append(docs, docs...) {
+		if len(docs) > 0 && m.gen == uint32(len(docs)) {
+			m.gen = math.MaxUint32 - 1 // the document counter wraps around midway
+		}
 		raw := mustRaw(t, d)
 		m.match(raw)
 		for i, p := range paths {
