@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"hash/crc64"
 	"io"
 	"math/rand/v2"
@@ -171,7 +172,7 @@ func setupDestinations(t *testing.T, perCampaign int) *destBundle {
 			"role_arn": env["SFMC_ROLE_ARN"], "external_id": "vf-export-e2e-sfmc", "session_name": "e2e-sfmc-session"},
 		"tmol": {"bucket": env["TMOL_BUCKET"], "prefix": d.prefix, "role_arn": env["TMOL_ROLE_ARN"],
 			"external_id": "vf-export-e2e-tmol", "session_name": "e2e-tmol-session",
-			"key_template": "dt={date}/{kind}/{export_id}.{format}.gz"},
+			"key_template": "dt={date}/{kind}/{export_id}.{format}.gz", "checksum": "CRC64NVME"},
 		"forbidden": {"bucket": env["SFMC_BUCKET"], "prefix": d.prefix, "role_arn": env["FORBIDDEN_ROLE_ARN"], "external_id": "vf-export-e2e-forbidden"},
 	}
 	t.Cleanup(func() {
@@ -279,7 +280,15 @@ func (d *destBundle) checkManifest(t *testing.T, bucket, key, exportID, kind, de
 		recs := gunzipCSV(t, c.Object)
 		header, rows = recs[0], int64(len(recs)-1)
 	}
-	crc := base64.StdEncoding.EncodeToString(binary.BigEndian.AppendUint64(nil, crc64.Checksum(c.Object, crc64.MakeTable(0x9a6c9329ac4bc9b5))))
+	// The full-object checksum of the configured algorithm, computed here over the download.
+	algorithm, _ := d.dests[dest]["checksum"].(string)
+	var crc string
+	if algorithm == "CRC64NVME" {
+		crc = base64.StdEncoding.EncodeToString(binary.BigEndian.AppendUint64(nil, crc64.Checksum(c.Object, crc64.MakeTable(0x9a6c9329ac4bc9b5))))
+	} else {
+		algorithm = "CRC32C"
+		crc = base64.StdEncoding.EncodeToString(binary.BigEndian.AppendUint32(nil, crc32.Checksum(c.Object, crc32.MakeTable(crc32.Castagnoli))))
+	}
 	for _, p := range []struct {
 		what      string
 		got, want any
@@ -296,7 +305,7 @@ func (d *destBundle) checkManifest(t *testing.T, bucket, key, exportID, kind, de
 		{"rows", m.Rows, rows},
 		{"columns", strings.Join(m.Columns, ","), strings.Join(header, ",")},
 		{"content_encoding", m.ContentEncoding, "gzip"},
-		{"s3_checksum", fmt.Sprint(m.S3Checksum), fmt.Sprint(&jobs.ManifestChecksum{Algorithm: "CRC64NVME", Type: "FULL_OBJECT", Value: crc})},
+		{"s3_checksum", fmt.Sprint(m.S3Checksum), fmt.Sprint(&jobs.ManifestChecksum{Algorithm: algorithm, Type: "FULL_OBJECT", Value: crc})},
 	} {
 		if fmt.Sprint(p.got) != fmt.Sprint(p.want) {
 			t.Errorf("%s: manifest %s = %v, the object says %v", key, p.what, p.got, p.want)
@@ -309,8 +318,12 @@ func (d *destBundle) checkManifest(t *testing.T, bucket, key, exportID, kind, de
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := aws.ToString(head.ChecksumCRC64NVME); got != crc && !strings.HasPrefix(got, crc+"-") {
-		t.Errorf("%s: the server's CRC64NVME is %q, the object's %s", key, got, crc)
+	got := aws.ToString(head.ChecksumCRC32C)
+	if algorithm == "CRC64NVME" {
+		got = aws.ToString(head.ChecksumCRC64NVME)
+	}
+	if got != crc && !strings.HasPrefix(got, crc+"-") {
+		t.Errorf("%s: the server's %s is %q (%s), the object's %s", key, algorithm, got, head.ChecksumType, crc)
 	}
 	if aws.ToString(head.ContentEncoding) != "gzip" || aws.ToString(head.ContentType) != format.ContentType() || head.Metadata["export-id"] != exportID {
 		t.Errorf("%s: content type %q, encoding %q, metadata %v", key, aws.ToString(head.ContentType), aws.ToString(head.ContentEncoding), head.Metadata)

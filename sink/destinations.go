@@ -55,6 +55,8 @@ type DestinationConfig struct {
 	StorageClass string `json:"storage_class,omitempty"`
 	// KeyTemplate is the object key after the prefix (default jobs.DefaultKeyTemplate).
 	KeyTemplate string `json:"key_template,omitempty"`
+	// Checksum is the S3 full-object checksum: CRC32C (default) or CRC64NVME.
+	Checksum string `json:"checksum,omitempty"`
 }
 
 // Defaults of DestinationConfig.
@@ -148,6 +150,9 @@ func (d DestinationConfig) WithDefaults(name string) DestinationConfig {
 	if d.KeyTemplate == "" {
 		d.KeyTemplate = jobs.DefaultKeyTemplate
 	}
+	if d.Checksum == "" {
+		d.Checksum = ChecksumCRC32C
+	}
 	return d
 }
 
@@ -210,6 +215,9 @@ func (d DestinationConfig) Validate(name string) error {
 	}
 	if d.StorageClass != "" && !slices.Contains(s3types.StorageClass("").Values(), s3types.StorageClass(d.StorageClass)) {
 		bad("storage_class: %q is not an S3 storage class", d.StorageClass)
+	}
+	if d.Checksum != ChecksumCRC32C && d.Checksum != ChecksumCRC64NVME {
+		bad("checksum: %q is not CRC32C or CRC64NVME", d.Checksum)
 	}
 	if _, err := jobs.ParseKeyTemplate(d.KeyTemplate); err != nil {
 		bad("key_template: %v", err)

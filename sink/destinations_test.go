@@ -29,7 +29,7 @@ func TestParseDestinationsTerraformShape(t *testing.T) {
 		t.Errorf("sfmc = %+v", sfmc)
 	}
 	// Defaults of a role destination.
-	if sfmc.SessionName != "vf-export-sfmc" || sfmc.SessionDuration.Duration() != time.Hour || sfmc.RefreshBefore.Duration() != 5*time.Minute || sfmc.KeyTemplate != "{kind}/{campaign}/{export_id}.{format}.gz" {
+	if sfmc.SessionName != "vf-export-sfmc" || sfmc.SessionDuration.Duration() != time.Hour || sfmc.RefreshBefore.Duration() != 5*time.Minute || sfmc.KeyTemplate != "{kind}/{campaign}/{export_id}.{format}.gz" || sfmc.Checksum != "CRC32C" {
 		t.Errorf("sfmc defaults = %+v", sfmc)
 	}
 	if in := dests["internal"]; in.RoleARN != "" || in.SessionName != "" || in.Prefix != "exports/" {
@@ -51,7 +51,7 @@ func TestParseDestinationsRefuses(t *testing.T) {
 	_, err := ParseDestinations([]byte(`{
 	  "a": {"bucket": "Not_A_Bucket", "prefix": "../up/", "region": "mars", "external_id": "x1"},
 	  "b": {"bucket": "bbb", "role_arn": "arn:aws:iam::1:role/r", "session_duration": "5m", "sse": "rot13", "kms_key_id": "k"},
-	  "c": {"bucket": "ccc", "role_arn": "arn:aws:iam::123456789012:role/r", "refresh_before": "2h", "key_template": "/{kind}/{campaign}.gz", "storage_class": "CHEAP", "expected_bucket_owner": "me"},
+	  "c": {"bucket": "ccc", "role_arn": "arn:aws:iam::123456789012:role/r", "refresh_before": "2h", "key_template": "/{kind}/{campaign}.gz", "storage_class": "CHEAP", "expected_bucket_owner": "me", "checksum": "MD5"},
 	  "Bad Name": {"bucket": "ddd"},
 	  "e": {}
 	}`))
@@ -61,7 +61,7 @@ func TestParseDestinationsRefuses(t *testing.T) {
 	for _, want := range []string{
 		`destination "a"`, `bucket: "Not_A_Bucket"`, `prefix:`, `region: "mars"`, `external_id: only with role_arn`,
 		`destination "b"`, `role_arn: "arn:aws:iam::1:role/r"`, `session_duration: 5m0s is outside`, `sse: "rot13"`, `kms_key_id: only with sse`,
-		`destination "c"`, `refresh_before: 2h0m0s`, `key_template:`, `storage_class: "CHEAP"`, `expected_bucket_owner: "me"`,
+		`destination "c"`, `refresh_before: 2h0m0s`, `key_template:`, `storage_class: "CHEAP"`, `expected_bucket_owner: "me"`, `checksum: "MD5"`,
 		`destination "Bad Name"`, `destination "e": bucket: required`,
 	} {
 		if !strings.Contains(err.Error(), want) {

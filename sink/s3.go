@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"golang.org/x/sync/errgroup"
@@ -29,7 +30,10 @@ import (
 
 // Checksum algorithms the sink can send. Both are "full object" checksums: the value S3 keeps
 // is the CRC of the whole object whatever its part sizes, so a partner can check a download
-// with any tool, and S3 checks it against every part's CRC when the upload completes.
+// with any tool, and S3 checks it against every part's CRC when the upload completes. CRC32C
+// is the default: Go computes it with the CPU's CRC instructions at about 18 GB/s, CRC64NVME
+// with tables at about 1.2 GB/s, a cost paid twice per byte (part and whole object) on the
+// same cores as gzip.
 const (
 	ChecksumCRC64NVME = "CRC64NVME"
 	ChecksumCRC32C    = "CRC32C"
@@ -42,7 +46,7 @@ type S3Options struct {
 	// Concurrency is the number of parts uploaded at once while the next part fills; 0 means 4.
 	// Part buffers never hold more than max((Concurrency+1) x PartSize, 2 x current part size).
 	Concurrency int
-	// Checksum is ChecksumCRC64NVME (the default) or ChecksumCRC32C.
+	// Checksum is ChecksumCRC32C (the default) or ChecksumCRC64NVME.
 	Checksum string
 	// ExpectedBucketOwner, if set, makes S3 refuse the write when the bucket belongs to another account.
 	ExpectedBucketOwner string
@@ -83,7 +87,7 @@ func NewS3(client *s3.Client, bucket string, opts S3Options) *S3 {
 		opts.Concurrency = 4
 	}
 	if opts.Checksum == "" {
-		opts.Checksum = ChecksumCRC64NVME
+		opts.Checksum = ChecksumCRC32C
 	}
 	if opts.AbortTimeout <= 0 {
 		opts.AbortTimeout = 30 * time.Second
@@ -295,7 +299,7 @@ func (u *upload) uploadPart(ctx context.Context, uploadID string, n int, part []
 	var err error
 	for attempt := 1; ; attempt++ {
 		in.Body = bytes.NewReader(part)
-		out, err = s.client.UploadPart(ctx, in)
+		out, err = s.client.UploadPart(ctx, in, unsignedPayload)
 		// Credentials that expired in flight (a part slower than the refresh window): once
 		// more with fresh ones. The SDK's own retries cover throttling and 5xx.
 		if err != nil && attempt == 1 && s.credentialsExpired(err) {
@@ -343,7 +347,7 @@ func (u *upload) putObject(ctx context.Context, data []byte) (jobs.Written, erro
 	var err error
 	for attempt := 1; ; attempt++ {
 		in.Body = bytes.NewReader(data)
-		out, err = s.client.PutObject(ctx, in)
+		out, err = s.client.PutObject(ctx, in, unsignedPayload)
 		if err != nil && attempt == 1 && s.credentialsExpired(err) {
 			s.opts.Credentials.Invalidate()
 			continue
@@ -357,6 +361,13 @@ func (u *upload) putObject(ctx context.Context, data []byte) (jobs.Written, erro
 		Bucket: s.bucket, Key: u.obj.Key, ETag: aws.ToString(out.ETag),
 		Checksum: sum, ChecksumAlgorithm: s.opts.Checksum, Parts: 1,
 	}, nil
+}
+
+// unsignedPayload leaves the body out of the SigV4 signature: the body's integrity is the
+// job of its CRC checksum header, which the server verifies, and the SHA-256 the signature
+// would need is a second full pass over every byte (jobs.Run computes one already).
+func unsignedPayload(o *s3.Options) {
+	o.APIOptions = append(o.APIOptions, v4.SwapComputePayloadSHA256ForUnsignedPayloadMiddleware)
 }
 
 // readPart fills buf from r. eof reports that r ended (n may then be less than len(buf), or 0).

@@ -40,7 +40,7 @@ type bundle struct {
 	prefix string // this test's own key prefix
 }
 
-func setup(t *testing.T) *bundle {
+func setup(t testing.TB) *bundle {
 	t.Helper()
 	st := stacktest.New(t)
 	b := &bundle{st: st, env: st.Env, admin: st.S3, prefix: "sinktest/" + stacktest.RandomID() + "/"}

@@ -96,6 +96,7 @@ func buildDestinations(awsCfg aws.Config, cfg config, metrics *worker.Metrics, l
 			SSE:                 d.SSE,
 			KMSKeyID:            d.KMSKeyID,
 			StorageClass:        d.StorageClass,
+			Checksum:            d.Checksum,
 			Destination:         name,
 		}
 		var creds *aws.CredentialsCache
