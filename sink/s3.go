@@ -516,7 +516,8 @@ func (s *S3) AbortIncomplete(ctx context.Context, key string) (int, error) {
 	for {
 		out, err := s.client.ListMultipartUploads(ctx, in)
 		if err != nil {
-			if errorCode(err) == "AccessDenied" && s.opts.RoleARN != "" {
+			var are *AssumeRoleError
+			if errorCode(err) == "AccessDenied" && s.opts.RoleARN != "" && !errors.As(err, &are) {
 				return aborted, nil
 			}
 			return aborted, s.classify(fmt.Errorf("sink: list multipart uploads of s3://%s/%s: %w", s.bucket, key, err))

@@ -165,22 +165,27 @@ func TestS3WritesObjects(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	for _, tc := range []struct {
-		name      string
-		size      int
-		checksum  string
-		wantParts int
+		name         string
+		size         int
+		checksum     string
+		wantParts    int
+		sse, storage string
 	}{
-		{"small CRC64NVME", 1000, ChecksumCRC64NVME, 1},
-		{"empty", 0, ChecksumCRC64NVME, 1},
-		{"multipart CRC64NVME", 23 << 20, ChecksumCRC64NVME, 5},
-		{"multipart CRC32C", 11 << 20, ChecksumCRC32C, 3},
-		{"exactly two parts", 10 << 20, ChecksumCRC64NVME, 2},
+		{"small CRC64NVME", 1000, ChecksumCRC64NVME, 1, "", ""},
+		{"small CRC32C", 1000, ChecksumCRC32C, 1, "", ""},
+		{"empty", 0, ChecksumCRC64NVME, 1, "", ""},
+		{"multipart CRC64NVME", 23 << 20, ChecksumCRC64NVME, 5, "", ""},
+		{"multipart CRC32C", 11 << 20, ChecksumCRC32C, 3, "", ""},
+		{"exactly two parts", 10 << 20, ChecksumCRC64NVME, 2, "", ""},
+		// SeaweedFS implements SSE-S3 and storage classes; SSE-KMS needs a KMS it lacks here.
+		{"small AES256 STANDARD_IA", 1000, ChecksumCRC32C, 1, "AES256", "STANDARD_IA"},
+		{"multipart AES256 STANDARD_IA", 11 << 20, ChecksumCRC32C, 3, "AES256", "STANDARD_IA"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			data := randomBytes(uint64(tc.size), tc.size)
 			key := b.prefix + strings.ReplaceAll(tc.name, " ", "-") + ".gz"
-			sk := NewS3(b.s3Client(b.base.Credentials, nil), b.env["EXPORT_BUCKET"], S3Options{PartSize: 5 << 20, Concurrency: 2, Checksum: tc.checksum})
+			sk := NewS3(b.s3Client(b.base.Credentials, nil), b.env["EXPORT_BUCKET"], S3Options{PartSize: 5 << 20, Concurrency: 2, Checksum: tc.checksum, SSE: tc.sse, StorageClass: tc.storage})
 			w, stats, err := sk.put(context.Background(), jobs.Object{
 				Key: key, ContentType: "text/csv; charset=utf-8", ContentEncoding: "gzip",
 				Metadata: map[string]string{"export-id": "e-1"},
@@ -216,6 +221,9 @@ func TestS3WritesObjects(t *testing.T) {
 			}
 			if !sameChecksum(stored, want) {
 				t.Errorf("server stored checksum %q (type %s), want %s", stored, head.ChecksumType, want)
+			}
+			if string(head.ServerSideEncryption) != tc.sse || string(head.StorageClass) != tc.storage {
+				t.Errorf("head: encryption %q, storage class %q; want %q, %q", head.ServerSideEncryption, head.StorageClass, tc.sse, tc.storage)
 			}
 			if aws.ToString(head.ContentType) != "text/csv; charset=utf-8" || aws.ToString(head.ContentEncoding) != "gzip" || head.Metadata["export-id"] != "e-1" {
 				t.Errorf("head: content type %q, encoding %q, metadata %v", aws.ToString(head.ContentType), aws.ToString(head.ContentEncoding), head.Metadata)
@@ -484,10 +492,37 @@ func TestAssumeRoleDeniedIsPermanent(t *testing.T) {
 	if n := b.uploads(t, bucket, b.prefix); n != 0 {
 		t.Errorf("%d uploads left", n)
 	}
+	// Cleaning up earlier attempts needs the role too: the same permanent error, not a
+	// "may not list uploads" shrug.
+	if _, err := sk.AbortIncomplete(context.Background(), b.prefix+"x"); !strings.Contains(fmt.Sprint(err), role) {
+		t.Errorf("AbortIncomplete: %v", err)
+	} else if reason, _ := jobs.IsPermanent(err); reason != "access_denied" {
+		t.Errorf("AbortIncomplete: reason %q", reason)
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	if failures == 0 {
 		t.Error("OnCall saw no failed AssumeRole")
+	}
+}
+
+// STS out of reach is an outage, not a verdict: the failure is retryable.
+func TestAssumeRoleUnreachableIsRetryable(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	dead := "http://" + stacktest.FreeAddr(t) // nothing listens there
+	stsClient := sts.NewFromConfig(b.base, func(o *sts.Options) { o.BaseEndpoint = aws.String(dead); o.RetryMaxAttempts = 1 })
+	creds := NewAssumeRoleCredentials(stsClient, AssumeRole{Destination: "sfmc", RoleARN: b.env["SFMC_ROLE_ARN"], SessionName: "sink-test", Duration: 15 * time.Minute})
+	sk := NewS3(b.s3Client(creds, nil), b.env["SFMC_BUCKET"], S3Options{Destination: "sfmc", RoleARN: b.env["SFMC_ROLE_ARN"], Credentials: creds})
+	_, err := sk.Put(context.Background(), jobs.Object{Key: b.prefix + "unreachable"}, bytes.NewReader([]byte("x")))
+	if err == nil {
+		t.Fatal("put succeeded without credentials")
+	}
+	if reason, permanent := jobs.IsPermanent(err); permanent {
+		t.Errorf("err = %v: permanent (%s), want retryable", err, reason)
+	}
+	if !strings.Contains(err.Error(), `destination "sfmc"`) {
+		t.Errorf("err = %v does not name the destination", err)
 	}
 }
 
