@@ -170,7 +170,7 @@ func (ev *evaluator) keyword(s map[string]any, k string, arg, v any, path string
 			}
 		}
 	case "pattern":
-		if isStr && !regexp.MustCompile(arg.(string)).MatchString(str) {
+		if isStr && !schemaRegexp(arg.(string)).MatchString(str) {
 			ev.fail(path, "does not match "+arg.(string))
 		}
 	case "minLength":
@@ -262,6 +262,17 @@ func (ev *evaluator) keyword(s map[string]any, k string, arg, v any, path string
 			ev.unknown = &k
 		}
 	}
+}
+
+var schemaRegexps sync.Map // pattern -> *regexp.Regexp
+
+func schemaRegexp(pattern string) *regexp.Regexp {
+	if re, ok := schemaRegexps.Load(pattern); ok {
+		return re.(*regexp.Regexp)
+	}
+	re := regexp.MustCompile(pattern)
+	schemaRegexps.Store(pattern, re)
+	return re
 }
 
 func jsonTypeIs(v any, t string) bool {
