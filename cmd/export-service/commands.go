@@ -229,6 +229,11 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	srvErr := make(chan error, 1)
 	go func() { srvErr <- srv.Serve(ln) }()
+	if cfg.PollQueueDepthEvery > 0 {
+		depth := &worker.QueueDepth{SQS: sqsClient, Metrics: metrics, Log: logs.For("titan:queues"), Every: cfg.PollQueueDepthEvery,
+			Queues: map[string]string{"jobs": cfg.QueueURL, "dlq": cfg.DLQURL}}
+		go depth.Run(ctx)
+	}
 	log.Info().Str("http_addr", ln.Addr().String()).Str("version", buildinfo.String()).Str("worker_id", cfg.WorkerID).Msg("export-service started")
 
 	// The worker drains when ctx is canceled (SIGTERM, SIGINT); the HTTP server keeps

@@ -39,6 +39,9 @@ type config struct {
 	WorkerID          string
 	MaxMessageLease   time.Duration
 	HandOverDelay     time.Duration
+	// PollQueueDepthEvery is the interval of the queue depth poller (export_queue_messages);
+	// 0 turns it off.
+	PollQueueDepthEvery time.Duration
 	// DestinationsFile and DestinationsJSON hold the destinations besides "internal" (see
 	// sink.DestinationConfig): a file, or the same JSON in the variable itself. One at most.
 	DestinationsFile string
@@ -160,6 +163,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		DestinationsJSON:  r.str("EXPORT_DESTINATIONS", ""),
 		ResultsQueueURL:   r.str("EXPORT_RESULTS_QUEUE_URL", ""),
 	}
+	c.PollQueueDepthEvery = r.dur("POLL_QUEUE_DEPTH_EVERY", 30*time.Second, 0, time.Hour)
 	if c.StallAfter <= c.ReceiveWait {
 		r.errs = append(r.errs, fmt.Errorf("STALL_AFTER (%s) must be longer than RECEIVE_WAIT (%s)", c.StallAfter, c.ReceiveWait))
 	}
