@@ -20,9 +20,11 @@ const (
 // 1,000 parts: exports up to 1,000 x base (7.8 GiB at 8 MiB) use base-sized parts only, and
 // 10,000 parts hold 1,023,000 x base bytes (7.8 TiB at 8 MiB, 4.9 TiB at the 5 MiB minimum),
 // with parts never above 5 GiB. At 8 MiB a part reaches 1 GiB only past 992 GiB.
-func PartSize(base int64, n int) int64 {
+func PartSize(base int64, n int) int64 { return partSize(base, n, partsPerTier) }
+
+func partSize(base int64, n, perTier int) int64 {
 	base = min(max(base, MinPartSize), MaxPartSize)
-	tier := (n - 1) / partsPerTier
+	tier := (n - 1) / perTier
 	if tier < 0 {
 		tier = 0
 	}

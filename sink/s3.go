@@ -73,6 +73,8 @@ type S3 struct {
 	client *s3.Client
 	bucket string
 	opts   S3Options
+	// perTier is partsPerTier; tests lower it to see parts grow without uploading 8 GiB.
+	perTier int
 }
 
 var _ jobs.Sink = (*S3)(nil)
@@ -92,7 +94,7 @@ func NewS3(client *s3.Client, bucket string, opts S3Options) *S3 {
 	if opts.AbortTimeout <= 0 {
 		opts.AbortTimeout = 30 * time.Second
 	}
-	return &S3{client: client, bucket: bucket, opts: opts}
+	return &S3{client: client, bucket: bucket, opts: opts, perTier: partsPerTier}
 }
 
 // Bucket is the sink's bucket.
@@ -105,6 +107,8 @@ func (s *S3) Put(ctx context.Context, obj jobs.Object, body io.Reader) (jobs.Wri
 	w, _, err := s.put(ctx, obj, body)
 	return w, err
 }
+
+func (s *S3) partSize(n int) int64 { return partSize(s.opts.PartSize, n, s.perTier) }
 
 // putStats are figures of one upload, for tests and benchmarks.
 type putStats struct {
@@ -136,7 +140,7 @@ type upload struct {
 
 func (u *upload) run(ctx context.Context, body io.Reader) (jobs.Written, error) {
 	s := u.s
-	first, err := u.pool.get(ctx, PartSize(s.opts.PartSize, 1))
+	first, err := u.pool.get(ctx, s.partSize(1))
 	if err != nil {
 		return jobs.Written{}, err
 	}
@@ -211,7 +215,7 @@ func (u *upload) uploadParts(ctx context.Context, uploadID string, body io.Reade
 	send(1, first)
 	var readErr error
 	for n := 2; ; n++ {
-		buf, err := u.pool.get(gctx, PartSize(s.opts.PartSize, n))
+		buf, err := u.pool.get(gctx, s.partSize(n))
 		if err != nil {
 			readErr = err
 			break

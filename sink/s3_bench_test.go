@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"runtime"
 	"testing"
 
@@ -13,12 +12,6 @@ import (
 
 	"github.com/verifiedfan/export-service/jobs"
 )
-
-// onlyReader hides bytes.Reader's WriterTo and Seeker: the sink sees a stream of unknown
-// length, as it does behind the pipeline's io.Pipe.
-type onlyReader struct{ r io.Reader }
-
-func (o onlyReader) Read(p []byte) (int, error) { return o.r.Read(p) }
 
 // BenchmarkS3Put streams 256 MiB into the local SeaweedFS with the worker's defaults (8 MiB
 // parts, 4 uploading while the next fills) and reports the parts and the most bytes the part

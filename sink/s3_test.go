@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -229,6 +230,50 @@ func TestS3WritesObjects(t *testing.T) {
 				t.Errorf("head: content type %q, encoding %q, metadata %v", aws.ToString(head.ContentType), aws.ToString(head.ContentEncoding), head.Metadata)
 			}
 		})
+	}
+}
+
+// Parts grow as the stream grows (here every 2 parts instead of every 1,000), the buffers stay
+// within max((concurrency+1) x base, 2 x part), and the server accepts the mixed sizes and the
+// full-object checksum of the whole.
+func TestS3PartsGrow(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	bucket := b.env["EXPORT_BUCKET"]
+	sk := NewS3(b.s3Client(b.base.Credentials, nil), bucket, S3Options{PartSize: 5 << 20, Concurrency: 2})
+	sk.perTier = 2
+	data := randomBytes(8, 62<<20) // 5+5+10+10+20 MiB, then 12 MiB of a 40 MiB part
+	rec := &recorder{}
+	sk.client = b.s3Client(b.base.Credentials, rec)
+	key := b.prefix + "growing.gz"
+	w, stats, err := sk.put(context.Background(), jobs.Object{Key: key}, onlyReader{bytes.NewReader(data)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.Parts != 6 {
+		t.Errorf("%d parts, want 6", w.Parts)
+	}
+	if bound := int64(2 * 40 << 20); stats.PeakBuffered > bound {
+		t.Errorf("buffers peaked at %d, bound %d", stats.PeakBuffered, bound)
+	}
+	if got := b.get(t, bucket, key); !bytes.Equal(got, data) {
+		t.Fatal("object differs")
+	}
+	parts, err := b.admin.GetObjectAttributes(context.Background(), &s3.GetObjectAttributesInput{
+		Bucket: aws.String(bucket), Key: aws.String(key), ObjectAttributes: []s3types.ObjectAttributes{s3types.ObjectAttributesObjectParts, s3types.ObjectAttributesChecksum},
+	})
+	if err != nil || parts.ObjectParts == nil {
+		t.Fatalf("GetObjectAttributes: %v", err)
+	}
+	var sizes []int64
+	for _, p := range parts.ObjectParts.Parts {
+		sizes = append(sizes, aws.ToInt64(p.Size)>>20)
+	}
+	if want := []int64{5, 5, 10, 10, 20, 12}; !slices.Equal(sizes, want) {
+		t.Errorf("part sizes (MiB) as the server stored them: %v, want %v", sizes, want)
+	}
+	if w.Checksum != crc32c(data) {
+		t.Errorf("checksum %s, want %s", w.Checksum, crc32c(data))
 	}
 }
 
@@ -556,3 +601,9 @@ func TestClassifyAssumeRoleErrors(t *testing.T) {
 		t.Error("SlowDown is permanent")
 	}
 }
+
+// onlyReader hides bytes.Reader's WriterTo and Seeker: the sink sees a stream of unknown
+// length, as it does behind the pipeline's io.Pipe.
+type onlyReader struct{ r io.Reader }
+
+func (o onlyReader) Read(p []byte) (int, error) { return o.r.Read(p) }
