@@ -255,6 +255,11 @@ func (m *matcher) walk(node *pathNode, doc []byte, base int) {
 			i++
 			for j := range node.keys {
 				if node.keys[j].name == string(key) {
+					if j > hint {
+						// Learn the documents' order: next time this key is the hint.
+						node.keys[hint], node.keys[j] = node.keys[j], node.keys[hint]
+						j = hint
+					}
 					k = &node.keys[j]
 					hint = j + 1
 					break

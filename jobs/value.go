@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/binary"
 	"math"
@@ -159,22 +160,27 @@ func appendContainer(dst []byte, doc bsoncore.Document, open, closing byte, keys
 		return append(dst, closing)
 	}
 	rem := doc[4 : len(doc)-1]
-	first := true
-	for len(rem) > 0 {
-		elem, rest, ok := bsoncore.ReadElement(rem)
-		if !ok {
+	for i := 0; i < len(rem); {
+		t := bsoncore.Type(rem[i])
+		nul := bytes.IndexByte(rem[i+1:], 0)
+		if nul < 0 {
 			break
 		}
-		rem = rest
-		if !first {
+		key := rem[i+1 : i+1+nul]
+		j := i + 2 + nul
+		n := valueSize(t, rem[j:])
+		if n < 0 {
+			break
+		}
+		if i > 0 {
 			dst = append(dst, ',')
 		}
-		first = false
 		if keys {
-			dst = appendJSONString(dst, unsafeString(elem.KeyBytes()))
+			dst = appendJSONString(dst, unsafeString(key))
 			dst = append(dst, ':')
 		}
-		dst = value(dst, elem.Value())
+		dst = value(dst, bsoncore.Value{Type: t, Data: rem[j : j+n]})
+		i = j + n
 	}
 	return append(dst, closing)
 }
