@@ -2,9 +2,13 @@
 // and message, a global level from LOG_LEVEL, and debug output for components whose name
 // matches the DEBUG patterns (the convention of the "debug" npm package the ops team knows:
 // DEBUG='titan*', 'titan:worker,titan:sink', '*,-titan:http').
+//
+// Every line passes through Redact on its way out: whatever a component logs, an e-mail
+// address or the credentials of a URL never reach the log pipeline.
 package logging
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"regexp"
@@ -31,7 +35,7 @@ func New(w io.Writer, level, debug string) (*Logs, error) {
 	zerolog.TimeFieldFormat = time.RFC3339Nano
 	zerolog.DurationFieldUnit = time.Millisecond
 	return &Logs{
-		root:  zerolog.New(w).With().Timestamp().Logger(),
+		root:  zerolog.New(redactingWriter{w}).With().Timestamp().Logger(),
 		level: lvl,
 		debug: NewMatcher(debug),
 	}, nil
@@ -54,12 +58,31 @@ func ParseLevel(s string) (zerolog.Level, error) {
 
 // For returns the logger of a component, named like "titan:worker". Its lines carry the
 // component in the "component" field.
+//
+// DEBUG adds a matching component's debug lines to what LOG_LEVEL lets through, as the debug
+// package's output comes on top of the application's log level: with LOG_LEVEL=warn and
+// DEBUG='titan*' a component writes debug, warn and error lines, not info lines.
 func (l *Logs) For(component string) zerolog.Logger {
-	lvl := l.level
-	if l.debug.Match(component) && lvl > zerolog.DebugLevel {
-		lvl = zerolog.DebugLevel
+	root := l.root.Level(l.level)
+	if l.debug.Match(component) && l.level > zerolog.DebugLevel {
+		root = l.root.Level(zerolog.DebugLevel)
+		if l.level > zerolog.InfoLevel {
+			root = root.Hook(dropBelow{debug: true, min: l.level})
+		}
 	}
-	return l.root.Level(lvl).With().Str("component", component).Logger()
+	return root.With().Str("component", component).Logger()
+}
+
+// dropBelow discards lines under min, except debug lines when debug is set.
+type dropBelow struct {
+	debug bool
+	min   zerolog.Level
+}
+
+func (d dropBelow) Run(e *zerolog.Event, level zerolog.Level, _ string) {
+	if level < d.min && !(d.debug && level == zerolog.DebugLevel) {
+		e.Discard()
+	}
 }
 
 // Matcher matches component names against DEBUG patterns: names separated by commas or
@@ -100,4 +123,34 @@ func (m *Matcher) Match(name string) bool {
 		}
 	}
 	return false
+}
+
+var (
+	// urlUserinfo matches the user:password@ part of a URL (mongodb://user:secret@host).
+	urlUserinfo = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.-]*://)[^/\s"'@\\]+@`)
+	// emailAddress matches an e-mail address, also one cut short by truncation
+	// ("jane.doe@exam..."): a message value quoted in an error, a misplaced field name.
+	emailAddress = regexp.MustCompile(`[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*`)
+)
+
+// Redact replaces e-mail addresses with "[redacted-email]" and the user and password of URLs
+// with "[redacted]". Logs never need them, and error messages can carry them: the job message
+// decoder quotes (up to 40 characters of) the values it refuses, and a producer may put an
+// address where an id belongs.
+func Redact(line []byte) []byte {
+	if bytes.IndexByte(line, '@') < 0 {
+		return line
+	}
+	line = urlUserinfo.ReplaceAll(line, []byte("${1}[redacted]@"))
+	return emailAddress.ReplaceAll(line, []byte("[redacted-email]"))
+}
+
+// redactingWriter applies Redact to each line zerolog writes (one Write per line).
+type redactingWriter struct{ w io.Writer }
+
+func (r redactingWriter) Write(p []byte) (int, error) {
+	if _, err := r.w.Write(Redact(p)); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
