@@ -44,7 +44,11 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Message) error {
 	if err != nil {
 		return err
 	}
-	job.RequestedAt = m.SentAt
+	// The key may use the request's date: set it before the key is recorded in the ledger.
+	job.RequestedAt = m.RequestedAt
+	if job.Key, err = job.ObjectKey(); err != nil {
+		return err
+	}
 	// Only known (bounded) kinds and destinations become metric labels.
 	m.Kind, m.Destination = job.Plan.Kind.Name, job.Destination.Name
 	log := h.Log.With().Str("export_id", m.ExportID).Str("kind", m.Kind).Str("destination", m.Destination).Logger()

@@ -131,6 +131,10 @@ type Message struct {
 	ReceiveCount int
 	SentAt       time.Time
 	ReceivedAt   time.Time
+	// RequestedAt is when the job was first sent: SentAt, or for a copy sent by a handover or
+	// a hop, the original's (carried in the "requested_at" attribute), so that anything derived
+	// from it (a {date} in an object key) is the same for every delivery.
+	RequestedAt time.Time
 
 	// Filled in by the handler once it knows them, for logs, metrics and dead-letter attributes.
 	ExportID    string
@@ -313,6 +317,12 @@ func (w *Worker) receive(ctx context.Context, n int) ([]*Message, error) {
 			m.SentAt = time.UnixMilli(v)
 			w.metrics.MessageAge.Observe(now.Sub(m.SentAt).Seconds())
 		}
+		m.RequestedAt = m.SentAt
+		if a, ok := sm.MessageAttributes["requested_at"]; ok {
+			if t, err := time.Parse(time.RFC3339Nano, aws.ToString(a.StringValue)); err == nil {
+				m.RequestedAt = t
+			}
+		}
 		msgs = append(msgs, m)
 	}
 	return msgs, nil
@@ -487,7 +497,8 @@ func (w *Worker) hop(ctx context.Context, m *Message, delay time.Duration, onSen
 		MessageBody:  aws.String(m.Body),
 		DelaySeconds: int32((delay + time.Second - 1) / time.Second),
 		MessageAttributes: map[string]types.MessageAttributeValue{
-			"handover_of": {DataType: aws.String("String"), StringValue: aws.String(m.ID)},
+			"handover_of":  {DataType: aws.String("String"), StringValue: aws.String(m.ID)},
+			"requested_at": {DataType: aws.String("String"), StringValue: aws.String(m.RequestedAt.UTC().Format(time.RFC3339Nano))},
 		},
 	})
 	w.metrics.sqs("send_copy", err)
