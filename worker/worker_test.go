@@ -45,7 +45,6 @@ func TestConfigValidateReportsEveryProblem(t *testing.T) {
 	}
 }
 
-
 type testWorker struct {
 	w       *Worker
 	metrics *Metrics
