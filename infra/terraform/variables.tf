@@ -307,6 +307,10 @@ variable "destinations" {
     sse                   = optional(string)
     kms_key_id            = optional(string)
     storage_class         = optional(string)
+    session_duration      = optional(string)
+    refresh_before        = optional(string)
+    key_template          = optional(string)
+    checksum              = optional(string)
   }))
   default = {}
 }
