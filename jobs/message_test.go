@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"bytes"
 	"strings"
 	"testing"
 )
@@ -73,5 +74,29 @@ func TestPlanRefuses(t *testing.T) {
 				t.Errorf("got %v (reason %q), want a permanent %q error mentioning %q", err, reason, tc.reason, tc.mention)
 			}
 		})
+	}
+}
+
+// The message's csv and ndjson objects become the encoder's options.
+func TestMessageEncoderOptions(t *testing.T) {
+	for body, want := range map[string]EncoderOptions{
+		`{"version":1,"export_id":"e","kind":"k","params":{}}`:                                                       {},
+		`{"version":1,"export_id":"e","kind":"k","csv":{"delimiter":";","bom":true},"params":{}}`:                    {Delimiter: ';', BOM: true},
+		`{"version":1,"export_id":"e","kind":"k","csv":{"delimiter":"\t"},"params":{}}`:                              {Delimiter: '\t'},
+		`{"version":1,"export_id":"e","kind":"k","csv":{"delimiter":"|"},"params":{}}`:                               {Delimiter: '|'},
+		`{"version":1,"export_id":"e","kind":"k","format":"ndjson","ndjson":{"mode":"relaxed_extjson"},"params":{}}`: {NDJSONMode: NDJSONRelaxedExtJSON},
+		`{"version":1,"export_id":"e","kind":"k","format":"ndjson","ndjson":{},"params":{}}`:                         {},
+	} {
+		m, err := Decode([]byte(body))
+		if err != nil {
+			t.Fatalf("%s: %v", body, err)
+		}
+		if got := m.EncoderOptions(); got != want {
+			t.Errorf("%s: EncoderOptions() = %+v, want %+v", body, got, want)
+		}
+		var buf bytes.Buffer
+		if _, err := NewEncoder(m.Format, &buf, []Column{{"a", "a"}}, m.EncoderOptions()); err != nil {
+			t.Errorf("%s: NewEncoder refuses the options: %v", body, err)
+		}
 	}
 }
