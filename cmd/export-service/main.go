@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -19,10 +20,17 @@ Usage:
 Commands:
   worker        receive and run export jobs (the default)
   indexes       create the MongoDB indexes every export kind needs (idempotent)
+  enqueue       build, validate and send an export job; --wait follows it to the end
+  status        an export's state in the ledger: status EXPORT_ID
+  dlq list      the dead-letter queue's messages and why they died (deletes nothing)
+  dlq redrive   move dead-letter messages back to the jobs queue (--dry-run first)
   healthcheck   exit 0 when the local /heartbeat answers 200 (for Docker's HEALTHCHECK)
   version       print the version
 
-Configuration comes from environment variables; see the README.
+"export-service COMMAND --help" shows a command's flags. Configuration comes from environment
+variables; see the README.
+
+Exit codes: 0 done, 1 failed, 2 bad usage, 3 enqueue --wait gave up (--timeout).
 `
 
 func main() {
@@ -34,7 +42,7 @@ func main() {
 // run dispatches a subcommand and returns the process exit code.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	cmd := "worker"
-	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
+	if len(args) > 0 && args[0] != "" && (args[0][0] != '-' || args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
 		cmd, args = args[0], args[1:]
 	}
 	var err error
@@ -43,23 +51,46 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = runWorker(ctx, args, getenv, stdout)
 	case "indexes":
 		err = runIndexes(ctx, args, getenv, stdout)
+	case "enqueue":
+		err = runEnqueue(ctx, args, getenv, stdout, stderr)
+	case "status":
+		err = runStatus(ctx, args, getenv, stdout)
+	case "dlq":
+		err = runDLQ(ctx, args, getenv, stdout, stderr)
 	case "healthcheck":
 		err = runHealthcheck(ctx, args, getenv, stdout)
 	case "version":
 		err = runVersion(args, stdout)
-	case "help", "-h", "--help":
+	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
 	default:
 		fmt.Fprintf(stderr, "export-service: unknown command %q\n\n%s", cmd, usage)
 		return 2
 	}
-	if err != nil {
-		if err == errUsage {
-			return 2
-		}
+	var ec *exitError
+	switch {
+	case err == nil, errors.Is(err, errHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		return 2
+	case errors.As(err, &ec):
+		fmt.Fprintf(stderr, "export-service %s: %v\n", cmd, ec.err)
+		return ec.code
+	default:
 		fmt.Fprintf(stderr, "export-service %s: %v\n", cmd, err)
 		return 1
 	}
-	return 0
 }
+
+// errHelp means --help was asked for and printed: the command must not run.
+var errHelp = errors.New("help")
+
+// exitError is an error with an exit code other than 1.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }

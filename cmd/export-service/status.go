@@ -1,0 +1,247 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/mongo"
+
+	"github.com/verifiedfan/export-service/jobs"
+)
+
+const statusHelp = `Usage: export-service status [flags] EXPORT_ID
+
+The export's state in the ledger (MongoDB collection "exports"): status (running, succeeded,
+failed, released), attempts, worker, rows, bytes, object, error and reason, times.
+
+An export that is not in the ledger has not been started by any worker yet: it is still in
+the jobs queue, or it died before it started (see "export-service dlq list").
+
+Environment: MONGO_URI (required), MONGO_DATABASE (default titan).
+
+Flags:
+`
+
+func runStatus(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	asJSON := fs.Bool("json", false, "print the ledger entry as one JSON object")
+	fs.Usage = func() { fmt.Fprint(fs.Output(), statusHelp); fs.PrintDefaults() }
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		fmt.Fprintf(fs.Output(), "status needs exactly one EXPORT_ID (got %d)\n\n", len(pos))
+		fs.Usage()
+		return errUsage
+	}
+	id := pos[0]
+	db, closeDB, err := openDatabase(ctx, getenv)
+	if err != nil {
+		return err
+	}
+	defer closeDB()
+	e, err := jobs.NewLedger(db).Get(ctx, id)
+	if errors.Is(err, jobs.ErrNotFound) {
+		return fmt.Errorf("export %q is not in the ledger of database %q: no worker has started it yet (still queued, or dead before it started: see export-service dlq list), or the id or MONGO_DATABASE is wrong", id, db.Name())
+	}
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(statusOf(e))
+	}
+	printStatus(stdout, e, time.Now())
+	return nil
+}
+
+// parseInterspersed parses flags placed before, between and after positional arguments
+// ("status ID --json"), which the flag package alone stops at. "--" ends the flags.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, errHelp
+			}
+			return nil, errUsage
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		// fs.Parse stopped at a positional argument, or consumed a "--".
+		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+// openDatabase connects to MONGO_URI and returns MONGO_DATABASE (default titan).
+func openDatabase(ctx context.Context, getenv func(string) string) (*mongo.Database, func(), error) {
+	uri := strings.TrimSpace(getenv("MONGO_URI"))
+	if uri == "" {
+		return nil, nil, errors.New("MONGO_URI is not set: set it to the MongoDB connection string of the environment (and MONGO_DATABASE if it is not titan)")
+	}
+	name := strings.TrimSpace(getenv("MONGO_DATABASE"))
+	if name == "" {
+		name = "titan"
+	}
+	client, err := connectMongo(ctx, uri)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w (is MONGO_URI right, and MongoDB reachable from here?)", err)
+	}
+	return client.Database(name), func() { _ = client.Disconnect(context.WithoutCancel(ctx)) }, nil
+}
+
+// exportStatus is the JSON form of a ledger entry.
+type exportStatus struct {
+	ExportID          string     `json:"export_id"`
+	Status            string     `json:"status"`
+	Kind              string     `json:"kind"`
+	Destination       string     `json:"destination"`
+	Bucket            string     `json:"bucket,omitempty"`
+	Key               string     `json:"key,omitempty"`
+	Rows              int64      `json:"rows"`
+	Bytes             int64      `json:"bytes"`
+	BytesUncompressed int64      `json:"bytes_uncompressed"`
+	SHA256            string     `json:"sha256,omitempty"`
+	Attempts          int        `json:"attempts"`
+	WorkerID          string     `json:"worker_id,omitempty"`
+	MessageID         string     `json:"message_id,omitempty"`
+	Reason            string     `json:"reason,omitempty"`
+	Error             string     `json:"error,omitempty"`
+	CreatedAt         *time.Time `json:"created_at,omitempty"`
+	StartedAt         *time.Time `json:"started_at,omitempty"`
+	UpdatedAt         *time.Time `json:"updated_at,omitempty"`
+	FinishedAt        *time.Time `json:"finished_at,omitempty"`
+	LeaseExpires      *time.Time `json:"lease_expires,omitempty"`
+}
+
+func statusOf(e jobs.LedgerEntry) exportStatus {
+	t := func(v time.Time) *time.Time {
+		if v.IsZero() {
+			return nil
+		}
+		v = v.UTC()
+		return &v
+	}
+	s := exportStatus{
+		ExportID: e.ExportID, Status: e.Status, Kind: e.Kind, Destination: e.Destination, Bucket: e.Bucket, Key: e.Key,
+		Rows: e.Rows, Bytes: e.Bytes, BytesUncompressed: e.BytesUncompressed, SHA256: e.SHA256,
+		Attempts: e.Attempts, WorkerID: e.WorkerID, MessageID: e.MessageID, Reason: e.Reason, Error: e.Error,
+		CreatedAt: t(e.CreatedAt), StartedAt: t(e.StartedAt), UpdatedAt: t(e.UpdatedAt), FinishedAt: t(e.FinishedAt),
+	}
+	if e.Status == jobs.StatusRunning {
+		s.LeaseExpires = t(e.LeaseExpires)
+	}
+	return s
+}
+
+// printStatus writes a ledger entry for a person.
+func printStatus(w io.Writer, e jobs.LedgerEntry, now time.Time) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	row := func(k, format string, args ...any) { fmt.Fprintf(tw, "%s\t"+format+"\n", append([]any{k}, args...)...) }
+	row("export", "%s", e.ExportID)
+	row("status", "%s", describeStatus(e, now))
+	row("kind", "%s", e.Kind)
+	row("destination", "%s", e.Destination)
+	if e.Bucket != "" || e.Key != "" {
+		obj := "s3://" + e.Bucket + "/" + e.Key
+		if e.Status != jobs.StatusSucceeded {
+			obj += " (written only when the export succeeds)"
+		}
+		row("object", "%s", obj)
+	}
+	rows := fmt.Sprintf("%d", e.Rows)
+	if e.Status == jobs.StatusRunning {
+		rows += " so far"
+		if secs := e.UpdatedAt.Sub(e.StartedAt).Seconds(); secs >= 1 && e.Rows > 0 {
+			rows += fmt.Sprintf(" (%.0f rows/s)", float64(e.Rows)/secs)
+		}
+	}
+	row("rows", "%s", rows)
+	row("bytes", "%s written (%s before gzip)", humanBytes(e.Bytes), humanBytes(e.BytesUncompressed))
+	if e.SHA256 != "" {
+		row("sha256", "%s", e.SHA256)
+	}
+	row("attempts", "%d", e.Attempts)
+	if e.WorkerID != "" {
+		row("worker", "%s", e.WorkerID)
+	}
+	if e.MessageID != "" {
+		row("message", "%s", e.MessageID)
+	}
+	row("started", "%s", when(e.StartedAt, now))
+	if !e.FinishedAt.IsZero() {
+		row("finished", "%s (took %s)", when(e.FinishedAt, now), e.FinishedAt.Sub(e.StartedAt).Round(100*time.Millisecond))
+	} else {
+		row("updated", "%s", when(e.UpdatedAt, now))
+	}
+	if e.Reason != "" {
+		row("reason", "%s", e.Reason)
+	}
+	if e.Error != "" {
+		row("error", "%s", strings.ReplaceAll(e.Error, "\n", "\n\t"))
+	}
+	_ = tw.Flush()
+}
+
+// describeStatus says what a status means for what happens next.
+func describeStatus(e jobs.LedgerEntry, now time.Time) string {
+	switch e.Status {
+	case jobs.StatusRunning:
+		if e.LeaseExpires.Before(now) {
+			return fmt.Sprintf("running, but its lease expired %s ago: the worker died; the message comes back and another worker restarts it", now.Sub(e.LeaseExpires).Round(time.Second))
+		}
+		return fmt.Sprintf("running (lease renewed, expires in %s)", e.LeaseExpires.Sub(now).Round(time.Second))
+	case jobs.StatusSucceeded:
+		return "succeeded"
+	case jobs.StatusFailed:
+		if e.Reason == "retryable" {
+			return "failed (retryable): the message comes back after a backoff, until the queue's redrive policy moves it to the dead-letter queue"
+		}
+		return "failed (permanent): the message was sent to the dead-letter queue (export-service dlq list)"
+	case jobs.StatusReleased:
+		return "released by a worker's shutdown: the message is back in the queue and another worker restarts it"
+	}
+	return e.Status
+}
+
+func when(t, now time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	d := now.Sub(t)
+	ago := d.Round(time.Second).String() + " ago"
+	if d < 0 {
+		ago = "in " + (-d).Round(time.Second).String()
+	}
+	return t.UTC().Format(time.RFC3339) + " (" + ago + ")"
+}
+
+// humanBytes formats a byte count with a decimal unit.
+func humanBytes(n int64) string {
+	const unit = 1000
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 4; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %cB", float64(n)/float64(div), "kMGTP"[exp])
+}
