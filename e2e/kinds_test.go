@@ -312,7 +312,6 @@ func gunzipNDJSON(t *testing.T, data []byte) ([]string, []map[string]string) {
 func TestExportOptions(t *testing.T) {
 	// Remove this line once jobs/export.go passes job.Message.EncoderOptions() to NewEncoder:
 	// until then the options are validated but not applied.
-	t.Skip("jobs/export.go does not pass Message.EncoderOptions() to NewEncoder yet")
 	t.Parallel()
 	b := setup(t, 40)
 	stacktest.Start(t, b.workerEnv(t, nil), "worker")

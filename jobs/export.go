@@ -147,7 +147,7 @@ func (e *Exporter) Run(ctx context.Context, job *Job, prog *Progress) (Result, e
 	defer func() { _ = src.Close(context.WithoutCancel(ctx)) }()
 
 	newEnc := func(w io.Writer) (Encoder, error) {
-		return NewEncoder(job.Message.Format, w, p.Columns, EncoderOptions{})
+		return NewEncoder(job.Message.Format, w, p.Columns, job.Message.EncoderOptions())
 	}
 	obj := Object{
 		Key:             job.Key,

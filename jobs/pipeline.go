@@ -130,13 +130,18 @@ func Run(ctx context.Context, src Source, newEnc func(io.Writer) (Encoder, error
 }
 
 func produce(ctx context.Context, src Source, newEnc func(io.Writer) (Encoder, error), out io.Writer, level int, prog *Progress) error {
-	zw, err := gzip.NewWriterLevel(out, level)
+	// gzip writes a few hundred bytes at a time; each write through the io.Pipe is a goroutine
+	// switch, so gather them into blocks first.
+	zout := bufio.NewWriterSize(out, 64<<10)
+	zw, err := gzip.NewWriterLevel(zout, level)
 	if err != nil {
 		return fmt.Errorf("jobs: gzip level %d: %w", level, err)
 	}
-	// The buffer lets the encoder's small line writes reach gzip in large blocks.
-	bw := bufio.NewWriterSize(&countingWriter{w: zw, n: &prog.BytesUncompressed}, 64<<10)
-	enc, err := newEnc(bw)
+	// The encoder fills 64 KiB blocks that gzip compresses on another goroutine: encoding and
+	// compression run on two cores instead of taking turns (gzip is most of the CPU).
+	h := NewHandoff(&countingWriter{w: zw, n: &prog.BytesUncompressed}, 64<<10, 4)
+	defer h.Close()
+	enc, err := newEnc(h)
 	if err != nil {
 		return err
 	}
@@ -155,11 +160,14 @@ func produce(ctx context.Context, src Source, newEnc func(io.Writer) (Encoder, e
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := bw.Flush(); err != nil {
+	if err := h.Close(); err != nil {
 		return fmt.Errorf("jobs: flush encoder: %w", err)
 	}
 	if err := zw.Close(); err != nil {
 		return fmt.Errorf("jobs: finish gzip: %w", err)
+	}
+	if err := zout.Flush(); err != nil {
+		return fmt.Errorf("jobs: flush gzip: %w", err)
 	}
 	return nil
 }
