@@ -407,7 +407,11 @@ func (f *follower) follow(ctx context.Context, client sqsAPI, poll, timeout time
 func (f *follower) show(v verdict, e jobs.LedgerEntry, found bool) {
 	elapsed := time.Since(f.sentAt).Round(time.Second)
 	if f.bar {
-		fmt.Fprintf(f.stdout, "\r%s\x1b[K", progressBar(v.state, e.Rows, f.total.Load(), e.Bytes, elapsed, 24))
+		line := progressBar(v.state, e.Rows, f.total.Load(), e.Bytes, elapsed, 24)
+		if v.state != "running" && v.state != "succeeded" {
+			line = fmt.Sprintf("%-9s %s  %s", v.state, oneLine(v.detail, 80), elapsed)
+		}
+		fmt.Fprintf(f.stdout, "\r%s\x1b[K", line)
 		f.drawn = true
 		return
 	}
