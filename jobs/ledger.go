@@ -26,10 +26,10 @@ const LedgerCollection = "exports"
 // LedgerEntry is one export's document in the ledger: the single source of truth of whether an
 // export ran, is running (and under whose lease) or failed.
 type LedgerEntry struct {
-	ExportID    string `bson:"_id"`
-	Status      string `bson:"status"`
-	Attempts    int    `bson:"attempts"`
-	WorkerID    string `bson:"worker_id"`
+	ExportID string `bson:"_id"`
+	Status   string `bson:"status"`
+	Attempts int    `bson:"attempts"`
+	WorkerID string `bson:"worker_id"`
 	// MessageID is the SQS message that carries the running attempt (see the handover of
 	// exports longer than the visibility limit in worker.ExportHandler).
 	MessageID         string    `bson:"message_id"`
