@@ -135,6 +135,9 @@ func runDLQList(ctx context.Context, args []string, getenv func(string) string, 
 	}
 	_ = tw.Flush()
 	fmt.Fprintf(stdout, "%d message(s) in %s\n", len(msgs), target.url)
+	if d.max > 0 && len(msgs) >= d.max {
+		fmt.Fprintf(stdout, "(stopped at --max %d; there may be more)\n", d.max)
+	}
 	return nil
 }
 

@@ -295,6 +295,7 @@ type follower struct {
 
 	lastLine  string
 	lastPrint time.Time
+	lastNote  string
 	drawn     bool
 }
 
@@ -363,7 +364,7 @@ func (f *follower) follow(ctx context.Context, client sqsAPI, poll, timeout time
 		found := err == nil
 		if err != nil && !errors.Is(err, jobs.ErrNotFound) {
 			if ctx.Err() != nil {
-				return ctx.Err()
+				return f.interrupted()
 			}
 			f.note(fmt.Sprintf("reading the ledger failed (will retry): %v", err))
 		} else {
@@ -395,11 +396,15 @@ func (f *follower) follow(ctx context.Context, client sqsAPI, poll, timeout time
 		}
 		select {
 		case <-ctx.Done():
-			f.endLine()
-			return ctx.Err()
+			return f.interrupted()
 		case <-t.C:
 		}
 	}
+}
+
+func (f *follower) interrupted() error {
+	f.endLine()
+	return fmt.Errorf("interrupted; the export goes on: follow it with `export-service status %s`", f.exportID)
 }
 
 // show draws the progress bar (terminal) or prints a line when something changed, and at
@@ -429,7 +434,12 @@ func (f *follower) show(v verdict, e jobs.LedgerEntry, found bool) {
 	fmt.Fprintf(f.stdout, "%s %s\n", time.Now().UTC().Format(time.RFC3339), line)
 }
 
+// note reports a passing problem once (until another one comes).
 func (f *follower) note(s string) {
+	if s == f.lastNote {
+		return
+	}
+	f.lastNote = s
 	f.endLine()
 	fmt.Fprintln(f.stderr, s)
 }
