@@ -232,7 +232,10 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 	if cfg.PollQueueDepthEvery > 0 {
 		depth := &worker.QueueDepth{SQS: sqsClient, Metrics: metrics, Log: logs.For("titan:queues"), Every: cfg.PollQueueDepthEvery,
 			Queues: map[string]string{"jobs": cfg.QueueURL, "dlq": cfg.DLQURL}}
-		go depth.Run(ctx)
+		// Polls through the drain too: /metrics keeps telling the truth until the process exits.
+		pollCtx, stopPolling := context.WithCancel(context.WithoutCancel(ctx))
+		defer stopPolling()
+		go depth.Run(pollCtx)
 	}
 	log.Info().Str("http_addr", ln.Addr().String()).Str("version", buildinfo.String()).Str("worker_id", cfg.WorkerID).Msg("export-service started")
 
