@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func runCmd(t *testing.T, env map[string]string, args ...string) (code int, stdout, stderr string) {
@@ -87,5 +88,25 @@ func TestHealthcheck(t *testing.T) {
 	_, port, _ := net.SplitHostPort(strings.TrimPrefix(ok.URL, "http://"))
 	if code, _, errOut := runCmd(t, map[string]string{"HTTP_ADDR": ":" + port}, "healthcheck"); code != 0 {
 		t.Errorf("HTTP_ADDR=:%s: exit %d, stderr %q", port, code, errOut)
+	}
+}
+
+func TestPollQueueDepthEveryConfig(t *testing.T) {
+	base := map[string]string{"EXPORT_QUEUE_URL": "q", "MONGO_URI": "mongodb://x", "EXPORT_BUCKET": "b"}
+	with := func(v string) map[string]string {
+		m := map[string]string{"POLL_QUEUE_DEPTH_EVERY": v}
+		for k, x := range base {
+			m[k] = x
+		}
+		return m
+	}
+	for v, want := range map[string]time.Duration{"": 30 * time.Second, "0": 0, "5s": 5 * time.Second, "90": 90 * time.Second} {
+		c, err := loadConfig(envOf(with(v)))
+		if err != nil || c.PollQueueDepthEvery != want {
+			t.Errorf("POLL_QUEUE_DEPTH_EVERY=%q: %s, %v; want %s", v, c.PollQueueDepthEvery, err, want)
+		}
+	}
+	if _, err := loadConfig(envOf(with("2h"))); err == nil || !strings.Contains(err.Error(), "POLL_QUEUE_DEPTH_EVERY") {
+		t.Errorf("POLL_QUEUE_DEPTH_EVERY=2h: %v, want an error naming it", err)
 	}
 }
