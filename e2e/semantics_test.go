@@ -432,9 +432,10 @@ func TestSIGKILLMidExportIsCompletedByAnotherWorker(t *testing.T) {
 	if n := b.unfinishedUploads(t, "exports/registrations/"+campaign+"/"+id); n != 0 {
 		t.Errorf("%d unfinished multipart uploads left", n)
 	}
-	if !strings.Contains(p2.Output(), `"aborted_uploads":1`) {
-		t.Errorf("the second attempt did not report aborting the earlier upload:\n%s", p2.Output())
-	}
+	// The success line is written right after the ledger records the outcome.
+	eventually(t, 10*time.Second, "the second attempt reports aborting the earlier upload", func() bool {
+		return strings.Contains(p2.Output(), `"aborted_uploads":1`)
+	})
 	eventually(t, 20*time.Second, "jobs queue empty", func() bool { v, f := b.st.QueueCounts(t, b.queues.JobsURL); return v+f == 0 })
 }
 

@@ -57,6 +57,7 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Message) error {
 	if err != nil {
 		return err // MongoDB unreachable or the like: retryable
 	}
+	log.Debug().Str("message_id", m.ID).Int("claim", int(claim)).Str("status", entry.Status).Int("attempts", entry.Attempts).Msg("ledger claim")
 	switch claim {
 	case jobs.AlreadyDone:
 		m.Outcome = OutcomeDuplicate
@@ -78,7 +79,7 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Message) error {
 		}}
 	}
 
-	m.OnHandOver = func(ctx context.Context, newID string) error { return h.Ledger.SetMessage(ctx, entry, newID) }
+	m.SetOnHandOver(func(ctx context.Context, newID string) error { return h.Ledger.SetMessage(ctx, entry, newID) })
 	log.Info().Str("message_id", m.ID).Int("receive_count", m.ReceiveCount).Int("attempt", entry.Attempts).
 		Str("format", string(msg.Format)).Msg("export started")
 

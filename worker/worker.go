@@ -57,7 +57,7 @@ type Config struct {
 	RetryMax  time.Duration
 	// MaxMessageLease is how long one delivery of a message may be held. SQS refuses to extend
 	// a message's visibility beyond 12 hours after it was received, so a job still running at
-	// this point hands its message over (see Message.OnHandOver). Default 11h.
+	// this point hands its message over (see Message.SetOnHandOver). Default 11h.
 	MaxMessageLease time.Duration
 	// HandOverDelay is the delivery delay of the copy sent by a handover or a hop. Default 15m
 	// (the SQS maximum).
@@ -143,14 +143,20 @@ type Message struct {
 	// Outcome may be set by the handler to OutcomeDuplicate when it acknowledged a message
 	// without running it.
 	Outcome string
-	// OnHandOver, if set by the handler, is called when the job outlives MaxMessageLease: the
+	// onHandOver, if set by the handler, is called when the job outlives MaxMessageLease: the
 	// worker has sent a delayed copy of the message (newID) and is about to delete this
 	// delivery; the job goes on without a message, protected by the handler's own lease (the
 	// export ledger). The copy, when it arrives, finds the job still running and hops (see
 	// HopError), or finds it finished.
-	OnHandOver func(ctx context.Context, newID string) error
+	// Set it with SetOnHandOver: the lease goroutine reads it concurrently.
+	onHandOver atomic.Pointer[func(ctx context.Context, newID string) error]
 
 	handedOver bool
+}
+
+// SetOnHandOver sets the handover callback (see onHandOver).
+func (m *Message) SetOnHandOver(f func(ctx context.Context, newID string) error) {
+	m.onHandOver.Store(&f)
 }
 
 // HopError asks the worker to re-send the message as a new message delayed by Delay, call
@@ -200,6 +206,9 @@ func New(cfg Config, client SQS, h Handler, metrics *Metrics, log zerolog.Logger
 	return w
 }
 
+// sqsMaxVisibility is how long after its receipt SQS lets a message stay invisible.
+const sqsMaxVisibility = 12 * time.Hour
+
 // errLeaseLost cancels a job whose message's visibility could not be extended.
 var errLeaseLost = errors.New("worker: lease on the message was lost")
 
@@ -218,6 +227,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	slots := make(chan struct{}, w.cfg.Concurrency)
 
 	w.log.Info().Str("queue", w.cfg.QueueURL).Int("concurrency", w.cfg.Concurrency).Msg("worker started")
+	// /heartbeat says draining from the moment shutdown begins, even while a poll finishes.
+	stopDraining := context.AfterFunc(ctx, func() { w.draining.Store(true) })
+	defer stopDraining()
 	backoff := time.Duration(0)
 	for {
 		// Wait for one free slot, then take every other free slot (up to 10, the SQS maximum):
@@ -284,7 +296,12 @@ func (w *Worker) Run(ctx context.Context) error {
 }
 
 func (w *Worker) receive(ctx context.Context, n int) ([]*Message, error) {
-	out, err := w.sqs.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{
+	// A long poll is not canceled by shutdown: the server would go on with it and could hand
+	// a message to a connection nobody reads, hiding it for a whole visibility timeout. It is
+	// let finish (at most WaitTime), and what it brings is released below.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.WaitTime+30*time.Second)
+	defer cancel()
+	out, err := w.sqs.ReceiveMessage(pctx, &sqs.ReceiveMessageInput{
 		QueueUrl:                    aws.String(w.cfg.QueueURL),
 		MaxNumberOfMessages:         int32(n),
 		WaitTimeSeconds:             int32(w.cfg.WaitTime / time.Second),
@@ -294,11 +311,6 @@ func (w *Worker) receive(ctx context.Context, n int) ([]*Message, error) {
 		AttributeNames:        []types.QueueAttributeName{"All"}, //nolint:staticcheck
 		MessageAttributeNames: []string{"All"},
 	})
-	if ctx.Err() != nil {
-		// Canceled by shutdown: not an SQS error. Messages the server handed out in the
-		// meantime come back after their visibility timeout.
-		return nil, ctx.Err()
-	}
 	w.metrics.sqs("receive", err)
 	now := time.Now()
 	w.lastProgress.Store(now.UnixNano())
@@ -324,6 +336,14 @@ func (w *Worker) receive(ctx context.Context, n int) ([]*Message, error) {
 			}
 		}
 		msgs = append(msgs, m)
+	}
+	w.log.Debug().Int("asked", n).Int("received", len(msgs)).Msg("receive")
+	if ctx.Err() != nil {
+		// Shutdown began during the poll: put what it brought back at once.
+		for _, m := range msgs {
+			w.changeVisibility(context.WithoutCancel(ctx), m, 0, w.log)
+		}
+		return nil, ctx.Err()
 	}
 	return msgs, nil
 }
@@ -437,7 +457,7 @@ func (w *Worker) safeHandle(ctx context.Context, m *Message) (err error) {
 // holdLease extends the message's visibility every third of the timeout until ctx ends. If
 // the lease cannot be renewed before it expires, the job is canceled: another worker may
 // already have the message. When the job outlives MaxMessageLease and the handler can carry
-// on without the message (OnHandOver), the message is handed over instead.
+// on without the message (SetOnHandOver), the message is handed over instead.
 func (w *Worker) holdLease(ctx context.Context, m *Message, cancel context.CancelCauseFunc) {
 	vt := w.cfg.VisibilityTimeout
 	expires := time.Now().Add(vt)
@@ -449,19 +469,20 @@ func (w *Worker) holdLease(ctx context.Context, m *Message, cancel context.Cance
 			return
 		case <-t.C:
 		}
-		if time.Since(m.ReceivedAt)+vt > w.cfg.MaxMessageLease {
-			if m.OnHandOver == nil {
-				w.log.Error().Str("message_id", m.ID).Str("export_id", m.ExportID).Msg("job reached the maximum message lease and cannot be handed over; canceling it")
-				cancel(errLeaseLost)
-				return
-			}
-			if err := w.hop(ctx, m, 0, m.OnHandOver); err != nil {
+		held := time.Since(m.ReceivedAt) + vt
+		if f := m.onHandOver.Load(); f != nil && held > w.cfg.MaxMessageLease {
+			if err := w.hop(ctx, m, 0, *f); err != nil {
 				w.log.Warn().Err(err).Str("message_id", m.ID).Msg("handing the message over failed; will retry")
 			} else {
 				m.handedOver = true
 				w.log.Info().Str("message_id", m.ID).Str("export_id", m.ExportID).Msg("message handed over: the job outlived the maximum message lease and goes on under its ledger lease")
 				return
 			}
+		} else if held > sqsMaxVisibility {
+			// SQS refuses to extend past this, and the job cannot go on without its message.
+			w.log.Error().Str("message_id", m.ID).Str("export_id", m.ExportID).Msg("job reached the 12h message limit and cannot be handed over; canceling it")
+			cancel(errLeaseLost)
+			return
 		}
 		_, err := w.sqs.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{
 			QueueUrl:          aws.String(w.cfg.QueueURL),
@@ -474,6 +495,7 @@ func (w *Worker) holdLease(ctx context.Context, m *Message, cancel context.Cance
 		w.metrics.sqs("change_visibility", err)
 		if err == nil {
 			expires = time.Now().Add(vt)
+			w.log.Debug().Str("message_id", m.ID).Str("export_id", m.ExportID).Msg("message lease extended")
 			continue
 		}
 		if isGone(err) || time.Now().Add(vt/3).After(expires) {
