@@ -115,7 +115,8 @@ func (b *bundle) waitObject(t *testing.T, bucket, key string, within time.Durati
 	}
 }
 
-func gunzipCSV(t *testing.T, data []byte) [][]string {
+// gunzip decompresses an object.
+func gunzip(t *testing.T, data []byte) []byte {
 	t.Helper()
 	zr, err := gzip.NewReader(bytes.NewReader(data))
 	if err != nil {
@@ -125,6 +126,12 @@ func gunzipCSV(t *testing.T, data []byte) [][]string {
 	if err != nil {
 		t.Fatalf("gunzip: %v", err)
 	}
+	return raw
+}
+
+func gunzipCSV(t *testing.T, data []byte) [][]string {
+	t.Helper()
+	raw := gunzip(t, data)
 	recs, err := csv.NewReader(bytes.NewReader(raw)).ReadAll()
 	if err != nil {
 		t.Fatalf("parse csv: %v", err)

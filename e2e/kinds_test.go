@@ -3,12 +3,10 @@ package e2e
 import (
 	"bufio"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
-	"io"
 	"slices"
 	"strings"
 	"testing"
@@ -265,14 +263,7 @@ func TestKindsExportExactlyTheirDocuments(t *testing.T) {
 // (strings as is, other values as their JSON).
 func gunzipNDJSON(t *testing.T, data []byte) ([]string, []map[string]string) {
 	t.Helper()
-	zr, err := gzip.NewReader(bytes.NewReader(data))
-	if err != nil {
-		t.Fatalf("gunzip: %v", err)
-	}
-	raw, err := io.ReadAll(zr)
-	if err != nil {
-		t.Fatalf("gunzip: %v", err)
-	}
+	raw := gunzip(t, data)
 	var keys []string
 	var rows []map[string]string
 	sc := bufio.NewScanner(bytes.NewReader(raw))
@@ -355,17 +346,4 @@ func TestExportOptions(t *testing.T) {
 			t.Fatalf("created_at is not a date once read back: %s", line)
 		}
 	}
-}
-
-func gunzip(t *testing.T, data []byte) []byte {
-	t.Helper()
-	zr, err := gzip.NewReader(bytes.NewReader(data))
-	if err != nil {
-		t.Fatalf("gunzip: %v", err)
-	}
-	raw, err := io.ReadAll(zr)
-	if err != nil {
-		t.Fatalf("gunzip: %v", err)
-	}
-	return raw
 }
