@@ -272,16 +272,25 @@ func hostOf(url string) string {
 	return strings.TrimPrefix(strings.TrimPrefix(url, "http://"), "https://")
 }
 
+// startWithS3Down starts a worker whose S3 is reached through a proxy that refuses every
+// connection until the test sets it up, with the given retry backoff and one SDK attempt per
+// call (so each delivery fails fast).
+func (b *bundle) startWithS3Down(t *testing.T, retryBase, retryMax string) *proxy {
+	t.Helper()
+	s3p := newProxy(t, hostOf(b.st.Env["AWS_ENDPOINT_URL_S3"]))
+	s3p.up.Store(false)
+	stacktest.Start(t, b.workerEnv(t, map[string]string{
+		"AWS_ENDPOINT_URL_S3": s3p.URL(), "RETRY_BASE": retryBase, "RETRY_MAX": retryMax, "AWS_MAX_ATTEMPTS": "1",
+	}), "worker")
+	return s3p
+}
+
 // S3 down during an export: the failure is retryable, the message comes back with a backoff,
 // and once S3 is back the export succeeds.
 func TestRetryableFailureRetriedThenSucceeds(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 50)
-	s3p := newProxy(t, hostOf(b.st.Env["AWS_ENDPOINT_URL_S3"]))
-	s3p.up.Store(false)
-	stacktest.Start(t, b.workerEnv(t, map[string]string{
-		"AWS_ENDPOINT_URL_S3": s3p.URL(), "RETRY_BASE": "2s", "RETRY_MAX": "3s", "AWS_MAX_ATTEMPTS": "1",
-	}), "worker")
+	s3p := b.startWithS3Down(t, "2s", "3s")
 	id, campaign := "retry-"+stacktest.RandomID(), fixtures.Campaigns[3]
 	b.send(t, regJob(t, id, campaign))
 	b.waitLedger(t, id, 60*time.Second, func(e jobs.LedgerEntry) bool { return e.Status == jobs.StatusFailed && e.Reason == "retryable" })
@@ -301,11 +310,7 @@ func TestRetryableFailureRetriedThenSucceeds(t *testing.T) {
 func TestRetryableFailureEndsInDLQAfterMaxReceives(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 10)
-	s3p := newProxy(t, hostOf(b.st.Env["AWS_ENDPOINT_URL_S3"]))
-	s3p.up.Store(false)
-	stacktest.Start(t, b.workerEnv(t, map[string]string{
-		"AWS_ENDPOINT_URL_S3": s3p.URL(), "RETRY_BASE": "1s", "RETRY_MAX": "1s", "AWS_MAX_ATTEMPTS": "1",
-	}), "worker")
+	b.startWithS3Down(t, "1s", "1s")
 	id := "never-" + stacktest.RandomID()
 	b.send(t, regJob(t, id, fixtures.Campaigns[0]))
 	got := b.drainDLQ(t, 1, 90*time.Second)
