@@ -4,10 +4,11 @@
 #
 #   .cache/bin/weed            SeaweedFS, from the tools/weed module (about 6 min cold on 2 cores)
 #   .cache/bin/ferretdb-local  embedded FerretDB, from the tools/ferretdb module
+#   .cache/bin/toxiproxy       Toxiproxy v2.5.0 (TCP fault injection), from the tools/toxiproxy module (about a minute)
 #   tools/sqs/node_modules     local-aws-sqs, by `npm ci` from tools/sqs/package-lock.json
 #   .cache/bin/tofu, promtool  only when named: scripts/build-tools.sh tofu promtool
 #
-# Usage: scripts/build-tools.sh [NAME...]   (default: the stack's weed, ferretdb-local and npm)
+# Usage: scripts/build-tools.sh [NAME...]   (default: the stack's weed, ferretdb-local, toxiproxy and npm)
 #
 # Built binaries are also kept in a per-user cache ($EXPORT_SERVICE_TOOL_CACHE, default
 # ~/.cache/export-service-tools), keyed by the same stamp, so a fresh clone on the same machine
@@ -89,11 +90,12 @@ build_npm_sqs() {
   fi
 }
 
-[[ $# -gt 0 ]] || set -- weed ferretdb-local sqs
+[[ $# -gt 0 ]] || set -- weed ferretdb-local toxiproxy sqs
 for tool in "$@"; do
   case "$tool" in
     weed) build_go weed "$ROOT/tools/weed" github.com/seaweedfs/seaweedfs/weed go.mod go.sum ;;
     ferretdb-local) build_go ferretdb-local "$ROOT/tools/ferretdb" . go.mod go.sum main.go ;;
+    toxiproxy) build_go toxiproxy "$ROOT/tools/toxiproxy" github.com/Shopify/toxiproxy/v2/cmd/server go.mod go.sum ;;
     tofu) build_go tofu "$ROOT/tools/tofu" github.com/opentofu/opentofu/cmd/tofu go.mod go.sum ;;
     promtool) build_go promtool "$ROOT/tools/promtool" github.com/prometheus/prometheus/cmd/promtool go.mod go.sum ;;
     sqs) build_npm_sqs ;;

@@ -4,6 +4,9 @@
 #   ferretdb   MongoDB wire protocol (embedded FerretDB, SQLite)   127.0.0.1:$STACK_MONGO_PORT (27017)
 #   seaweedfs  S3 + STS (AssumeRole) + IAM policies (weed mini)     127.0.0.1:$STACK_S3_PORT    (8333)
 #   sqs        SQS, AWS JSON 1.0 protocol (local-aws-sqs, Node.js)  127.0.0.1:$STACK_SQS_PORT   (9324)
+#   toxiproxy  TCP fault injection (Toxiproxy v2.5.0), HTTP API     127.0.0.1:$STACK_TOXIPROXY_PORT (8474)
+#              It starts with no proxies: each test or chaos campaign creates its own
+#              (internal/stacktest/toxi.go) in front of the servers above and deletes them.
 #
 # Usage: scripts/stack.sh start|stop|status|restart|clean
 #
@@ -24,11 +27,14 @@
 #
 # .stack/env holds KEY=VALUE lines (no quotes, no `export`) for bash
 # (`set -a; . .stack/env; set +a`) and for Go tests: MONGO_URI, AWS_* (the
-# worker identity), STACK_ADMIN_* (admin identity), EXPORT_QUEUE_URL, ...
+# worker identity), STACK_ADMIN_* (admin identity), EXPORT_QUEUE_URL,
+# TOXIPROXY_URL (the Toxiproxy API), ...
 # It is written last, so its presence means the stack was up and provisioned.
 #
 # Settings (environment):
 #   STACK_MONGO_PORT=27017  STACK_S3_PORT=8333  STACK_SQS_PORT=9324
+#   STACK_TOXIPROXY_PORT=8474  the Toxiproxy API (its proxies listen on ports of their own)
+#   STACK_TOXIPROXY_LOG_LEVEL=warn  info logs every connection through every proxy
 #   STACK_WEED_PORT_BASE=19330  weed mini's internal ports: master BASE, volume
 #                           BASE+1, filer BASE+2, admin BASE+4, each gRPC +10000,
 #                           S3 gRPC BASE+10003. All are passed explicitly: weed mini
@@ -63,6 +69,8 @@ HOST=127.0.0.1
 MONGO_PORT="${STACK_MONGO_PORT:-27017}"
 S3_PORT="${STACK_S3_PORT:-8333}"
 SQS_PORT="${STACK_SQS_PORT:-9324}"
+TOXIPROXY_PORT="${STACK_TOXIPROXY_PORT:-8474}"
+TOXIPROXY_LOG_LEVEL="${STACK_TOXIPROXY_LOG_LEVEL:-warn}"
 WEED_PORT_BASE="${STACK_WEED_PORT_BASE:-19330}"
 STS_TOKEN_DURATION="${STACK_STS_TOKEN_DURATION:-1h}"
 STS_MAX_SESSION_LENGTH="${STACK_STS_MAX_SESSION_LENGTH:-${STACK_STS_TOKEN_DURATION:-12h}}"
@@ -71,7 +79,7 @@ READY_TIMEOUT="${STACK_READY_TIMEOUT:-120}"
 STOP_GRACE="${STACK_STOP_GRACE:-10}"
 FERRETDB_LOG_LEVEL="${STACK_FERRETDB_LOG_LEVEL:-error}"
 
-SERVICES=(ferretdb seaweedfs sqs)
+SERVICES=(ferretdb seaweedfs sqs toxiproxy)
 
 # weed mini's internal ports, all passed explicitly (see above).
 WEED_MASTER_PORT=$((WEED_PORT_BASE + 0))
@@ -85,10 +93,10 @@ die() { printf 'stack: error: %s\n' "$*" >&2; exit 1; }
 
 check_settings() {
   local p
-  for p in MONGO_PORT S3_PORT SQS_PORT WEED_PORT_BASE VISIBILITY_TIMEOUT READY_TIMEOUT STOP_GRACE; do
+  for p in MONGO_PORT S3_PORT SQS_PORT TOXIPROXY_PORT WEED_PORT_BASE VISIBILITY_TIMEOUT READY_TIMEOUT STOP_GRACE; do
     [[ "${!p}" =~ ^[0-9]+$ ]] || die "STACK_$p=${!p} is not a number"
   done
-  for p in MONGO_PORT S3_PORT SQS_PORT; do
+  for p in MONGO_PORT S3_PORT SQS_PORT TOXIPROXY_PORT; do
     (( ${!p} > 0 && ${!p} < 65536 )) || die "STACK_$p=${!p} is not a port"
   done
   (( WEED_PORT_BASE > 0 && WEED_PORT_BASE + 10004 < 65536 )) || die "STACK_WEED_PORT_BASE=$WEED_PORT_BASE leaves no room for +10004"
@@ -110,6 +118,7 @@ marker() {
     ferretdb) echo "$BIN_DIR/ferretdb-local" ;;
     seaweedfs) echo "$BIN_DIR/weed" ;;
     sqs) echo "$ROOT/tools/sqs/server.mjs" ;;
+    toxiproxy) echo "$BIN_DIR/toxiproxy" ;;
   esac
 }
 
@@ -135,6 +144,7 @@ settings_of() {
     ferretdb) echo "port=$MONGO_PORT" ;;
     seaweedfs) echo "port=$S3_PORT base=$WEED_PORT_BASE token=$STS_TOKEN_DURATION max=$STS_MAX_SESSION_LENGTH" ;;
     sqs) echo "port=$SQS_PORT" ;;
+    toxiproxy) echo "port=$TOXIPROXY_PORT" ;;
   esac
 }
 
@@ -188,6 +198,7 @@ ready_sqs() {
     -H 'Content-Type: application/x-amz-json-1.0' -H 'X-Amz-Target: AmazonSQS.ListQueues' \
     -d '{}' "http://$HOST:$SQS_PORT/" 2>/dev/null
 }
+ready_toxiproxy() { curl -fsS -o /dev/null --max-time 2 "http://$HOST:$TOXIPROXY_PORT/version" 2>/dev/null; }
 
 # --- credentials and SeaweedFS configs ---------------------------------------
 
@@ -273,6 +284,7 @@ ports_of() {
         "$WEED_ADMIN_PORT" "$((WEED_ADMIN_PORT + 10000))"
       ;;
     sqs) echo "$SQS_PORT" ;;
+    toxiproxy) echo "$TOXIPROXY_PORT" ;;
   esac
 }
 
@@ -333,6 +345,14 @@ start_sqs() {
   STACK_SQS_HOST="$HOST" launch sqs node "$ROOT/tools/sqs/server.mjs" "$SQS_PORT"
 }
 
+start_toxiproxy() {
+  already_running toxiproxy && return 0
+  require_free toxiproxy "$TOXIPROXY_PORT"
+  # Toxiproxy keeps proxies in memory and starts with none: whoever needs one
+  # creates it (internal/stacktest/toxi.go) and deletes it when done.
+  LOG_LEVEL="$TOXIPROXY_LOG_LEVEL" launch toxiproxy "$BIN_DIR/toxiproxy" -host "$HOST" -port "$TOXIPROXY_PORT"
+}
+
 write_env() {
   local f="$STACK_DIR/env" queues
   rm -f "$f"
@@ -381,6 +401,7 @@ S3_FORCE_PATH_STYLE=true
 STACK_STS_TOKEN_DURATION=$STS_TOKEN_DURATION
 STACK_STS_MAX_SESSION_LENGTH=$STS_MAX_SESSION_LENGTH
 STACK_VISIBILITY_TIMEOUT=$VISIBILITY_TIMEOUT
+TOXIPROXY_URL=http://$HOST:$TOXIPROXY_PORT
 EOF
     mv -f "$f.tmp" "$f"
   )
@@ -396,12 +417,14 @@ cmd_start() {
   local t1=$SECONDS
 
   preflight
-  # Start all three, then wait: weed mini takes the longest, the others start meanwhile.
+  # Start them all, then wait: weed mini takes the longest, the others start meanwhile.
   start_seaweedfs
   start_ferretdb
   start_sqs
+  start_toxiproxy
   wait_ready ferretdb ready_ferretdb
   wait_ready sqs ready_sqs
+  wait_ready toxiproxy ready_toxiproxy
   wait_ready seaweedfs ready_seaweedfs
 
   write_env
@@ -435,7 +458,7 @@ stop_service() {
 cmd_stop() {
   rm -f "$STACK_DIR/env"
   local name
-  for name in sqs ferretdb seaweedfs; do
+  for name in toxiproxy sqs ferretdb seaweedfs; do
     stop_service "$name"
   done
   # The keys die with the server that used them.
