@@ -34,6 +34,11 @@ type Object struct {
 	ContentType     string
 	ContentEncoding string
 	Metadata        map[string]string
+	// BeforeCommit, if set, is called by the sink right before the object becomes visible (before
+	// CompleteMultipartUpload, or before the single PutObject of a short body). If it returns an
+	// error nothing is committed, the upload is aborted and Put returns that error, wrapped: the
+	// worker's ledger fence uses it so that an attempt that lost its claim cannot commit.
+	BeforeCommit func(ctx context.Context) error
 }
 
 // Written is what a sink reports about a completed object.
