@@ -12,19 +12,24 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/x/bsonx/bsoncore"
 )
 
-// FuzzDecode: the decoder never panics, agrees with the JSON Schema, and a message it accepts
-// re-encodes to one it decodes to the same message, byte-stable from then on.
+// FuzzDecode: the decoder never panics, agrees with the JSON Schema, reads a message it accepts
+// as every JSON reader does (whether it keeps the first or the last of a repeated key), and a
+// message it accepts re-encodes to one it decodes to the same message, byte-stable from then on.
 func FuzzDecode(f *testing.F) {
 	for _, s := range validMessages {
 		f.Add([]byte(s))
 	}
 	for _, s := range invalidMessages {
+		f.Add([]byte(s))
+	}
+	for _, s := range duplicateKeyMessages {
 		f.Add([]byte(s))
 	}
 	reg := DefaultRegistry()
@@ -36,6 +41,9 @@ func FuzzDecode(f *testing.F) {
 				t.Fatalf("Decode error is not permanent: %v", err)
 			}
 			return
+		}
+		if last, err := decodeJSONValue(body); err != nil || !jsonEqual(last, decodeFirstWins(t, body)) {
+			t.Fatalf("accepted %q, which a first-wins reader and a last-wins reader read differently (%v)", body, err)
 		}
 		_, planErr := reg.Plan(m)
 		if planErr != nil {
@@ -120,6 +128,36 @@ func FuzzDecodeFields(f *testing.F) {
 			fields = append(fields, `"requested_by":`+q(opt))
 		}
 		checkSchemaAgrees(t, []byte("{"+strings.Join(fields, ",")+"}"))
+	})
+}
+
+// FuzzKeyTemplate: whatever the template and the values, a rendered data key is never a
+// manifest key, its own or another export's.
+func FuzzKeyTemplate(f *testing.F) {
+	f.Add("{export_id}", "x", "x.manifest.json", "c")
+	f.Add("{export_id}.json", "x.manifest", "x", "c")
+	f.Add("{export_id}manifest.json", "x.", "x", "c")
+	f.Add("{campaign}/{export_id}", "x", "y", "c.manifest.json")
+	f.Add(DefaultKeyTemplate, "x.manifest.json", "x", "c")
+	f.Fuzz(func(t *testing.T, src, id1, id2, campaign string) {
+		tmpl, err := ParseKeyTemplate(src)
+		if err != nil {
+			return
+		}
+		render := func(id string) (string, bool) {
+			key, err := tmpl.Render("p/", KeyVars{ExportID: id, Kind: "k", Campaign: campaign, Format: FormatNDJSON, Date: time.Unix(0, 0)})
+			return key, err == nil
+		}
+		k1, ok1 := render(id1)
+		k2, ok2 := render(id2)
+		for _, k := range []string{k1, k2} {
+			if strings.HasSuffix(k, ManifestSuffix) {
+				t.Fatalf("template %q rendered the manifest-like key %q", src, k)
+			}
+		}
+		if ok1 && ok2 && (k1 == ManifestKey(k2) || k2 == ManifestKey(k1)) {
+			t.Fatalf("template %q: %q and %q collide with a manifest", src, k1, k2)
+		}
 	})
 }
 
@@ -290,4 +328,41 @@ func FuzzMatcher(f *testing.F) {
 			}
 		}
 	})
+}
+
+// decodeFirstWins decodes one JSON value (numbers as json.Number) keeping the first of a
+// repeated key, as some JSON readers do; decodeJSONValue keeps the last, as encoding/json does.
+func decodeFirstWins(t *testing.T, b []byte) any {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var value func() any
+	value = func() any {
+		tok, err := dec.Token()
+		if err != nil {
+			t.Fatalf("decodeFirstWins(%q): %v", b, err)
+		}
+		switch tok {
+		case json.Delim('{'):
+			obj := map[string]any{}
+			for dec.More() {
+				k, _ := dec.Token()
+				v := value()
+				if _, seen := obj[k.(string)]; !seen {
+					obj[k.(string)] = v
+				}
+			}
+			_, _ = dec.Token()
+			return obj
+		case json.Delim('['):
+			arr := []any{}
+			for dec.More() {
+				arr = append(arr, value())
+			}
+			_, _ = dec.Token()
+			return arr
+		}
+		return tok
+	}
+	return value()
 }

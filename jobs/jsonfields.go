@@ -28,8 +28,9 @@ type jsonObject struct {
 
 // parseJSONObject parses data as exactly one JSON object (nothing after it) whose keys must be
 // among allowed (exact, case-sensitive). path is the object's own dotted name, "" for the
-// message itself. A duplicated key keeps its last value, as JSON Schema validators and
-// encoding/json do.
+// message itself. A key that appears twice in any object, at any depth, is an error: parsers
+// disagree on which one counts (encoding/json and most validators keep the last, others the
+// first), so a body with one could mean one export to a validator upstream and another here.
 func parseJSONObject(data []byte, path string, allowed ...string) (*jsonObject, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	var members map[string]json.RawMessage
@@ -52,6 +53,9 @@ func parseJSONObject(data []byte, path string, allowed ...string) (*jsonObject, 
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return nil, errors.New("unexpected data after the JSON object")
 	}
+	if dups := duplicateKeys(data, path); len(dups) > 0 {
+		return nil, errors.Join(dups...)
+	}
 	o := &jsonObject{path: path, members: members}
 	keys := make([]string, 0, len(members))
 	for k := range members {
@@ -64,6 +68,83 @@ func parseJSONObject(data []byte, path string, allowed ...string) (*jsonObject, 
 		}
 	}
 	return o, nil
+}
+
+// duplicateKeys reports every key that appears more than once in one object of data, in
+// objects nested at any depth and in arrays too, each once, by its full name
+// ("params.campaign_id", "params.fields[2].x"). Keys are compared as decoded (so "a" and
+// "\u0061" are the same key, as they are to every JSON reader). data must be valid JSON.
+func duplicateKeys(data []byte, path string) []error {
+	type frame struct {
+		obj       bool
+		path      string
+		seen      map[string]int
+		key       string // objects: the member being read
+		expectKey bool
+		index     int // arrays: the element being read
+	}
+	var stack []*frame
+	var errs []error
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber() // numbers are skipped: never parse them as floats for nothing
+	// valueDone moves the innermost container past the value just read; it reports whether
+	// the top-level value is complete.
+	valueDone := func() bool {
+		if len(stack) == 0 {
+			return true
+		}
+		if top := stack[len(stack)-1]; top.obj {
+			top.expectKey = true
+		} else {
+			top.index++
+		}
+		return false
+	}
+	childPath := func() string {
+		if len(stack) == 0 {
+			return path
+		}
+		top := stack[len(stack)-1]
+		if top.obj {
+			if top.path == "" {
+				return top.key
+			}
+			return top.path + "." + top.key
+		}
+		return fmt.Sprintf("%s[%d]", top.path, top.index)
+	}
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return errs // invalid JSON is the caller's to report
+		}
+		if len(stack) > 0 {
+			if top := stack[len(stack)-1]; top.obj && top.expectKey {
+				if k, ok := tok.(string); ok {
+					top.seen[k]++
+					if top.seen[k] == 2 {
+						top.key = truncate(k, 40)
+						errs = append(errs, fmt.Errorf("field %q: the key appears more than once (each key may appear once in an object)", childPath()))
+					}
+					top.key, top.expectKey = k, false
+					continue
+				}
+			}
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, &frame{obj: true, path: childPath(), seen: map[string]int{}, expectKey: true})
+			continue
+		case json.Delim('['):
+			stack = append(stack, &frame{path: childPath()})
+			continue
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+		}
+		if valueDone() {
+			return errs
+		}
+	}
 }
 
 func shapeError(path, format string, args ...any) error {

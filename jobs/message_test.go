@@ -52,6 +52,49 @@ func TestDecodeRefuses(t *testing.T) {
 	}
 }
 
+// A key repeated in any object, at any depth, is refused as malformed, naming the key by its
+// full path: readers disagree on which of the two counts (encoding/json and most validators
+// keep the last, others the first), so one body could be two different exports.
+func TestDecodeRefusesDuplicateKeys(t *testing.T) {
+	const tail = `"export_id":"e","kind":"registrations"`
+	for _, tc := range []struct {
+		name, body string
+		want       []string // every duplicate, each named once
+	}{
+		{"top level", `{"version":1,` + tail + `,"params":{"campaign_id":"a"},"params":{"campaign_id":"b"}}`, []string{`field "params": the key appears more than once`}},
+		{"escaped spelling", `{"version":1,` + tail + `,"par\u0061ms":{"campaign_id":"a"},"params":{"campaign_id":"b"}}`, []string{`field "params"`}},
+		{"scalar", `{"version":1,"version":1,` + tail + `,"params":{"campaign_id":"a"}}`, []string{`field "version"`}},
+		{"in params", `{"version":1,` + tail + `,"params":{"campaign_id":"a","status":"verified","campaign_id":"b"}}`, []string{`field "params.campaign_id"`}},
+		{"in csv", `{"version":1,` + tail + `,"csv":{"bom":true,"bom":false},"params":{"campaign_id":"a"}}`, []string{`field "csv.bom"`}},
+		{"in ndjson", `{"version":1,` + tail + `,"format":"ndjson","ndjson":{"mode":"plain","mode":"relaxed_extjson"},"params":{"campaign_id":"a"}}`, []string{`field "ndjson.mode"`}},
+		{"nested object", `{"version":1,` + tail + `,"params":{"campaign_id":{"$eq":"a","$eq":"b"}}}`, []string{`field "params.campaign_id.$eq"`}},
+		{"object in an array", `{"version":1,` + tail + `,"params":{"fields":["a",{"x":1,"y":[{"z":1,"z":2}],"x":2}]}}`, []string{`field "params.fields[1].y[0].z"`, `field "params.fields[1].x"`}},
+		{"three times, named once", `{"version":1,` + tail + `,"params":{"status":"a","status":"b","status":"c"}}`, []string{`field "params.status"`}},
+		{"all at once", `{"version":1,"kind":"k",` + tail + `,"csv":{"delimiter":";","delimiter":","},"params":{"campaign_id":"a","campaign_id":"b"}}`, []string{`field "kind"`, `field "csv.delimiter"`, `field "params.campaign_id"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Decode([]byte(tc.body))
+			reason, ok := IsPermanent(err)
+			if !ok || reason != "malformed_message" {
+				t.Fatalf("Decode(%s) = %v (reason %q), want a permanent malformed_message error", tc.body, err, reason)
+			}
+			for _, w := range tc.want {
+				if strings.Count(err.Error(), w) != 1 {
+					t.Errorf("error %q names %s %d times, want once", err, w, strings.Count(err.Error(), w))
+				}
+			}
+			if got := strings.Count(err.Error(), "appears more than once"); got != len(tc.want) {
+				t.Errorf("error %q reports %d duplicates, want %d", err, got, len(tc.want))
+			}
+		})
+	}
+	// The same key in two different objects is no duplicate.
+	body := `{"version":1,` + tail + `,"csv":{"delimiter":";"},"params":{"campaign_id":"a","status":"verified"}}`
+	if _, err := Decode([]byte(body)); err != nil {
+		t.Errorf("Decode(%s): %v", body, err)
+	}
+}
+
 func TestPlanRefuses(t *testing.T) {
 	reg := DefaultRegistry()
 	for _, tc := range []struct {
