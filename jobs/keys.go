@@ -52,9 +52,16 @@ type keyPart struct {
 	v   string // variable name
 }
 
+// ErrNoRequestTime is the error (wrapped, permanent "invalid_key") of rendering a template that
+// uses {date} without a request time: the date is never guessed, and the key never falls back
+// to another template, since either would write the export somewhere other than where every
+// other delivery of it writes.
+var ErrNoRequestTime = errors.New("the job has no request time")
+
 // ParseKeyTemplate parses and checks a key template. A template must contain {export_id} (so
 // that two exports can never share a key), must not start with /, and its literal text may use
-// only A-Z a-z 0-9 . _ - = and /, with no empty, "." or ".." folder.
+// only A-Z a-z 0-9 . _ - = and /, with no empty, "." or ".." folder. A template whose keys
+// would all end in ManifestSuffix is refused: each one would be another export's manifest key.
 func ParseKeyTemplate(s string) (KeyTemplate, error) {
 	t := KeyTemplate{src: s}
 	if s == "" {
@@ -95,6 +102,9 @@ func ParseKeyTemplate(s string) (KeyTemplate, error) {
 	}
 	if strings.HasPrefix(s, "/") {
 		return t, fmt.Errorf("key template %q must not start with /", s)
+	}
+	if last := t.parts[len(t.parts)-1]; last.v == "" && strings.HasSuffix(last.lit, ManifestSuffix) {
+		return t, fmt.Errorf("key template %q must not end with %q: every key would be the manifest key of another export", s, ManifestSuffix)
 	}
 	// Variables render to one non-empty segment without "..": checking the template with a
 	// stand-in value finds empty, "." and ".." folders in the literal text.
@@ -149,7 +159,10 @@ type KeyVars struct {
 // Render builds the object key prefix + template for vars. Every variable's value must be a
 // single path segment of A-Z a-z 0-9 . _ - starting with a letter or digit and without "..";
 // a value that is not is refused, never rewritten, so that a key cannot be steered elsewhere.
-// Errors are permanent (reason "invalid_key"). A template using {date} needs a non-zero Date.
+// Errors are permanent (reason "invalid_key"). A template using {date} needs a non-zero Date
+// (ErrNoRequestTime otherwise). A key ending in ManifestSuffix is refused: it would be the
+// manifest key of the export whose key is the same without the suffix (a template like
+// "{export_id}" and the export ids "x" and "x.manifest.json").
 func (t KeyTemplate) Render(prefix string, vars KeyVars) (string, error) {
 	t = t.orDefault()
 	if err := ValidateKeyPrefix(prefix); err != nil {
@@ -176,7 +189,7 @@ func (t KeyTemplate) Render(prefix string, vars KeyVars) (string, error) {
 		v, ok := values[p.v]
 		switch {
 		case !ok:
-			errs = append(errs, fmt.Errorf("key variable {%s}: no value (the job has no request time)", p.v))
+			errs = append(errs, fmt.Errorf("key variable {%s}: no value: %w", p.v, ErrNoRequestTime))
 		case !keyValuePattern.MatchString(v) || strings.Contains(v, ".."):
 			errs = append(errs, fmt.Errorf("key variable {%s}: %q cannot be part of an object key: want 1-128 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit, without \"..\"", p.v, truncate(v, 40)))
 		}
@@ -204,11 +217,14 @@ func (t KeyTemplate) render(value func(string) string) string {
 }
 
 // checkKey is the last line of defence: whatever built it, a key is relative, has no empty,
-// "." or ".." folder, uses only the safe characters and fits S3's limit with its manifest.
+// "." or ".." folder, uses only the safe characters, fits S3's limit with its manifest and is
+// never a manifest's key.
 func checkKey(key string) error {
 	switch {
 	case key == "":
 		return errors.New("object key is empty")
+	case strings.HasSuffix(key, ManifestSuffix):
+		return fmt.Errorf("object key %q ends with %q: it would be the manifest of the export at %q", truncate(key, 80), ManifestSuffix, truncate(strings.TrimSuffix(key, ManifestSuffix), 80))
 	case len(key) > MaxKeyBytes:
 		return fmt.Errorf("object key is %d bytes, more than %d", len(key), MaxKeyBytes)
 	case strings.HasPrefix(key, "/"):

@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -81,8 +82,56 @@ func TestKeyTemplateRefusesEscapes(t *testing.T) {
 	// {date} without a request time has no value: an error, never an empty folder.
 	noDate := base
 	noDate.Date = time.Time{}
-	if key, err := MustParseKeyTemplate("{date}/{export_id}").Render("", noDate); err == nil {
-		t.Errorf("no date: rendered %q", key)
+	key, err := MustParseKeyTemplate("{date}/{export_id}").Render("", noDate)
+	if reason, _ := IsPermanent(err); err == nil || reason != "invalid_key" || !errors.Is(err, ErrNoRequestTime) || !strings.Contains(err.Error(), "{date}") {
+		t.Errorf("no date: rendered %q, %v; want a permanent invalid_key error naming {date}, wrapping ErrNoRequestTime", key, err)
+	}
+}
+
+// A data key can never be another export's manifest key (<key>.manifest.json): a template
+// whose every key ends like a manifest is refused when parsed (at startup), and any other
+// rendering that would is refused when rendered.
+func TestKeyTemplateNeverRendersAManifestKey(t *testing.T) {
+	t.Parallel()
+	for _, tmpl := range []string{"{export_id}.manifest.json", "dt={date}/{kind}/{export_id}.manifest.json", "{export_id}.csv.manifest.json"} {
+		if _, err := ParseKeyTemplate(tmpl); err == nil || !strings.Contains(err.Error(), ManifestSuffix) {
+			t.Errorf("ParseKeyTemplate(%q) = %v, want an error naming %s", tmpl, err, ManifestSuffix)
+		}
+	}
+	templates := []string{DefaultKeyTemplate, "{export_id}", "{export_id}.json", "{export_id}manifest.json", "{export_id}.manifest",
+		"{kind}/{export_id}", "{export_id}/{campaign}", "x.manifest.json/{export_id}", "{export_id}.manifest.json.gz"}
+	ids := []string{"x", "x.manifest.json", "x.manifest", "x.", "x.manifest.json.manifest.json", "manifest.json", "x.csv.gz.manifest.json"}
+	campaigns := []string{"c", "c.manifest.json"}
+	type rendered struct{ tmpl, id, campaign, key string }
+	var keys []rendered
+	for _, src := range templates {
+		tmpl := MustParseKeyTemplate(src)
+		for _, id := range ids {
+			for _, c := range campaigns {
+				key, err := tmpl.Render("p/", KeyVars{ExportID: id, Kind: "k", Campaign: c, Format: FormatCSV, Date: time.Now()})
+				if err != nil {
+					if reason, _ := IsPermanent(err); reason != "invalid_key" || !strings.Contains(err.Error(), ManifestSuffix) {
+						t.Errorf("%q with id %q, campaign %q: %v, want only the manifest-key refusal", src, id, c, err)
+					}
+					continue
+				}
+				keys = append(keys, rendered{src, id, c, key})
+			}
+		}
+	}
+	for _, a := range keys {
+		if strings.HasSuffix(a.key, ManifestSuffix) {
+			t.Errorf("%q with id %q rendered %q, a manifest key", a.tmpl, a.id, a.key)
+		}
+		for _, b := range keys {
+			if a.key == ManifestKey(b.key) {
+				t.Errorf("the data key of %s (template %q) is the manifest key of %s (template %q): %q", a.id, a.tmpl, b.id, b.tmpl, a.key)
+			}
+		}
+	}
+	// Some of each template's renderings succeed: the refusal is of the key, not the template.
+	if len(keys) < len(templates) {
+		t.Errorf("only %d keys rendered", len(keys))
 	}
 }
 
