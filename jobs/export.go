@@ -2,6 +2,8 @@ package jobs
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -35,8 +37,6 @@ type Exporter struct {
 	BatchSize int32
 	// WrapSource, if set, wraps every export's source (fault-injection tests).
 	WrapSource func(Source) Source
-	// Notifier, if set, is sent each completed export's manifest (EXPORT_RESULTS_QUEUE_URL).
-	Notifier Notifier
 }
 
 // Job is a decoded, validated and planned message, ready to run.
@@ -70,17 +70,19 @@ type Result struct {
 	Manifest *Manifest
 }
 
-// Prepare decodes, validates and plans a message body. Its errors are permanent.
-func (e *Exporter) Prepare(body []byte) (*Job, error) {
+// Prepare decodes, validates and plans a message body requested at requestedAt. Its errors
+// are permanent.
+func (e *Exporter) Prepare(body []byte, requestedAt time.Time) (*Job, error) {
 	m, err := Decode(body)
 	if err != nil {
 		return nil, err
 	}
-	return e.PrepareMessage(m)
+	return e.PrepareMessage(m, requestedAt)
 }
 
-// PrepareMessage validates and plans an already decoded message.
-func (e *Exporter) PrepareMessage(m Message) (*Job, error) {
+// PrepareMessage validates and plans an already decoded message requested at requestedAt (the
+// first SQS delivery's SentTimestamp, carried across copies), and computes its object key once.
+func (e *Exporter) PrepareMessage(m Message, requestedAt time.Time) (*Job, error) {
 	plan, err := e.Kinds.Plan(m)
 	if err != nil {
 		return nil, err
@@ -89,24 +91,19 @@ func (e *Exporter) PrepareMessage(m Message) (*Job, error) {
 	if !ok {
 		return nil, Permanentf("unknown_destination", `field "destination": unknown destination %q`, m.Destination)
 	}
-	job := &Job{Message: m, Plan: plan, Destination: dest}
-	if job.Key, err = job.ObjectKey(); err != nil {
+	job := &Job{Message: m, Plan: plan, Destination: dest, RequestedAt: requestedAt}
+	if job.Key, err = job.objectKey(); err != nil {
 		return nil, err
 	}
 	return job, nil
 }
 
-// ObjectKey is the deterministic key of the job's object, from its destination's prefix and
+// objectKey is the deterministic key of the job's object, from its destination's prefix and
 // key template: the same export always writes the same key, so a redelivered message can never
-// produce a second object. A template using {date} takes the date of RequestedAt; without one
-// (a caller that has no request time) the key falls back to DefaultKeyTemplate. Its errors are
-// permanent (reason "invalid_key").
-func (j *Job) ObjectKey() (string, error) {
-	tmpl := j.Destination.Keys
-	if tmpl.Uses(KeyVarDate) && j.RequestedAt.IsZero() {
-		tmpl = KeyTemplate{}
-	}
-	return tmpl.Render(j.Destination.Prefix, KeyVars{
+// produce a second object. A template using {date} takes the date of RequestedAt. Its errors
+// are permanent (reason "invalid_key").
+func (j *Job) objectKey() (string, error) {
+	return j.Destination.Keys.Render(j.Destination.Prefix, KeyVars{
 		ExportID: j.Message.ExportID,
 		Kind:     j.Plan.Kind.Name,
 		Campaign: j.Plan.Vars[KeyVarCampaign],
@@ -115,14 +112,10 @@ func (j *Job) ObjectKey() (string, error) {
 	})
 }
 
-// Run executes a prepared job. prog, if not nil, is updated while it runs.
-func (e *Exporter) Run(ctx context.Context, job *Job, prog *Progress) (Result, error) {
-	// RequestedAt may have been set after PrepareMessage: the key follows it.
-	key, err := job.ObjectKey()
-	if err != nil {
-		return Result{}, err
-	}
-	job.Key = key
+// Run executes a prepared job. prog, if not nil, is updated while it runs. fence, if not nil,
+// is called right before the object and then the manifest are committed; its error stops the
+// commit (an attempt that lost its claim on the export must not write either).
+func (e *Exporter) Run(ctx context.Context, job *Job, prog *Progress, fence func(context.Context) error) (Result, error) {
 	res := Result{Bucket: job.Destination.Bucket, Key: job.Key, Started: time.Now().UTC()}
 	if a, ok := job.Destination.Sink.(IncompleteAborter); ok {
 		n, err := a.AbortIncomplete(ctx, job.Key)
@@ -154,6 +147,7 @@ func (e *Exporter) Run(ctx context.Context, job *Job, prog *Progress) (Result, e
 		ContentType:     job.Message.Format.ContentType(),
 		ContentEncoding: "gzip",
 		Metadata:        map[string]string{"export-id": job.Message.ExportID, "kind": p.Kind.Name},
+		BeforeCommit:    fence,
 	}
 	stats, written, err := Run(ctx, src, newEnc, job.Destination.Sink, obj, PipelineOptions{GzipLevel: e.GzipLevel, Progress: prog})
 	res.Stats, res.Written, res.Finished = stats, written, time.Now().UTC()
@@ -162,16 +156,44 @@ func (e *Exporter) Run(ctx context.Context, job *Job, prog *Progress) (Result, e
 	}
 	// The manifest comes last: its presence means the data object is complete.
 	manifest := NewManifest(job, res)
-	if _, err := writeManifest(ctx, job.Destination.Sink, manifest); err != nil {
+	if _, err := writeManifest(ctx, job.Destination.Sink, manifest, fence); err != nil {
 		return res, fmt.Errorf("jobs: export %s to %s: %w", job.Message.ExportID, job.Destination.Name, err)
 	}
 	res.Manifest = manifest
-	if e.Notifier != nil {
-		if err := e.Notifier.Notify(ctx, manifest); err != nil {
-			return res, fmt.Errorf("jobs: export %s to %s: %w", job.Message.ExportID, job.Destination.Name, err)
-		}
-	}
 	return res, nil
+}
+
+// ObjectReader is implemented by sinks that can read back a small object they wrote.
+type ObjectReader interface {
+	// ReadObject returns the object at key, at most limit bytes of it; ErrNoObject when there
+	// is none.
+	ReadObject(ctx context.Context, key string, limit int64) ([]byte, error)
+}
+
+// ErrNoObject is ReadObject's answer for a key that holds no object.
+var ErrNoObject = errors.New("no such object")
+
+// FindManifest returns the manifest of the job's export found at its destination, or nil if
+// there is none (or the sink cannot read, or the manifest there is another export's). A
+// complete manifest proves a complete object: an attempt that died between writing it and
+// recording its success need not be run again.
+func (e *Exporter) FindManifest(ctx context.Context, job *Job) (*Manifest, error) {
+	r, ok := job.Destination.Sink.(ObjectReader)
+	if !ok {
+		return nil, nil
+	}
+	body, err := r.ReadObject(ctx, ManifestKey(job.Key), 1<<20)
+	if errors.Is(err, ErrNoObject) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("jobs: read the manifest of export %s: %w", job.Message.ExportID, err)
+	}
+	var m Manifest
+	if err := json.Unmarshal(body, &m); err != nil || m.ExportID != job.Message.ExportID || m.Key != job.Key {
+		return nil, nil // not this export's: it will be overwritten by the run
+	}
+	return &m, nil
 }
 
 // CursorSource adapts a *mongo.Cursor to Source.

@@ -2,6 +2,8 @@ package jobs
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -28,7 +30,17 @@ const LedgerCollection = "exports"
 type LedgerEntry struct {
 	ExportID string `bson:"_id"`
 	Status   string `bson:"status"`
-	Attempts int    `bson:"attempts"`
+	// Attempts counts the claims of the export (every attempt that started).
+	Attempts int `bson:"attempts"`
+	// Failures counts the attempts that failed: a recorded failure, or an attempt whose lease
+	// expired while it ran (its worker died). Releases at shutdown do not count. The worker
+	// dead-letters the export when it reaches its bound, whatever SQS's receive count says
+	// (a handover or release copy starts that count again at 1).
+	Failures int `bson:"failures"`
+	// Token fences the attempt that holds the export: every write of a running attempt, and
+	// the commit of its object and manifest, matches it, so an attempt that was taken over
+	// can change nothing (however the hosts' clocks disagree about its lease).
+	Token    string `bson:"token"`
 	WorkerID string `bson:"worker_id"`
 	// MessageID is the SQS message that carries the running attempt (see the handover of
 	// exports longer than the visibility limit in worker.ExportHandler).
@@ -44,10 +56,30 @@ type LedgerEntry struct {
 	SHA256            string    `bson:"sha256,omitempty"`
 	Error             string    `bson:"error,omitempty"`
 	Reason            string    `bson:"reason,omitempty"`
-	CreatedAt         time.Time `bson:"created_at"`
-	StartedAt         time.Time `bson:"started_at"`
-	UpdatedAt         time.Time `bson:"updated_at"`
-	FinishedAt        time.Time `bson:"finished_at,omitempty"`
+	// Permanent says the recorded failure is one retrying cannot fix.
+	Permanent bool `bson:"permanent,omitempty"`
+	// DeadLettered is set when the export's message was sent to the dead-letter queue; a
+	// message redriven from there starts a new budget of failures.
+	DeadLettered bool      `bson:"dead_lettered,omitempty"`
+	CreatedAt    time.Time `bson:"created_at"`
+	StartedAt    time.Time `bson:"started_at"`
+	UpdatedAt    time.Time `bson:"updated_at"`
+	FinishedAt   time.Time `bson:"finished_at,omitempty"`
+	// Notice is the completion notice of a succeeded export, kept until it was sent (the
+	// outbox): the export is complete once its manifest is written; sending the notice is
+	// retried on its own and never runs the export again.
+	Notice *Notice `bson:"notice,omitempty"`
+}
+
+// Notice is a completion notice waiting in, or sent from, the ledger's outbox.
+type Notice struct {
+	// Body is the manifest, as JSON.
+	Body     string    `bson:"body"`
+	Pending  bool      `bson:"pending"`
+	Attempts int       `bson:"attempts"`
+	NextAt   time.Time `bson:"next_at"`
+	SentAt   time.Time `bson:"sent_at,omitempty"`
+	Error    string    `bson:"error,omitempty"`
 }
 
 // Ledger records exports in MongoDB.
@@ -70,31 +102,85 @@ const (
 	AlreadyDone
 	// Busy: another attempt holds a live lease on the export.
 	Busy
+	// Exhausted: the attempt this message carried failed and may not run again: its failure
+	// was permanent, or the export used up its failures (the entry says which). The message
+	// belongs in the dead-letter queue. This is how a failure after a handover (when the
+	// failed attempt had no message to act on) reaches the DLQ.
+	Exhausted
 )
 
-// Attempt is a claimed export: the lease this worker holds on it.
-type Attempt struct {
-	ExportID string
-	WorkerID string
-	Number   int
+// ClaimOptions are the rules of a claim.
+type ClaimOptions struct {
+	WorkerID  string
+	MessageID string
+	Lease     time.Duration
+	// MaxFailures is the number of failed attempts after which a delivery of the message
+	// that carried them is not run again (Exhausted). 0 means no bound.
+	MaxFailures int
 }
 
-// Claim atomically takes the export for workerID, unless it already succeeded or another
-// attempt holds a lease that has not expired. It returns the entry as it is after the claim
-// (or as found, when not claimed).
-func (l *Ledger) Claim(ctx context.Context, job *Job, workerID, messageID string, lease time.Duration) (ClaimResult, LedgerEntry, error) {
-	now := time.Now().UTC().Truncate(time.Millisecond)
+// ClaimInfo describes what a successful claim took over.
+type ClaimInfo struct {
+	// TookOver is the status the export had before the claim ("" for a new export).
+	TookOver string
+	// Crashed says the previous attempt was still "running" with an expired lease: its worker
+	// died (or lost MongoDB) without recording an outcome. Its object may be complete.
+	Crashed bool
+}
+
+// newToken returns a random fencing token.
+func newToken() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Claim takes the export for this attempt, unless it already succeeded, another attempt holds
+// a lease that has not expired, or the message's attempt failed for good (Exhausted). The
+// decision is made on the entry as read, and the claim is a conditional update of exactly that
+// version of the entry: of concurrent claims exactly one wins, the others see what it wrote.
+// It returns the entry as it is after the claim (or as found, when not claimed).
+func (l *Ledger) Claim(ctx context.Context, job *Job, o ClaimOptions) (ClaimResult, LedgerEntry, ClaimInfo, error) {
 	id := job.Message.ExportID
-	filter := bson.D{{Key: "_id", Value: id}, {Key: "$or", Value: bson.A{
-		bson.D{{Key: "status", Value: bson.D{{Key: "$in", Value: bson.A{StatusFailed, StatusReleased}}}}},
-		bson.D{{Key: "status", Value: StatusRunning}, {Key: "lease_expires", Value: bson.D{{Key: "$lt", Value: now}}}},
-	}}}
-	update := bson.D{
-		{Key: "$set", Value: bson.D{
+	for range 5 {
+		now := time.Now().UTC().Truncate(time.Millisecond)
+		e, err := l.Get(ctx, id)
+		exists := err == nil
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return 0, e, ClaimInfo{}, err
+		}
+		info := ClaimInfo{TookOver: e.Status}
+		failures := e.Failures
+		if exists {
+			switch {
+			case e.Status == StatusSucceeded:
+				return AlreadyDone, e, info, nil
+			case e.Status == StatusRunning && !e.LeaseExpires.Before(now):
+				return Busy, e, info, nil
+			case e.Status == StatusRunning:
+				info.Crashed = true
+				failures++
+			case e.Status == StatusFailed && e.MessageID != o.MessageID && e.DeadLettered:
+				failures = 0 // redriven from the dead-letter queue: a new budget
+			}
+			if e.MessageID == o.MessageID && (e.Permanent && e.Status == StatusFailed || o.MaxFailures > 0 && failures >= o.MaxFailures) {
+				if info.Crashed {
+					// Record the crashed attempt, so the entry says why the export stopped.
+					if err := l.exhaust(ctx, e, failures, now); err != nil {
+						continue
+					}
+					e.Status, e.Failures, e.Reason = StatusFailed, failures, ReasonMaxAttempts
+				}
+				return Exhausted, e, info, nil
+			}
+		}
+		set := bson.D{
 			{Key: "status", Value: StatusRunning},
-			{Key: "worker_id", Value: workerID},
-			{Key: "message_id", Value: messageID},
-			{Key: "lease_expires", Value: now.Add(lease)},
+			{Key: "token", Value: newToken()},
+			{Key: "failures", Value: failures},
+			{Key: "worker_id", Value: o.WorkerID},
+			{Key: "message_id", Value: o.MessageID},
+			{Key: "lease_expires", Value: now.Add(o.Lease)},
 			{Key: "kind", Value: job.Plan.Kind.Name},
 			{Key: "destination", Value: job.Destination.Name},
 			{Key: "bucket", Value: job.Destination.Bucket},
@@ -104,33 +190,59 @@ func (l *Ledger) Claim(ctx context.Context, job *Job, workerID, messageID string
 			{Key: "bytes", Value: int64(0)},
 			{Key: "error", Value: ""},
 			{Key: "reason", Value: ""},
+			{Key: "permanent", Value: false},
+			{Key: "dead_lettered", Value: false},
 			{Key: "started_at", Value: now},
 			{Key: "updated_at", Value: now},
-		}},
-		{Key: "$inc", Value: bson.D{{Key: "attempts", Value: 1}}},
-		{Key: "$setOnInsert", Value: bson.D{{Key: "created_at", Value: now}}},
+		}
+		if !exists {
+			doc := append(set, bson.E{Key: "_id", Value: id}, bson.E{Key: "attempts", Value: 1}, bson.E{Key: "created_at", Value: now})
+			if _, err := l.coll.InsertOne(ctx, doc); err != nil {
+				if mongo.IsDuplicateKeyError(err) {
+					continue // a concurrent claim created it: decide again on what it wrote
+				}
+				return 0, e, info, fmt.Errorf("jobs: ledger: claim export %s: %w", id, err)
+			}
+			e, err = l.Get(ctx, id)
+			return Claimed, e, info, err
+		}
+		// Exactly the version read: the attempt counter changes with every claim, the lease
+		// with every renewal, the status with every outcome.
+		filter := bson.D{{Key: "_id", Value: id}, {Key: "attempts", Value: e.Attempts},
+			{Key: "status", Value: e.Status}, {Key: "lease_expires", Value: e.LeaseExpires}}
+		update := bson.D{{Key: "$set", Value: set}, {Key: "$inc", Value: bson.D{{Key: "attempts", Value: 1}}}}
+		var after LedgerEntry
+		err = l.coll.FindOneAndUpdate(ctx, filter, update, options.FindOneAndUpdate().SetReturnDocument(options.After)).Decode(&after)
+		if errors.Is(err, mongo.ErrNoDocuments) {
+			continue // changed since it was read
+		}
+		if err != nil {
+			return 0, e, info, fmt.Errorf("jobs: ledger: claim export %s: %w", id, err)
+		}
+		return Claimed, after, info, nil
 	}
-	var e LedgerEntry
-	err := l.coll.FindOneAndUpdate(ctx, filter, update,
-		options.FindOneAndUpdate().SetUpsert(true).SetReturnDocument(options.After)).Decode(&e)
-	if err == nil {
-		return Claimed, e, nil
-	}
-	if !mongo.IsDuplicateKeyError(err) {
-		return 0, e, fmt.Errorf("jobs: ledger: claim export %s: %w", id, err)
-	}
-	// The export exists and did not match: it is done or leased by someone else.
-	e, err = l.Get(ctx, id)
-	if err != nil {
-		return 0, e, err
-	}
-	if e.Status == StatusSucceeded {
-		return AlreadyDone, e, nil
-	}
-	return Busy, e, nil
+	return 0, LedgerEntry{}, ClaimInfo{}, fmt.Errorf("jobs: ledger: claim export %s: the entry kept changing under concurrent claims", id)
 }
 
-// errLeaseLost is returned by Renew when the attempt no longer owns the export.
+// ReasonMaxAttempts is the failure reason of an export that failed MaxFailures times.
+const ReasonMaxAttempts = "max_attempts"
+
+// exhaust records that the crashed attempt of e was the last one it may have.
+func (l *Ledger) exhaust(ctx context.Context, e LedgerEntry, failures int, now time.Time) error {
+	res, err := l.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: e.ExportID}, {Key: "attempts", Value: e.Attempts}, {Key: "status", Value: StatusRunning}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "status", Value: StatusFailed}, {Key: "failures", Value: failures},
+			{Key: "reason", Value: ReasonMaxAttempts}, {Key: "error", Value: "the attempt's worker stopped without recording an outcome (killed?), and the export used up its attempts"},
+			{Key: "updated_at", Value: now}, {Key: "finished_at", Value: now}}}})
+	if err != nil {
+		return fmt.Errorf("jobs: ledger: record the end of export %s: %w", e.ExportID, err)
+	}
+	if res.MatchedCount == 0 {
+		return fmt.Errorf("export %s: %w", e.ExportID, errLeaseLost)
+	}
+	return nil
+}
+
+// errLeaseLost is returned by the writes of an attempt that no longer owns the export.
 var errLeaseLost = errors.New("jobs: ledger: lease lost")
 
 // IsLeaseLost reports whether err says the attempt lost its ledger lease.
@@ -138,8 +250,20 @@ func IsLeaseLost(err error) bool { return errors.Is(err, errLeaseLost) }
 
 // ownFilter matches the export only while this attempt still owns it.
 func ownFilter(e LedgerEntry) bson.D {
-	return bson.D{{Key: "_id", Value: e.ExportID}, {Key: "worker_id", Value: e.WorkerID},
-		{Key: "attempts", Value: e.Attempts}, {Key: "status", Value: StatusRunning}}
+	return bson.D{{Key: "_id", Value: e.ExportID}, {Key: "token", Value: e.Token}, {Key: "status", Value: StatusRunning}}
+}
+
+// ownUpdate applies update to the export if this attempt still owns it.
+func (l *Ledger) ownUpdate(ctx context.Context, e LedgerEntry, what string, set bson.D, more ...bson.E) error {
+	update := append(bson.D{{Key: "$set", Value: set}}, more...)
+	res, err := l.coll.UpdateOne(ctx, ownFilter(e), update)
+	if err != nil {
+		return fmt.Errorf("jobs: ledger: %s of export %s: %w", what, e.ExportID, err)
+	}
+	if res.MatchedCount == 0 {
+		return fmt.Errorf("jobs: ledger: %s of export %s: %w", what, e.ExportID, errLeaseLost)
+	}
+	return nil
 }
 
 // Renew extends the attempt's lease and records its progress. It fails with a lease-lost
@@ -152,33 +276,26 @@ func (l *Ledger) Renew(ctx context.Context, e LedgerEntry, lease time.Duration, 
 			bson.E{Key: "bytes_uncompressed", Value: p.BytesUncompressed.Load()},
 			bson.E{Key: "bytes", Value: p.BytesCompressed.Load()})
 	}
-	res, err := l.coll.UpdateOne(ctx, ownFilter(e), bson.D{{Key: "$set", Value: set}})
-	if err != nil {
-		return fmt.Errorf("jobs: ledger: renew lease of export %s: %w", e.ExportID, err)
-	}
-	if res.MatchedCount == 0 {
-		return fmt.Errorf("export %s: %w", e.ExportID, errLeaseLost)
-	}
-	return nil
+	return l.ownUpdate(ctx, e, "renew lease", set)
+}
+
+// Fence checks that the attempt still owns the export, and renews its lease: it is called
+// right before the attempt commits anything visible (its object, its manifest).
+func (l *Ledger) Fence(ctx context.Context, e LedgerEntry, lease time.Duration) error {
+	now := time.Now().UTC()
+	return l.ownUpdate(ctx, e, "check the fence", bson.D{{Key: "lease_expires", Value: now.Add(lease)}, {Key: "updated_at", Value: now}})
 }
 
 // SetMessage records that the running attempt is now carried by another SQS message.
 func (l *Ledger) SetMessage(ctx context.Context, e LedgerEntry, messageID string) error {
-	res, err := l.coll.UpdateOne(ctx, ownFilter(e), bson.D{{Key: "$set", Value: bson.D{{Key: "message_id", Value: messageID}}}})
-	if err != nil {
-		return fmt.Errorf("jobs: ledger: set message of export %s: %w", e.ExportID, err)
-	}
-	if res.MatchedCount == 0 {
-		return fmt.Errorf("export %s: %w", e.ExportID, errLeaseLost)
-	}
-	return nil
+	return l.ownUpdate(ctx, e, "set message", bson.D{{Key: "message_id", Value: messageID}})
 }
 
-// HandOver moves the running attempt from the message fromID to toID, if it is still
-// carried by fromID; it reports whether it did. Any holder of the message fromID may call it.
+// HandOver moves the export from the message fromID to toID, if it is still carried by
+// fromID; it reports whether it did. Any holder of the message fromID may call it.
 func (l *Ledger) HandOver(ctx context.Context, exportID, fromID, toID string) (bool, error) {
 	res, err := l.coll.UpdateOne(ctx,
-		bson.D{{Key: "_id", Value: exportID}, {Key: "status", Value: StatusRunning}, {Key: "message_id", Value: fromID}},
+		bson.D{{Key: "_id", Value: exportID}, {Key: "message_id", Value: fromID}},
 		bson.D{{Key: "$set", Value: bson.D{{Key: "message_id", Value: toID}}}})
 	if err != nil {
 		return false, fmt.Errorf("jobs: ledger: hand export %s over to message %s: %w", exportID, toID, err)
@@ -187,8 +304,9 @@ func (l *Ledger) HandOver(ctx context.Context, exportID, fromID, toID string) (b
 }
 
 // Finish records the attempt's outcome: status (succeeded, failed or released), the result's
-// counts, and the error and its reason if any.
-func (l *Ledger) Finish(ctx context.Context, e LedgerEntry, status string, res Result, cause error, reason string) error {
+// counts, and the error and its reason if any. A failure counts toward the export's failures;
+// a release does not. A succeeded export with a notice keeps it pending in the outbox.
+func (l *Ledger) Finish(ctx context.Context, e LedgerEntry, status string, res Result, cause error, reason string, notice []byte) error {
 	now := time.Now().UTC()
 	set := bson.D{
 		{Key: "status", Value: status},
@@ -203,14 +321,85 @@ func (l *Ledger) Finish(ctx context.Context, e LedgerEntry, status string, res R
 		set = append(set, bson.E{Key: "sha256", Value: res.Stats.SHA256})
 	}
 	if cause != nil {
-		set = append(set, bson.E{Key: "error", Value: truncate(cause.Error(), 2000)}, bson.E{Key: "reason", Value: reason})
+		_, permanent := IsPermanent(cause)
+		set = append(set, bson.E{Key: "error", Value: truncate(cause.Error(), 2000)}, bson.E{Key: "reason", Value: reason},
+			bson.E{Key: "permanent", Value: permanent && status == StatusFailed})
 	}
-	r, err := l.coll.UpdateOne(ctx, ownFilter(e), bson.D{{Key: "$set", Value: set}})
+	if notice != nil {
+		set = append(set, bson.E{Key: "notice", Value: Notice{Body: string(notice), Pending: true, NextAt: now}})
+	}
+	var more []bson.E
+	if status == StatusFailed {
+		more = append(more, bson.E{Key: "$inc", Value: bson.D{{Key: "failures", Value: 1}}})
+	}
+	return l.ownUpdate(ctx, e, "record "+status, set, more...)
+}
+
+// Adopt records as succeeded an export whose object and manifest are complete although its
+// attempt never said so (its worker died, or lost MongoDB, between writing the manifest and
+// recording the outcome): the manifest found at the destination is the proof.
+func (l *Ledger) Adopt(ctx context.Context, e LedgerEntry, m *Manifest, notice []byte) error {
+	now := time.Now().UTC()
+	set := bson.D{
+		{Key: "status", Value: StatusSucceeded},
+		{Key: "rows", Value: m.Rows},
+		{Key: "bytes_uncompressed", Value: m.BytesUncompressed},
+		{Key: "bytes", Value: m.BytesCompressed},
+		{Key: "sha256", Value: m.SHA256},
+		{Key: "key", Value: m.Key},
+		{Key: "updated_at", Value: now},
+		{Key: "finished_at", Value: now},
+		{Key: "lease_expires", Value: now},
+	}
+	if notice != nil {
+		set = append(set, bson.E{Key: "notice", Value: Notice{Body: string(notice), Pending: true, NextAt: now}})
+	}
+	return l.ownUpdate(ctx, e, "adopt the completed object", set)
+}
+
+// MarkDeadLettered records that the export's message messageID went to the dead-letter queue.
+func (l *Ledger) MarkDeadLettered(ctx context.Context, exportID, messageID string) error {
+	_, err := l.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: exportID}, {Key: "message_id", Value: messageID}, {Key: "status", Value: StatusFailed}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "dead_lettered", Value: true}, {Key: "updated_at", Value: time.Now().UTC()}}}})
 	if err != nil {
-		return fmt.Errorf("jobs: ledger: record %s of export %s: %w", status, e.ExportID, err)
+		return fmt.Errorf("jobs: ledger: mark export %s dead-lettered: %w", exportID, err)
 	}
-	if r.MatchedCount == 0 {
-		return fmt.Errorf("export %s: %w", e.ExportID, errLeaseLost)
+	return nil
+}
+
+// PendingNotices returns up to limit succeeded exports whose notice is due.
+func (l *Ledger) PendingNotices(ctx context.Context, now time.Time, limit int) ([]LedgerEntry, error) {
+	cur, err := l.coll.Find(ctx, bson.D{{Key: "notice.pending", Value: true}, {Key: "notice.next_at", Value: bson.D{{Key: "$lte", Value: now}}}},
+		options.Find().SetLimit(int64(limit)))
+	if err != nil {
+		return nil, fmt.Errorf("jobs: ledger: find pending notices: %w", err)
+	}
+	var out []LedgerEntry
+	if err := cur.All(ctx, &out); err != nil {
+		return nil, fmt.Errorf("jobs: ledger: read pending notices: %w", err)
+	}
+	return out, nil
+}
+
+// NoticeSent records that the export's notice was sent.
+func (l *Ledger) NoticeSent(ctx context.Context, exportID string) error {
+	now := time.Now().UTC()
+	_, err := l.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: exportID}, {Key: "notice.pending", Value: true}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "notice.pending", Value: false}, {Key: "notice.sent_at", Value: now}, {Key: "notice.error", Value: ""}}},
+			{Key: "$inc", Value: bson.D{{Key: "notice.attempts", Value: 1}}}})
+	if err != nil {
+		return fmt.Errorf("jobs: ledger: record the notice of export %s as sent: %w", exportID, err)
+	}
+	return nil
+}
+
+// NoticeFailed records a failed send of the export's notice and when to try again.
+func (l *Ledger) NoticeFailed(ctx context.Context, exportID string, cause error, next time.Time) error {
+	_, err := l.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: exportID}, {Key: "notice.pending", Value: true}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "notice.next_at", Value: next.UTC()}, {Key: "notice.error", Value: truncate(cause.Error(), 500)}}},
+			{Key: "$inc", Value: bson.D{{Key: "notice.attempts", Value: 1}}}})
+	if err != nil {
+		return fmt.Errorf("jobs: ledger: record the failed notice of export %s: %w", exportID, err)
 	}
 	return nil
 }

@@ -111,17 +111,19 @@ func NewManifest(job *Job, res Result) *Manifest {
 	return m
 }
 
-// writeManifest stores m at ManifestKey(m.Key) through the job's sink.
-func writeManifest(ctx context.Context, sink Sink, m *Manifest) (Written, error) {
+// writeManifest stores m at ManifestKey(m.Key) through the job's sink; fence, if not nil, is
+// checked right before it is committed.
+func writeManifest(ctx context.Context, sink Sink, m *Manifest, fence func(context.Context) error) (Written, error) {
 	body, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return Written{}, fmt.Errorf("jobs: encode the manifest of export %s: %w", m.ExportID, err)
 	}
 	body = append(body, '\n')
 	obj := Object{
-		Key:         ManifestKey(m.Key),
-		ContentType: "application/json",
-		Metadata:    map[string]string{"export-id": m.ExportID, "kind": m.Kind, "rows": fmt.Sprint(m.Rows), "sha256": m.SHA256},
+		Key:          ManifestKey(m.Key),
+		ContentType:  "application/json",
+		Metadata:     map[string]string{"export-id": m.ExportID, "kind": m.Kind, "rows": fmt.Sprint(m.Rows), "sha256": m.SHA256},
+		BeforeCommit: fence,
 	}
 	w, err := sink.Put(ctx, obj, bytes.NewReader(body))
 	if err != nil {

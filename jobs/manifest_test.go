@@ -27,21 +27,16 @@ func TestManifest(t *testing.T) {
 	e := &Exporter{Kinds: DefaultRegistry(), Destinations: map[string]Destination{
 		"sfmc": {Name: "sfmc", Bucket: "sfmc-drop", Prefix: "vf/", Keys: MustParseKeyTemplate("dt={date}/{kind}/{export_id}.{format}.gz"), Sink: sink},
 	}}
+	requested := time.Date(2026, 11, 26, 23, 59, 0, 0, time.UTC)
 	job, err := e.Prepare([]byte(`{"version":1,"export_id":"e-1","kind":"registrations","destination":"sfmc","requested_by":"crm",
-		"params":{ "campaign_id": "cmp-1",  "status": "verified" }}`))
+		"params":{ "campaign_id": "cmp-1",  "status": "verified" }}`), requested)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Without a request time, a {date} template falls back to the default layout.
-	if job.Key != "vf/registrations/cmp-1/e-1.csv.gz" {
-		t.Errorf("key without a request time = %q", job.Key)
+	key := job.Key
+	if key != "vf/dt=2026-11-26/registrations/e-1.csv.gz" {
+		t.Fatalf("key = %q", key)
 	}
-	job.RequestedAt = time.Date(2026, 11, 26, 23, 59, 0, 0, time.UTC)
-	key, err := job.ObjectKey()
-	if err != nil || key != "vf/dt=2026-11-26/registrations/e-1.csv.gz" {
-		t.Fatalf("ObjectKey = %q, %v", key, err)
-	}
-	job.Key = key
 	start := time.Date(2026, 11, 27, 1, 0, 0, 0, time.UTC)
 	res := Result{
 		Bucket: "sfmc-drop", Key: key, Started: start, Finished: start.Add(time.Minute),
@@ -49,7 +44,7 @@ func TestManifest(t *testing.T) {
 		Written: Written{Bucket: "sfmc-drop", Key: key, ETag: `"e"`, Checksum: "AAAAAA==", ChecksumAlgorithm: "CRC32C", Parts: 2},
 	}
 	m := NewManifest(job, res)
-	if _, err := writeManifest(context.Background(), sink, m); err != nil {
+	if _, err := writeManifest(context.Background(), sink, m, nil); err != nil {
 		t.Fatal(err)
 	}
 	raw, ok := sink.objs[key+".manifest.json"]

@@ -2,7 +2,9 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -18,20 +20,38 @@ type ExportHandler struct {
 	Ledger   *jobs.Ledger
 	Metrics  *Metrics
 	Log      zerolog.Logger
+	// Outbox, if set, sends each succeeded export's completion notice.
+	Outbox *Outbox
 	// WorkerID identifies this process in the ledger.
 	WorkerID string
-	// Lease is the ledger lease of a running export, renewed every third of it. Use the
-	// worker's visibility timeout: a dead worker's message then comes back no earlier than its
-	// ledger lease expires.
+	// Lease is the ledger lease of a running export, renewed every third of it (at most every
+	// 10s). Use the worker's visibility timeout: a dead worker's message then comes back no
+	// earlier than its ledger lease expires.
 	Lease time.Duration
+	// MaxAttempts is how many attempts of an export may fail (failures recorded in the
+	// ledger, and attempts whose worker died) before its message goes to the dead-letter
+	// queue with reason max_attempts. Releases at shutdown do not count. 0 means 5.
+	MaxAttempts int
 	// ProgressEvery is the interval of progress log lines of a running job; 0 means 30s.
 	ProgressEvery time.Duration
+	// FinishFor bounds the retries of recording a succeeded export in the ledger; 0 means 2m.
+	FinishFor time.Duration
 }
 
-var _ Handler = (*ExportHandler)(nil)
+var (
+	_ Handler            = (*ExportHandler)(nil)
+	_ DeadLetterObserver = (*ExportHandler)(nil)
+)
 
 // errLedgerLeaseLost cancels an export whose ledger lease was taken over.
 var errLedgerLeaseLost = errors.New("worker: ledger lease lost")
+
+func (h *ExportHandler) maxAttempts() int {
+	if h.MaxAttempts <= 0 {
+		return 5
+	}
+	return h.MaxAttempts
+}
 
 // Handle implements Handler.
 func (h *ExportHandler) Handle(ctx context.Context, m *Message) error {
@@ -40,24 +60,20 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Message) error {
 	if err != nil {
 		return err
 	}
-	job, err := h.Exporter.PrepareMessage(msg)
+	job, err := h.Exporter.PrepareMessage(msg, m.RequestedAt)
 	if err != nil {
-		return err
-	}
-	// The key may use the request's date: set it before the key is recorded in the ledger.
-	job.RequestedAt = m.RequestedAt
-	if job.Key, err = job.ObjectKey(); err != nil {
 		return err
 	}
 	// Only known (bounded) kinds and destinations become metric labels.
 	m.Kind, m.Destination = job.Plan.Kind.Name, job.Destination.Name
 	log := h.Log.With().Str("export_id", m.ExportID).Str("kind", m.Kind).Str("destination", m.Destination).Logger()
 
-	claim, entry, err := h.Ledger.Claim(ctx, job, h.WorkerID, m.ID, h.Lease)
+	claim, entry, info, err := h.Ledger.Claim(ctx, job, jobs.ClaimOptions{WorkerID: h.WorkerID, MessageID: m.ID, Lease: h.Lease, MaxFailures: h.maxAttempts()})
 	if err != nil {
 		return err // MongoDB unreachable or the like: retryable
 	}
-	log.Debug().Str("message_id", m.ID).Int("claim", int(claim)).Str("status", entry.Status).Int("attempts", entry.Attempts).Msg("ledger claim")
+	m.Failures = entry.Failures
+	log.Debug().Str("message_id", m.ID).Int("claim", int(claim)).Str("status", entry.Status).Int("attempts", entry.Attempts).Int("failures", entry.Failures).Msg("ledger claim")
 	switch claim {
 	case jobs.AlreadyDone:
 		m.Outcome = OutcomeDuplicate
@@ -77,11 +93,40 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Message) error {
 			_, err := h.Ledger.HandOver(ctx, m.ExportID, m.ID, newID)
 			return err
 		}}
+	case jobs.Exhausted:
+		// The attempt this message carried failed for good, possibly after a handover, when
+		// it had no message to dead-letter: do it now, with what the ledger recorded.
+		reason := entry.Reason
+		if !entry.Permanent {
+			reason = jobs.ReasonMaxAttempts
+		}
+		log.Warn().Str("message_id", m.ID).Str("reason", reason).Int("failures", entry.Failures).Msg("export failed for good: its message goes to the dead-letter queue")
+		return jobs.Permanentf(reason, "export %s failed %d time(s) and may not run again: %s", m.ExportID, entry.Failures, entry.Error)
+	}
+
+	fence := func(ctx context.Context) error { return h.Ledger.Fence(ctx, entry, h.Lease) }
+	if info.Crashed {
+		// The attempt before this one died without recording its outcome: perhaps after its
+		// object and manifest were complete. Then adopt them instead of exporting again (a
+		// second run would replace a good object, and might differ from its manifest).
+		man, ferr := h.Exporter.FindManifest(ctx, job)
+		if ferr != nil {
+			log.Warn().Err(ferr).Msg("could not check for the object of the attempt that died; running the export again")
+		}
+		if man != nil {
+			if err := h.Ledger.Adopt(ctx, entry, man, h.notice(man, log)); err != nil {
+				return err
+			}
+			m.Outcome = OutcomeDuplicate
+			log.Info().Str("message_id", m.ID).Str("key", man.Key).Int64("rows", man.Rows).Msg("the attempt that died had completed the export: its object and manifest adopted, not run again")
+			h.Outbox.SendNow(ctx, m.ExportID)
+			return nil
+		}
 	}
 
 	m.SetOnHandOver(func(ctx context.Context, newID string) error { return h.Ledger.SetMessage(ctx, entry, newID) })
 	log.Info().Str("message_id", m.ID).Int("receive_count", m.ReceiveCount).Int("attempt", entry.Attempts).
-		Str("format", string(msg.Format)).Msg("export started")
+		Int("failures", entry.Failures).Str("format", string(msg.Format)).Msg("export started")
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -90,7 +135,7 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Message) error {
 	wg.Add(2)
 	go func() { defer wg.Done(); h.renewLease(ctx, entry, prog, cancel, log) }()
 	go func() { defer wg.Done(); h.logProgress(ctx, log, prog) }()
-	res, err := h.Exporter.Run(ctx, job, prog)
+	res, err := h.Exporter.Run(ctx, job, prog, fence)
 	cause := context.Cause(ctx)
 	cancel(nil)
 	wg.Wait()
@@ -100,34 +145,97 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Message) error {
 	lctx, lcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer lcancel()
 	finish := func(status, reason string, cause error) {
-		if ferr := h.Ledger.Finish(lctx, entry, status, res, cause, reason); ferr != nil {
+		if ferr := h.Ledger.Finish(lctx, entry, status, res, cause, reason, nil); ferr != nil {
 			log.Error().Err(ferr).Str("status", status).Msg("recording the export's outcome in the ledger failed")
 		}
 	}
 	duration := res.Finished.Sub(res.Started).Milliseconds()
 	switch {
 	case err == nil:
-		finish(jobs.StatusSucceeded, "", nil)
+		if ferr := h.finishSucceeded(ctx, entry, res, log); ferr != nil {
+			// The object and manifest are complete. The message comes back; its next delivery
+			// finds this attempt dead and adopts them (see info.Crashed above).
+			return fmt.Errorf("worker: export %s is complete, but recording it failed: %w", m.ExportID, ferr)
+		}
 		h.Metrics.BytesWritten.WithLabelValues(m.Destination).Add(float64(res.Stats.BytesCompressed))
 		log.Info().Int64("duration", duration).Int64("rows", res.Stats.Rows).
 			Int64("bytes", res.Stats.BytesCompressed).Int64("bytes_uncompressed", res.Stats.BytesUncompressed).
 			Str("bucket", res.Bucket).Str("key", res.Key).Str("sha256", res.Stats.SHA256).
 			Int("aborted_uploads", res.AbortedUploads).Msg("export succeeded")
+		h.Outbox.SendNow(ctx, m.ExportID)
 		return nil
-	case errors.Is(cause, errLedgerLeaseLost):
+	case errors.Is(cause, errLedgerLeaseLost), jobs.IsLeaseLost(err):
 		// Not ours any more: the new owner records the outcome.
+		log.Warn().Err(err).Msg("export attempt stopped: another attempt owns the export now")
 		return err
 	case errors.Is(cause, errDrainTimeout):
 		finish(jobs.StatusReleased, "shutdown", errors.New("canceled by shutdown after the drain deadline; message released"))
 	default:
 		reason, permanent := jobs.IsPermanent(err)
+		m.Failures = entry.Failures + 1
 		if !permanent {
 			reason = "retryable"
+			if m.Failures >= h.maxAttempts() {
+				reason = jobs.ReasonMaxAttempts
+				err = jobs.Permanent(reason, fmt.Errorf("export %s failed %d times; the last failure: %w", m.ExportID, m.Failures, err))
+			}
 		}
 		finish(jobs.StatusFailed, reason, err)
 	}
-	log.Warn().Err(err).Int64("duration", duration).Int64("rows", res.Stats.Rows).Msg("export failed")
+	log.Warn().Err(err).Int64("duration", duration).Int64("rows", res.Stats.Rows).Int("failures", m.Failures).Msg("export failed")
 	return err
+}
+
+// finishSucceeded records the success, retrying for up to FinishFor: the export is complete,
+// and a success left unrecorded costs a redelivery (which adopts the object) at best.
+func (h *ExportHandler) finishSucceeded(ctx context.Context, entry jobs.LedgerEntry, res jobs.Result, log zerolog.Logger) error {
+	limit := h.FinishFor
+	if limit <= 0 {
+		limit = 2 * time.Minute
+	}
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), limit)
+	defer cancel()
+	notice := h.notice(res.Manifest, log)
+	backoff := 250 * time.Millisecond
+	for {
+		actx, acancel := context.WithTimeout(fctx, 10*time.Second)
+		err := h.Ledger.Finish(actx, entry, jobs.StatusSucceeded, res, nil, "", notice)
+		acancel()
+		if err == nil || jobs.IsLeaseLost(err) {
+			return err
+		}
+		log.Warn().Err(err).Dur("retry_in", backoff).Msg("recording the export's success failed; retrying")
+		select {
+		case <-fctx.Done():
+			return err
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+}
+
+// notice is the completion notice of m to keep in the outbox, or nil without an outbox.
+func (h *ExportHandler) notice(m *jobs.Manifest, log zerolog.Logger) []byte {
+	if h.Outbox == nil || m == nil {
+		return nil
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		log.Error().Err(err).Msg("encoding the completion notice failed; none will be sent")
+		return nil
+	}
+	return b
+}
+
+// DeadLettered implements DeadLetterObserver: the ledger remembers it, so that a message
+// redriven from the dead-letter queue gets a new budget of failures.
+func (h *ExportHandler) DeadLettered(ctx context.Context, m *Message, reason string) {
+	if m.ExportID == "" {
+		return
+	}
+	if err := h.Ledger.MarkDeadLettered(ctx, m.ExportID, m.ID); err != nil {
+		h.Log.Warn().Err(err).Str("export_id", m.ExportID).Str("reason", reason).Msg("recording the dead-lettering in the ledger failed")
+	}
 }
 
 // renewLease keeps the export's ledger lease alive (and its progress visible) until ctx ends;
@@ -142,7 +250,10 @@ func (h *ExportHandler) renewLease(ctx context.Context, entry jobs.LedgerEntry, 
 			return
 		case <-t.C:
 		}
-		err := h.Ledger.Renew(ctx, entry, h.Lease, prog)
+		// A MongoDB that never answers must not hold the renewal past the lease.
+		rctx, rcancel := context.WithTimeout(ctx, max(time.Until(expires), time.Second))
+		err := h.Ledger.Renew(rctx, entry, h.Lease, prog)
+		rcancel()
 		switch {
 		case err == nil:
 			expires = time.Now().Add(h.Lease)

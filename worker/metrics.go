@@ -39,6 +39,8 @@ type Metrics struct {
 	LastProgress      prometheus.Gauge
 	HTTPRequests      *prometheus.CounterVec
 	HTTPDuration      *prometheus.HistogramVec
+	Notices           *prometheus.CounterVec
+	NoticesPending    prometheus.Gauge
 }
 
 // NewMetrics creates the collectors and registers them, with the Go and process collectors and
@@ -93,6 +95,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "export_http_request_duration_seconds", Help: "Duration of requests to the side HTTP server.",
 			Buckets: []float64{0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 3},
 		}, []string{"handler", "code"}),
+		Notices: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "export_notices_total", Help: "Completion notices sent from the ledger's outbox, by result (sent or error).",
+		}, []string{"result"}),
+		NoticesPending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "export_notices_pending", Help: "Completion notices due and not yet sent, as of this worker's last outbox scan.",
+		}),
 	}
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "export_build_info",
@@ -103,7 +111,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(
 		m.Jobs, m.JobDuration, m.Rows, m.BytesUncompressed, m.BytesWritten, m.InFlight,
 		m.SQSRequests, m.AssumeRole, m.DLQMessages, m.QueueMessages, m.MessageAge,
-		m.LastSuccess, m.LastProgress, m.HTTPRequests, m.HTTPDuration, buildInfo,
+		m.LastSuccess, m.LastProgress, m.HTTPRequests, m.HTTPDuration, m.Notices, m.NoticesPending, buildInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

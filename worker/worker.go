@@ -43,13 +43,14 @@ type Config struct {
 	DLQURL string
 	// Concurrency is the number of jobs run at once. Default 4.
 	Concurrency int
-	// WaitTime is the long-poll wait of ReceiveMessage. Default 20s (the SQS maximum).
+	// WaitTime is the long-poll wait of ReceiveMessage (0: short polls). The caller chooses it;
+	// 20s, the SQS maximum, is what production uses.
 	WaitTime time.Duration
 	// VisibilityTimeout is the lease taken on a received message and renewed every third of it
 	// while the job runs. Default 2m.
 	VisibilityTimeout time.Duration
-	// DrainTimeout is how long jobs in flight may run after shutdown began. Default 600s, the
-	// ELB's connection draining time.
+	// DrainTimeout is how long jobs in flight may run after shutdown began (0: they are
+	// released at once). The caller chooses it; production uses 600s, the ELB's draining time.
 	DrainTimeout time.Duration
 	// RetryBase and RetryMax bound the backoff of retryable failures:
 	// min(RetryBase * 2^(receives-1), RetryMax), with jitter. Defaults 30s and 15m.
@@ -59,24 +60,22 @@ type Config struct {
 	// a message's visibility beyond 12 hours after it was received, so a job still running at
 	// this point hands its message over (see Message.SetOnHandOver). Default 11h.
 	MaxMessageLease time.Duration
-	// HandOverDelay is the delivery delay of the copy sent by a handover or a hop. Default 15m
-	// (the SQS maximum).
+	// HandOverDelay is the delivery delay of the copy sent by a handover or a hop (0: none).
+	// The caller chooses it; production uses 15m, the SQS maximum.
 	HandOverDelay time.Duration
+	// CallTimeout bounds each SQS call but the long poll (delete, change visibility, send).
+	// Default 20s.
+	CallTimeout time.Duration
 }
 
-// SetDefaults fills unset fields.
+// SetDefaults fills unset fields. WaitTime, DrainTimeout and HandOverDelay are not among
+// them: 0 is a meaningful value of each, so the caller sets them.
 func (c *Config) SetDefaults() {
 	if c.Concurrency == 0 {
 		c.Concurrency = 4
 	}
-	if c.WaitTime == 0 {
-		c.WaitTime = 20 * time.Second
-	}
 	if c.VisibilityTimeout == 0 {
 		c.VisibilityTimeout = 2 * time.Minute
-	}
-	if c.DrainTimeout == 0 {
-		c.DrainTimeout = 600 * time.Second
 	}
 	if c.RetryBase == 0 {
 		c.RetryBase = 30 * time.Second
@@ -87,8 +86,8 @@ func (c *Config) SetDefaults() {
 	if c.MaxMessageLease == 0 {
 		c.MaxMessageLease = 11 * time.Hour
 	}
-	if c.HandOverDelay == 0 {
-		c.HandOverDelay = 15 * time.Minute
+	if c.CallTimeout == 0 {
+		c.CallTimeout = 20 * time.Second
 	}
 }
 
@@ -119,6 +118,9 @@ func (c *Config) Validate() error {
 	if c.HandOverDelay < 0 || c.HandOverDelay > 15*time.Minute {
 		errs = append(errs, fmt.Errorf("handover delay %s is outside 0..15m", c.HandOverDelay))
 	}
+	if c.CallTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("SQS call timeout %s is under 1s", c.CallTimeout))
+	}
 	return errors.Join(errs...)
 }
 
@@ -143,6 +145,10 @@ type Message struct {
 	// Outcome may be set by the handler to OutcomeDuplicate when it acknowledged a message
 	// without running it.
 	Outcome string
+	// Failures, if the handler knows it, is how many attempts of the message's job failed so
+	// far (this one included): the backoff grows with it where the receive count does not
+	// (a copy sent by a handover or a release starts at receive count 1).
+	Failures int
 	// onHandOver, if set by the handler, is called when the job outlives MaxMessageLease: the
 	// worker has sent a delayed copy of the message (newID) and is about to delete this
 	// delivery; the job goes on without a message, protected by the handler's own lease (the
@@ -176,6 +182,12 @@ func (e *HopError) Error() string { return "worker: hop: " + e.Reason }
 // jobs.Permanent dead-letters it at once; any other error makes it come back after a backoff.
 type Handler interface {
 	Handle(ctx context.Context, m *Message) error
+}
+
+// DeadLetterObserver is implemented by handlers that want to know when the worker sent one of
+// their messages to the dead-letter queue.
+type DeadLetterObserver interface {
+	DeadLettered(ctx context.Context, m *Message, reason string)
 }
 
 // HandlerFunc adapts a function to Handler.
@@ -393,12 +405,20 @@ func (w *Worker) process(jobsCtx context.Context, m *Message) {
 			log.Error().Err(derr).Msg("export done but deleting its message failed; it will be delivered again and acknowledged as a duplicate")
 		}
 	case m.handedOver:
-		// The delivery is gone; the copy sent at the handover brings the job back.
+		// The delivery is gone; the copy sent at the handover brings the job back, and the
+		// handler (which recorded this failure) dead-letters the copy when it may not run again.
 		outcome = OutcomeFailedRetryable
-		log.Warn().Err(err).Msg("job failed after its message was handed over; the handover copy will retry it")
+		if _, ok := jobs.IsPermanent(err); ok {
+			outcome = OutcomeFailedPermanent
+		}
+		log.Warn().Err(err).Msg("job failed after its message was handed over; the handover copy will retry it or dead-letter it")
 	case errors.As(err, &hop):
 		outcome = OutcomeDeferred
-		if herr := w.hop(actx, m, hop.Delay, hop.OnSent); herr != nil {
+		delay := hop.Delay
+		if delay <= 0 {
+			delay = w.cfg.HandOverDelay
+		}
+		if herr := w.hop(actx, m, delay, hop.OnSent); herr != nil {
 			log.Warn().Err(herr).Msg("re-sending the message failed; it comes back after its visibility timeout")
 			w.changeVisibility(actx, m, w.retryDelay(1), log)
 		} else {
@@ -409,22 +429,28 @@ func (w *Worker) process(jobsCtx context.Context, m *Message) {
 		log.Error().Err(err).Msg("job canceled: lease on its message was lost; another delivery will run it")
 	case errors.Is(cause, errDrainTimeout):
 		outcome = OutcomeReleased
-		w.changeVisibility(actx, m, 0, log)
-		log.Warn().Err(err).Msg("job canceled by shutdown; message released to the queue")
+		// A copy instead of a visibility change: a release must not count as a receive, or a
+		// few deploys during one long export would send it to the DLQ without it ever failing.
+		if herr := w.hop(actx, m, 0, nil); herr != nil {
+			w.changeVisibility(actx, m, 0, log)
+			log.Warn().Err(err).AnErr("copy_error", herr).Msg("job canceled by shutdown; sending a copy failed, message released to the queue")
+		} else {
+			log.Warn().Err(err).Msg("job canceled by shutdown; message released to the queue (as a copy)")
+		}
 	default:
 		if reason, ok := jobs.IsPermanent(err); ok {
 			outcome = OutcomeFailedPermanent
 			if derr := w.deadLetter(actx, m, reason, err); derr != nil {
 				// Leave the message: it comes back, and the redrive policy ends it in the DLQ.
 				log.Error().Err(derr).Str("reason", reason).Msg("permanent failure, but sending it to the dead-letter queue failed")
-				w.changeVisibility(actx, m, w.retryDelay(m.ReceiveCount), log)
+				w.changeVisibility(actx, m, w.retryDelay(max(m.ReceiveCount, m.Failures)), log)
 			} else {
 				log.Error().Err(err).Str("reason", reason).Msg("permanent failure: message sent to the dead-letter queue")
 			}
 			break
 		}
 		outcome = OutcomeFailedRetryable
-		delay := w.retryDelay(m.ReceiveCount)
+		delay := w.retryDelay(max(m.ReceiveCount, m.Failures))
 		w.changeVisibility(actx, m, delay, log)
 		log.Warn().Err(err).Dur("retry_in", delay).Msg("retryable failure: message will come back")
 	}
@@ -454,15 +480,20 @@ func (w *Worker) safeHandle(ctx context.Context, m *Message) (err error) {
 	return w.handler.Handle(ctx, m)
 }
 
-// holdLease extends the message's visibility every third of the timeout until ctx ends. If
-// the lease cannot be renewed before it expires, the job is canceled: another worker may
-// already have the message. When the job outlives MaxMessageLease and the handler can carry
-// on without the message (SetOnHandOver), the message is handed over instead.
+// holdLease extends the message's visibility every third of the timeout until ctx ends. A
+// failed extension is retried, more and more slowly, within what is left of the lease; the job
+// is canceled only when the lease is really gone (or SQS says the receipt is no longer valid):
+// another worker may then have the message. When the job outlives MaxMessageLease and the
+// handler can carry on without the message (SetOnHandOver), the message is handed over instead.
 func (w *Worker) holdLease(ctx context.Context, m *Message, cancel context.CancelCauseFunc) {
 	vt := w.cfg.VisibilityTimeout
-	expires := time.Now().Add(vt)
-	t := time.NewTicker(vt / 3)
+	// The lease is taken to be gone a little before it is: the server's clock started when it
+	// sent the message, before we saw it.
+	margin := min(vt/10, 5*time.Second)
+	expires := m.ReceivedAt.Add(vt)
+	t := time.NewTimer(vt / 3)
 	defer t.Stop()
+	backoff := time.Duration(0)
 	for {
 		select {
 		case <-ctx.Done():
@@ -471,7 +502,7 @@ func (w *Worker) holdLease(ctx context.Context, m *Message, cancel context.Cance
 		}
 		held := time.Since(m.ReceivedAt) + vt
 		if f := m.onHandOver.Load(); f != nil && held > w.cfg.MaxMessageLease {
-			if err := w.hop(ctx, m, 0, *f); err != nil {
+			if err := w.hop(ctx, m, w.cfg.HandOverDelay, *f); err != nil {
 				w.log.Warn().Err(err).Str("message_id", m.ID).Msg("handing the message over failed; will retry")
 			} else {
 				m.handedOver = true
@@ -484,37 +515,45 @@ func (w *Worker) holdLease(ctx context.Context, m *Message, cancel context.Cance
 			cancel(errLeaseLost)
 			return
 		}
-		_, err := w.sqs.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{
+		sent := time.Now()
+		// A call that never answers must not outlast the lease it is meant to extend.
+		cctx, ccancel := context.WithTimeout(ctx, max(min(w.cfg.CallTimeout, time.Until(expires)-margin), 100*time.Millisecond))
+		_, err := w.sqs.ChangeMessageVisibility(cctx, &sqs.ChangeMessageVisibilityInput{
 			QueueUrl:          aws.String(w.cfg.QueueURL),
 			ReceiptHandle:     aws.String(m.ReceiptHandle),
 			VisibilityTimeout: int32(vt / time.Second),
 		})
+		ccancel()
 		if ctx.Err() != nil {
 			return
 		}
 		w.metrics.sqs("change_visibility", err)
 		if err == nil {
-			expires = time.Now().Add(vt)
+			expires = sent.Add(vt)
+			backoff = 0
+			t.Reset(vt / 3)
 			w.log.Debug().Str("message_id", m.ID).Str("export_id", m.ExportID).Msg("message lease extended")
 			continue
 		}
-		if isGone(err) || time.Now().Add(vt/3).After(expires) {
+		left := time.Until(expires) - margin
+		if isGone(err) || left <= 0 {
 			w.log.Error().Err(err).Str("message_id", m.ID).Str("export_id", m.ExportID).Msg("lost the lease on a message")
 			cancel(errLeaseLost)
 			return
 		}
-		w.log.Warn().Err(err).Str("message_id", m.ID).Msg("extending visibility failed; will retry")
+		backoff = min(max(2*backoff, 500*time.Millisecond), 10*time.Second, max(left/3, 100*time.Millisecond))
+		t.Reset(backoff)
+		w.log.Warn().Err(err).Str("message_id", m.ID).Dur("lease_left", left).Dur("retry_in", backoff).Msg("extending visibility failed; will retry within the lease")
 	}
 }
 
-// hop sends a copy of m delayed by delay (0: HandOverDelay; at most 15m), tells onSent its
-// id, and deletes m.
+// hop sends a copy of m delayed by delay (at most 15m), tells onSent (if any) its id, and
+// deletes m.
 func (w *Worker) hop(ctx context.Context, m *Message, delay time.Duration, onSent func(ctx context.Context, newID string) error) error {
-	if delay <= 0 {
-		delay = w.cfg.HandOverDelay
-	}
-	delay = min(delay, 15*time.Minute)
-	out, err := w.sqs.SendMessage(ctx, &sqs.SendMessageInput{
+	delay = min(max(delay, 0), 15*time.Minute)
+	cctx, ccancel := context.WithTimeout(ctx, w.cfg.CallTimeout)
+	defer ccancel()
+	out, err := w.sqs.SendMessage(cctx, &sqs.SendMessageInput{
 		QueueUrl:     aws.String(w.cfg.QueueURL),
 		MessageBody:  aws.String(m.Body),
 		DelaySeconds: int32((delay + time.Second - 1) / time.Second),
@@ -549,6 +588,8 @@ func isGone(err error) bool {
 }
 
 func (w *Worker) delete(ctx context.Context, m *Message) error {
+	ctx, cancel := context.WithTimeout(ctx, w.cfg.CallTimeout)
+	defer cancel()
 	_, err := w.sqs.DeleteMessage(ctx, &sqs.DeleteMessageInput{
 		QueueUrl:      aws.String(w.cfg.QueueURL),
 		ReceiptHandle: aws.String(m.ReceiptHandle),
@@ -561,6 +602,8 @@ func (w *Worker) delete(ctx context.Context, m *Message) error {
 }
 
 func (w *Worker) changeVisibility(ctx context.Context, m *Message, d time.Duration, log zerolog.Logger) {
+	ctx, cancel := context.WithTimeout(ctx, w.cfg.CallTimeout)
+	defer cancel()
 	_, err := w.sqs.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{
 		QueueUrl:          aws.String(w.cfg.QueueURL),
 		ReceiptHandle:     aws.String(m.ReceiptHandle),
@@ -572,7 +615,7 @@ func (w *Worker) changeVisibility(ctx context.Context, m *Message, d time.Durati
 	}
 }
 
-// retryDelay grows with the number of deliveries: base * 2^(n-1), capped, with +-20% jitter so
+// retryDelay grows with the number of deliveries: base * 2^(n-1), capped, with +-10% jitter so
 // that messages failed together do not come back together.
 func (w *Worker) retryDelay(receiveCount int) time.Duration {
 	n := max(receiveCount, 1)
@@ -599,6 +642,11 @@ func (w *Worker) deadLetter(ctx context.Context, m *Message, reason string, caus
 		"original_message_id": attr(m.ID),
 		"receive_count":       {DataType: aws.String("Number"), StringValue: aws.String(strconv.Itoa(m.ReceiveCount))},
 		"failed_at":           attr(time.Now().UTC().Format(time.RFC3339)),
+		// The original request time: a redriven message keeps the {date} of its object key.
+		"requested_at": attr(m.RequestedAt.UTC().Format(time.RFC3339Nano)),
+	}
+	if m.Failures > 0 {
+		attrs["failures"] = types.MessageAttributeValue{DataType: aws.String("Number"), StringValue: aws.String(strconv.Itoa(m.Failures))}
 	}
 	if m.ExportID != "" {
 		attrs["export_id"] = attr(m.ExportID)
@@ -607,7 +655,9 @@ func (w *Worker) deadLetter(ctx context.Context, m *Message, reason string, caus
 	if body == "" {
 		body = "(empty message body)"
 	}
-	_, err := w.sqs.SendMessage(ctx, &sqs.SendMessageInput{
+	sctx, cancel := context.WithTimeout(ctx, w.cfg.CallTimeout)
+	defer cancel()
+	_, err := w.sqs.SendMessage(sctx, &sqs.SendMessageInput{
 		QueueUrl:          aws.String(w.cfg.DLQURL),
 		MessageBody:       aws.String(body),
 		MessageAttributes: attrs,
@@ -617,6 +667,9 @@ func (w *Worker) deadLetter(ctx context.Context, m *Message, reason string, caus
 		return fmt.Errorf("worker: send message %s to the dead-letter queue: %w", m.ID, err)
 	}
 	w.metrics.DLQMessages.WithLabelValues(reason).Inc()
+	if o, ok := w.handler.(DeadLetterObserver); ok {
+		o.DeadLettered(ctx, m, reason)
+	}
 	return w.delete(ctx, m)
 }
 

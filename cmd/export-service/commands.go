@@ -185,16 +185,22 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 		DB:           mongoClient.Database(cfg.MongoDatabase),
 		Kinds:        jobs.DefaultRegistry(),
 		Destinations: buildDestinations(awsCfg, cfg, metrics, log),
-		Notifier:     resultsNotifier(cfg, sqsClient, metrics),
 		GzipLevel:    cfg.GzipLevel,
 	}
 	if cfg.FaultRowDelay > 0 {
 		log.Warn().Dur("delay", cfg.FaultRowDelay).Msg("EXPORT_FAULT_ROW_DELAY is set: every row is slowed down (fault-injection tests only)")
 		exporter.WrapSource = func(src jobs.Source) jobs.Source { return jobs.SlowSource(src, cfg.FaultRowDelay) }
 	}
+	ledger := jobs.NewLedger(mongoClient.Database(cfg.MongoDatabase))
+	var outbox *worker.Outbox
+	if n := resultsNotifier(cfg, sqsClient, metrics); n != nil {
+		outbox = &worker.Outbox{Ledger: ledger, Notifier: n, Metrics: metrics, Log: logs.For("titan:outbox"),
+			RetryBase: cfg.RetryBase, RetryMax: cfg.RetryMax, Every: min(max(cfg.RetryBase, time.Second), 30*time.Second)}
+	}
 	handler := &worker.ExportHandler{
 		Exporter:      exporter,
-		Ledger:        jobs.NewLedger(mongoClient.Database(cfg.MongoDatabase)),
+		Ledger:        ledger,
+		Outbox:        outbox,
 		Metrics:       metrics,
 		Log:           logs.For("titan:export"),
 		WorkerID:      cfg.WorkerID,
@@ -236,6 +242,12 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 		pollCtx, stopPolling := context.WithCancel(context.WithoutCancel(ctx))
 		defer stopPolling()
 		go depth.Run(pollCtx)
+	}
+	if outbox != nil {
+		// Notices are sent through the drain too; the loop stops with the process.
+		outboxCtx, stopOutbox := context.WithCancel(context.WithoutCancel(ctx))
+		defer stopOutbox()
+		go outbox.Run(outboxCtx)
 	}
 	log.Info().Str("http_addr", ln.Addr().String()).Str("version", buildinfo.String()).Str("worker_id", cfg.WorkerID).Msg("export-service started")
 
