@@ -204,6 +204,7 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 		Metrics:       metrics,
 		Log:           logs.For("titan:export"),
 		WorkerID:      cfg.WorkerID,
+		MaxAttempts:   cfg.MaxAttempts,
 		Lease:         cfg.VisibilityTimeout,
 		ProgressEvery: cfg.ProgressEvery,
 	}

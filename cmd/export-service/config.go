@@ -38,6 +38,7 @@ type config struct {
 	Debug             string
 	WorkerID          string
 	MaxMessageLease   time.Duration
+	MaxAttempts       int
 	HandOverDelay     time.Duration
 	// PollQueueDepthEvery is the interval of the queue depth poller (export_queue_messages);
 	// 0 turns it off.
@@ -157,6 +158,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		Debug:             r.str("DEBUG", ""),
 		WorkerID:          r.str("WORKER_ID", defaultWorkerID()),
 		MaxMessageLease:   r.dur("MAX_MESSAGE_LEASE", 11*time.Hour, 3*time.Second, 12*time.Hour),
+		MaxAttempts:       r.int("MAX_ATTEMPTS", 5, 1, 100),
 		HandOverDelay:     r.dur("HANDOVER_DELAY", 15*time.Minute, 0, 15*time.Minute),
 		FaultRowDelay:     r.dur("EXPORT_FAULT_ROW_DELAY", 0, 0, time.Minute),
 		DestinationsFile:  r.str("EXPORT_DESTINATIONS_FILE", ""),
