@@ -55,12 +55,25 @@ func (h *Handoff) run() {
 	defer close(h.done)
 	for b := range h.full {
 		if h.error() == nil {
-			if _, err := h.w.Write(b); err != nil {
+			if err := h.write(b); err != nil {
 				h.setError(err)
 			}
 		}
 		h.free <- b[:0]
 	}
+}
+
+// write writes b, turning a panic of the underlying writer (gzip, say) into an error of the
+// job: a panic on this goroutine would crash the process. The loop goes on, dropping blocks,
+// so that the producer is not left waiting for a free block.
+func (h *Handoff) write(b []byte) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = Recovered("jobs: handoff writer", r)
+		}
+	}()
+	_, err = h.w.Write(b)
+	return err
 }
 
 func (h *Handoff) error() error {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"runtime/debug"
 	"sync/atomic"
 
 	"github.com/klauspost/compress/gzip"
@@ -86,6 +87,36 @@ type PipelineOptions struct {
 	Progress *Progress
 }
 
+// StreamError is how a failed producer ends the stream a sink reads: the pipe's reader returns
+// it instead of io.EOF. It does not unwrap to its cause, on purpose: a cause that wraps io.EOF
+// (the MongoDB driver's error for a connection closed between two replies) must never read as
+// the end of the stream to a sink that tests errors.Is(err, io.EOF). Run returns the cause
+// itself, not the sink's report of this error.
+type StreamError struct{ cause error }
+
+func (e *StreamError) Error() string { return "jobs: the export stream failed: " + e.cause.Error() }
+
+// Cause is the producer's error.
+func (e *StreamError) Cause() error { return e.cause }
+
+// PanicError is a panic recovered in one of an export's goroutines. Recovered makes it the
+// job's permanent failure (reason "panic"), so that one bad job cannot crash the process.
+type PanicError struct {
+	// Where names the goroutine's work ("jobs: export producer").
+	Where string
+	Value any
+	// Stack is the panicking goroutine's stack, for the log.
+	Stack []byte
+}
+
+func (e *PanicError) Error() string { return fmt.Sprintf("%s: panic: %v", e.Where, e.Value) }
+
+// Recovered turns the value of recover() into a permanent error of reason "panic". Call it
+// from the deferred function that recovered, so that the stack is the panic's.
+func Recovered(where string, v any) error {
+	return Permanent("panic", &PanicError{Where: where, Value: v, Stack: debug.Stack()})
+}
+
 // errSinkDone unblocks the producer when the sink returned before reading everything.
 var errSinkDone = errors.New("jobs: sink stopped reading")
 
@@ -107,10 +138,21 @@ func Run(ctx context.Context, src Source, newEnc func(io.Writer) (Encoder, error
 
 	prodDone := make(chan error, 1)
 	go func() {
-		err := produce(ctx, src, newEnc, &countingWriter{w: pw, h: h, n: &prog.BytesCompressed}, level, prog)
-		// A nil error closes the pipe with io.EOF: the sink sees the end of a complete stream.
-		_ = pw.CloseWithError(err)
-		prodDone <- err
+		var err error
+		defer func() {
+			if r := recover(); r != nil {
+				err = Recovered("jobs: export producer", r)
+			}
+			// Only a nil error closes the pipe with io.EOF: the sink sees the end of a complete
+			// stream. Any failure reaches it as a StreamError, which cannot be mistaken for it.
+			if err != nil {
+				_ = pw.CloseWithError(&StreamError{cause: err})
+			} else {
+				_ = pw.Close()
+			}
+			prodDone <- err
+		}()
+		err = produce(ctx, src, newEnc, &countingWriter{w: pw, h: h, n: &prog.BytesCompressed}, level, prog)
 	}()
 
 	written, sinkErr := sink.Put(ctx, obj, pr)

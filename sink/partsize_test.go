@@ -70,11 +70,11 @@ func TestPartSizePolicy(t *testing.T) {
 func TestBufPoolBound(t *testing.T) {
 	t.Parallel()
 	const limit = 5 * 8
-	p := newBufPool(limit)
+	p := NewBufferPool(limit)
 	var wg sync.WaitGroup
 	sizes := []int64{8, 8, 8, 8, 8, 8, 8, 8, 16, 16, 16, 32, 32, 64, 64, 128}
 	for i, size := range sizes {
-		b, err := p.get(context.Background(), size)
+		b, err := p.Get(context.Background(), size)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -88,23 +88,23 @@ func TestBufPoolBound(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			time.Sleep(time.Millisecond)
-			p.put(b)
+			p.Put(b)
 		}()
 	}
 	wg.Wait()
-	if p.peak > 2*128 {
-		t.Errorf("peak %d", p.peak)
+	if peak := p.Stats().Peak; peak > 2*128 {
+		t.Errorf("peak %d", peak)
 	}
 	// A canceled context ends a wait.
 	ctx, cancel := context.WithCancel(context.Background())
-	hold, _ := p.get(context.Background(), 128)
-	hold2, _ := p.get(context.Background(), 128)
+	hold, _ := p.Get(context.Background(), 128)
+	hold2, _ := p.Get(context.Background(), 128)
 	done := make(chan error, 1)
-	go func() { _, err := p.get(ctx, 128); done <- err }()
+	go func() { _, err := p.Get(ctx, 128); done <- err }()
 	cancel()
-	p.put(hold) // wakes the waiter, which sees the cancellation first
+	p.Put(hold) // wakes the waiter, which sees the cancellation first
 	if err := <-done; err != context.Canceled {
 		t.Errorf("get after cancel: %v, want context.Canceled", err)
 	}
-	p.put(hold2)
+	p.Put(hold2)
 }

@@ -25,6 +25,7 @@ import (
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/verifiedfan/export-service/internal/awsx"
 	"github.com/verifiedfan/export-service/jobs"
 )
 
@@ -44,8 +45,14 @@ type S3Options struct {
 	// PartSize is the size of the first parts; later parts grow (see PartSize). 0 means 8 MiB.
 	PartSize int64
 	// Concurrency is the number of parts uploaded at once while the next part fills; 0 means 4.
-	// Part buffers never hold more than max((Concurrency+1) x PartSize, 2 x current part size).
+	// An upload holds at most Concurrency+1 part buffers, all taken from Buffers.
 	Concurrency int
+	// Buffers is the process's budget of part buffers, shared by every sink; nil means
+	// DefaultBufferPool().
+	Buffers *BufferPool
+	// Timeouts are the deadlines of each attempt of the sink's requests (see awsx.Timeouts; the
+	// zero value is awsx's defaults). They apply whatever the client's own options.
+	Timeouts awsx.Timeouts
 	// Checksum is ChecksumCRC32C (the default) or ChecksumCRC64NVME.
 	Checksum string
 	// ExpectedBucketOwner, if set, makes S3 refuse the write when the bucket belongs to another account.
@@ -73,6 +80,8 @@ type S3 struct {
 	client *s3.Client
 	bucket string
 	opts   S3Options
+	// timeouts is the option giving every request of the sink its attempt deadlines.
+	timeouts func(*s3.Options)
 	// perTier is partsPerTier; tests lower it to see parts grow without uploading 8 GiB.
 	perTier int
 }
@@ -88,21 +97,27 @@ func NewS3(client *s3.Client, bucket string, opts S3Options) *S3 {
 	if opts.Concurrency <= 0 {
 		opts.Concurrency = 4
 	}
+	if opts.Buffers == nil {
+		opts.Buffers = DefaultBufferPool()
+	}
 	if opts.Checksum == "" {
 		opts.Checksum = ChecksumCRC32C
 	}
 	if opts.AbortTimeout <= 0 {
 		opts.AbortTimeout = 30 * time.Second
 	}
-	return &S3{client: client, bucket: bucket, opts: opts, perTier: partsPerTier}
+	return &S3{client: client, bucket: bucket, opts: opts, timeouts: awsx.S3(opts.Timeouts), perTier: partsPerTier}
 }
 
 // Bucket is the sink's bucket.
 func (s *S3) Bucket() string { return s.bucket }
 
 // Put streams body into obj.Key. A body shorter than one part is written with one PutObject;
-// a longer one with a multipart upload that is completed only after body returned io.EOF and
-// every part was stored, and aborted otherwise.
+// a longer one with a multipart upload that is completed only after body returned io.EOF itself
+// (not an error wrapping it: that is a failure) and every part was stored, and aborted
+// otherwise. obj.BeforeCommit, if set, is called right before the object is committed; its
+// error fails the Put and nothing is committed. A panic (of body, say) fails the Put with a
+// permanent error of reason "panic", after aborting the upload.
 func (s *S3) Put(ctx context.Context, obj jobs.Object, body io.Reader) (jobs.Written, error) {
 	w, _, err := s.put(ctx, obj, body)
 	return w, err
@@ -113,42 +128,99 @@ func (s *S3) partSize(n int) int64 { return partSize(s.opts.PartSize, n, s.perTi
 // putStats are figures of one upload, for tests and benchmarks.
 type putStats struct {
 	Parts int
-	// PeakBuffered is the most bytes the upload's part buffers held at once.
+	// PeakBuffered is the most bytes of part buffers the upload held at once.
 	PeakBuffered int64
 	Bytes        int64
 }
 
 func (s *S3) put(ctx context.Context, obj jobs.Object, body io.Reader) (jobs.Written, putStats, error) {
 	u := &upload{s: s, obj: obj, full: s.newHash()}
-	u.pool = newBufPool(int64(s.opts.Concurrency+1) * s.opts.PartSize)
 	w, err := u.run(ctx, body)
-	return w, putStats{Parts: u.parts, PeakBuffered: u.pool.peak, Bytes: u.size}, err
+	return w, putStats{Parts: u.parts, PeakBuffered: u.peak, Bytes: u.size}, err
 }
 
 // upload is one Put in progress.
 type upload struct {
 	s     *S3
 	obj   jobs.Object
-	pool  *bufPool
 	full  hash.Hash // CRC of the whole object, in stream order
 	size  int64
 	parts int
 
+	uploadID string
+	g        *errgroup.Group // the part uploads, once the multipart upload exists
+	stop     context.CancelFunc
+
 	mu        sync.Mutex
+	held      int64 // bytes of part buffers held
+	peak      int64
 	completed []s3types.CompletedPart
 }
 
-func (u *upload) run(ctx context.Context, body io.Reader) (jobs.Written, error) {
-	s := u.s
-	first, err := u.pool.get(ctx, s.partSize(1))
+func (u *upload) get(ctx context.Context, size int64) ([]byte, error) {
+	b, err := u.s.opts.Buffers.Get(ctx, size)
 	if err != nil {
-		return jobs.Written{}, err
+		return nil, err
 	}
-	n, eof, err := readPart(ctx, body, first)
+	u.mu.Lock()
+	u.held += size
+	u.peak = max(u.peak, u.held)
+	u.mu.Unlock()
+	return b, nil
+}
+
+func (u *upload) put(b []byte) {
+	u.mu.Lock()
+	u.held -= int64(len(b))
+	u.mu.Unlock()
+	u.s.opts.Buffers.Put(b)
+}
+
+func (u *upload) run(ctx context.Context, body io.Reader) (w jobs.Written, err error) {
+	s := u.s
+	defer func() {
+		if r := recover(); r != nil {
+			err = jobs.Recovered(fmt.Sprintf("sink: writing s3://%s/%s", s.bucket, u.obj.Key), r)
+		}
+		if u.g != nil {
+			// Parts still in flight (a failure of the reader) are stopped and waited for, so
+			// that none is stored after the abort.
+			u.stop()
+			_ = u.g.Wait()
+		}
+		if err != nil && u.uploadID != "" {
+			err = u.abort(ctx, err)
+		}
+	}()
+
+	// The first bytes go into a small buffer: a short body (a manifest, a tiny export) is
+	// written from it and never takes a part buffer.
+	sp := smallBufs.Get().(*[]byte)
+	small := *sp
+	n, eof, err := readPart(ctx, body, small)
 	if err != nil {
+		smallBufs.Put(sp)
 		return jobs.Written{}, err
 	}
 	if eof {
+		defer smallBufs.Put(sp)
+		return u.putObject(ctx, small[:n])
+	}
+	first, err := u.get(ctx, s.partSize(1))
+	if err != nil {
+		smallBufs.Put(sp)
+		return jobs.Written{}, err
+	}
+	copy(first, small[:n])
+	smallBufs.Put(sp)
+	m, eof, err := readPart(ctx, body, first[n:])
+	n += m
+	if err != nil {
+		u.put(first)
+		return jobs.Written{}, err
+	}
+	if eof {
+		defer u.put(first)
 		return u.putObject(ctx, first[:n])
 	}
 
@@ -177,57 +249,68 @@ func (u *upload) run(ctx context.Context, body io.Reader) (jobs.Written, error) 
 	if s.opts.StorageClass != "" {
 		create.StorageClass = s3types.StorageClass(s.opts.StorageClass)
 	}
-	out, err := s.client.CreateMultipartUpload(ctx, create)
+	out, err := s.client.CreateMultipartUpload(ctx, create, s.timeouts)
 	if err != nil {
+		u.put(first)
 		return jobs.Written{}, s.classify(fmt.Errorf("sink: create multipart upload s3://%s/%s: %w", s.bucket, u.obj.Key, err))
 	}
-	uploadID := aws.ToString(out.UploadId)
-
-	w, err := u.uploadParts(ctx, uploadID, body, first[:n])
-	if err != nil {
-		// A fresh context: the job's may be canceled already, and a dangling upload costs money.
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.AbortTimeout)
-		defer cancel()
-		if _, aerr := s.client.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{
-			Bucket: aws.String(s.bucket), Key: aws.String(u.obj.Key), UploadId: aws.String(uploadID),
-			ExpectedBucketOwner: optional(s.opts.ExpectedBucketOwner),
-		}); aerr != nil {
-			err = fmt.Errorf("%w (and aborting upload %s failed: %v)", err, uploadID, aerr)
-		}
-		return jobs.Written{}, err
-	}
-	return w, nil
+	u.uploadID = aws.ToString(out.UploadId)
+	return u.uploadParts(ctx, body, first[:n])
 }
 
-// uploadParts uploads first and the rest of body as parts of uploadID, then completes it.
-func (u *upload) uploadParts(ctx context.Context, uploadID string, body io.Reader, first []byte) (jobs.Written, error) {
+// abort aborts the multipart upload after err, and returns err (with the abort's failure).
+func (u *upload) abort(ctx context.Context, err error) error {
 	s := u.s
-	g, gctx := errgroup.WithContext(ctx)
+	// A fresh context: the job's may be canceled already, and a dangling upload costs money.
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.AbortTimeout)
+	defer cancel()
+	if _, aerr := s.client.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{
+		Bucket: aws.String(s.bucket), Key: aws.String(u.obj.Key), UploadId: aws.String(u.uploadID),
+		ExpectedBucketOwner: optional(s.opts.ExpectedBucketOwner),
+	}, s.timeouts); aerr != nil {
+		return fmt.Errorf("%w (and aborting upload %s failed: %v)", err, u.uploadID, aerr)
+	}
+	return err
+}
+
+// uploadParts uploads first and the rest of body as parts of the upload, then completes it.
+// Parts upload on their own goroutines, at most Concurrency at once, while the next one fills.
+func (u *upload) uploadParts(ctx context.Context, body io.Reader, first []byte) (jobs.Written, error) {
+	s := u.s
+	gctx, stop := context.WithCancel(ctx)
+	g, gctx := errgroup.WithContext(gctx)
+	g.SetLimit(s.opts.Concurrency)
+	u.g, u.stop = g, stop
 	send := func(n int, part []byte) {
 		u.full.Write(part)
 		u.size += int64(len(part))
 		u.parts = n
-		g.Go(func() error {
-			defer u.pool.put(part)
-			return u.uploadPart(gctx, uploadID, n, part)
+		g.Go(func() (err error) {
+			defer u.put(part)
+			defer func() {
+				if r := recover(); r != nil {
+					err = jobs.Recovered(fmt.Sprintf("sink: uploading part %d of s3://%s/%s", n, s.bucket, u.obj.Key), r)
+				}
+			}()
+			return u.uploadPart(gctx, n, part)
 		})
 	}
 	send(1, first)
 	var readErr error
 	for n := 2; ; n++ {
-		buf, err := u.pool.get(gctx, s.partSize(n))
+		buf, err := u.get(gctx, s.partSize(n))
 		if err != nil {
 			readErr = err
 			break
 		}
 		got, eof, err := readPart(gctx, body, buf)
 		if err != nil || got == 0 {
-			u.pool.put(buf)
+			u.put(buf)
 			readErr = err
 			break
 		}
 		if n > MaxParts {
-			u.pool.put(buf)
+			u.put(buf)
 			readErr = jobs.Permanentf("too_large", "sink: s3://%s/%s: the export is larger than %d parts of up to %d bytes (%d bytes)", s.bucket, u.obj.Key, MaxParts, PartSize(s.opts.PartSize, MaxParts), Capacity(s.opts.PartSize))
 			break
 		}
@@ -237,6 +320,8 @@ func (u *upload) uploadParts(ctx context.Context, uploadID string, body io.Reade
 		}
 	}
 	partsErr := g.Wait()
+	u.g = nil
+	stop()
 	switch {
 	case readErr != nil && !errors.Is(readErr, context.Canceled):
 		return jobs.Written{}, readErr
@@ -253,7 +338,7 @@ func (u *upload) uploadParts(ctx context.Context, uploadID string, body io.Reade
 	complete := &s3.CompleteMultipartUploadInput{
 		Bucket:              aws.String(s.bucket),
 		Key:                 aws.String(u.obj.Key),
-		UploadId:            aws.String(uploadID),
+		UploadId:            aws.String(u.uploadID),
 		MultipartUpload:     &s3types.CompletedMultipartUpload{Parts: u.completed},
 		ChecksumType:        s3types.ChecksumTypeFullObject,
 		MpuObjectSize:       aws.Int64(u.size),
@@ -261,9 +346,12 @@ func (u *upload) uploadParts(ctx context.Context, uploadID string, body io.Reade
 	}
 	s.setChecksum(&complete.ChecksumCRC64NVME, &complete.ChecksumCRC32C, sum)
 	// Completing is the commit: it must not be cut short by a cancellation arriving now that
-	// every byte is stored, or the export would be lost for nothing.
+	// every byte is stored, or the export would be lost for nothing. The commit hook decides.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
 	defer cancel()
+	if err := u.beforeCommit(cctx); err != nil {
+		return jobs.Written{}, err
+	}
 	out, err := s.completeWithFreshCredentials(cctx, complete)
 	if err != nil {
 		return jobs.Written{}, s.classify(fmt.Errorf("sink: complete multipart upload s3://%s/%s (%d parts): %w", s.bucket, u.obj.Key, len(u.completed), err))
@@ -277,23 +365,34 @@ func (u *upload) uploadParts(ctx context.Context, uploadID string, body io.Reade
 	}, nil
 }
 
+// beforeCommit runs the object's commit hook, if any.
+func (u *upload) beforeCommit(ctx context.Context) error {
+	if u.obj.BeforeCommit == nil {
+		return nil
+	}
+	if err := u.obj.BeforeCommit(ctx); err != nil {
+		return fmt.Errorf("sink: s3://%s/%s not committed: %w", u.s.bucket, u.obj.Key, err)
+	}
+	return nil
+}
+
 func (s *S3) completeWithFreshCredentials(ctx context.Context, in *s3.CompleteMultipartUploadInput) (*s3.CompleteMultipartUploadOutput, error) {
-	out, err := s.client.CompleteMultipartUpload(ctx, in)
+	out, err := s.client.CompleteMultipartUpload(ctx, in, s.timeouts)
 	if err != nil && s.credentialsExpired(err) {
 		s.opts.Credentials.Invalidate()
-		out, err = s.client.CompleteMultipartUpload(ctx, in)
+		out, err = s.client.CompleteMultipartUpload(ctx, in, s.timeouts)
 	}
 	return out, err
 }
 
 // uploadPart stores one part with its checksum, which the server verifies.
-func (u *upload) uploadPart(ctx context.Context, uploadID string, n int, part []byte) error {
+func (u *upload) uploadPart(ctx context.Context, n int, part []byte) error {
 	s := u.s
 	sum := s.checksum(part)
 	in := &s3.UploadPartInput{
 		Bucket:              aws.String(s.bucket),
 		Key:                 aws.String(u.obj.Key),
-		UploadId:            aws.String(uploadID),
+		UploadId:            aws.String(u.uploadID),
 		PartNumber:          aws.Int32(int32(n)),
 		ContentLength:       aws.Int64(int64(len(part))),
 		ExpectedBucketOwner: optional(s.opts.ExpectedBucketOwner),
@@ -303,9 +402,9 @@ func (u *upload) uploadPart(ctx context.Context, uploadID string, n int, part []
 	var err error
 	for attempt := 1; ; attempt++ {
 		in.Body = bytes.NewReader(part)
-		out, err = s.client.UploadPart(ctx, in, unsignedPayload)
+		out, err = s.client.UploadPart(ctx, in, unsignedPayload, s.timeouts)
 		// Credentials that expired in flight (a part slower than the refresh window): once
-		// more with fresh ones. The SDK's own retries cover throttling and 5xx.
+		// more with fresh ones. The SDK's own retries cover throttling, 5xx and timeouts.
 		if err != nil && attempt == 1 && s.credentialsExpired(err) {
 			s.opts.Credentials.Invalidate()
 			continue
@@ -325,7 +424,6 @@ func (u *upload) uploadPart(ctx context.Context, uploadID string, n int, part []
 
 // putObject writes a body that fit in one part with a single request.
 func (u *upload) putObject(ctx context.Context, data []byte) (jobs.Written, error) {
-	defer u.pool.put(data)
 	s := u.s
 	u.full.Write(data)
 	u.size, u.parts = int64(len(data)), 1
@@ -347,11 +445,14 @@ func (u *upload) putObject(ctx context.Context, data []byte) (jobs.Written, erro
 	if s.opts.StorageClass != "" {
 		in.StorageClass = s3types.StorageClass(s.opts.StorageClass)
 	}
+	if err := u.beforeCommit(ctx); err != nil {
+		return jobs.Written{}, err
+	}
 	var out *s3.PutObjectOutput
 	var err error
 	for attempt := 1; ; attempt++ {
 		in.Body = bytes.NewReader(data)
-		out, err = s.client.PutObject(ctx, in, unsignedPayload)
+		out, err = s.client.PutObject(ctx, in, unsignedPayload, s.timeouts)
 		if err != nil && attempt == 1 && s.credentialsExpired(err) {
 			s.opts.Credentials.Invalidate()
 			continue
@@ -383,7 +484,10 @@ func readPart(ctx context.Context, r io.Reader, buf []byte) (n int, eof bool, er
 		}
 		m, err := r.Read(buf[n:])
 		n += m
-		if errors.Is(err, io.EOF) {
+		// Only io.EOF itself ends the stream. An error that wraps it (the MongoDB driver's for a
+		// connection closed between replies) is a failure: taking it for the end would commit a
+		// truncated object.
+		if err == io.EOF { //nolint:errorlint // see above
 			return n, true, nil
 		}
 		if err != nil {
@@ -451,59 +555,6 @@ func optional(s string) *string {
 	return aws.String(s)
 }
 
-// bufPool hands out part buffers and bounds the bytes they hold. Part sizes only grow, so a
-// returned buffer is reused by the next part of its size and dropped when parts outgrow it.
-type bufPool struct {
-	mu    sync.Mutex
-	cond  *sync.Cond
-	limit int64
-	held  int64
-	peak  int64
-	free  [][]byte
-}
-
-func newBufPool(limit int64) *bufPool {
-	p := &bufPool{limit: limit}
-	p.cond = sync.NewCond(&p.mu)
-	return p
-}
-
-// get returns a buffer of size bytes, waiting while the buffers held would exceed
-// max(limit, 2 x size): so one part can fill while another uploads, however large parts grow.
-// Waiters are woken by put, which every part upload calls when it ends, failed or not.
-func (p *bufPool) get(ctx context.Context, size int64) ([]byte, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		for i, b := range p.free {
-			if int64(cap(b)) >= size {
-				p.free = slices.Delete(p.free, i, i+1)
-				return b[:size], nil
-			}
-		}
-		for _, b := range p.free {
-			p.held -= int64(cap(b))
-		}
-		p.free = nil
-		if p.held == 0 || p.held+size <= max(p.limit, 2*size) {
-			p.held += size
-			p.peak = max(p.peak, p.held)
-			return make([]byte, size), nil
-		}
-		p.cond.Wait()
-	}
-}
-
-func (p *bufPool) put(b []byte) {
-	p.mu.Lock()
-	p.free = append(p.free, b[:cap(b)])
-	p.mu.Unlock()
-	p.cond.Broadcast()
-}
-
 var _ jobs.IncompleteAborter = (*S3)(nil)
 
 // AbortIncomplete aborts the unfinished multipart uploads of key left behind by an earlier
@@ -518,7 +569,7 @@ func (s *S3) AbortIncomplete(ctx context.Context, key string) (int, error) {
 	}
 	aborted := 0
 	for {
-		out, err := s.client.ListMultipartUploads(ctx, in)
+		out, err := s.client.ListMultipartUploads(ctx, in, s.timeouts)
 		if err != nil {
 			var are *AssumeRoleError
 			if errorCode(err) == "AccessDenied" && s.opts.RoleARN != "" && !errors.As(err, &are) {
@@ -533,7 +584,7 @@ func (s *S3) AbortIncomplete(ctx context.Context, key string) (int, error) {
 			if _, err := s.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
 				Bucket: aws.String(s.bucket), Key: up.Key, UploadId: up.UploadId,
 				ExpectedBucketOwner: optional(s.opts.ExpectedBucketOwner),
-			}); err != nil && errorCode(err) != "NoSuchUpload" {
+			}, s.timeouts); err != nil && errorCode(err) != "NoSuchUpload" {
 				return aborted, s.classify(fmt.Errorf("sink: abort upload %s of s3://%s/%s: %w", aws.ToString(up.UploadId), s.bucket, key, err))
 			}
 			aborted++
