@@ -25,7 +25,9 @@ const dlqHelp = `Usage: export-service dlq list|redrive [flags]
             Deletes nothing; the messages are hidden from other consumers for a moment
             (--visibility) while they are read, and made visible again at the end.
   redrive   moves messages back to the jobs queue: each is sent to the jobs queue, then
-            deleted from the dead-letter queue. --dry-run lists what would move.
+            deleted from the dead-letter queue. --dry-run lists what would move. Each keeps
+            its request time (attribute requested_at), so that a {date} in its object key is
+            the day it was first requested, not the day of the redrive.
 
 The reason is the worker's (malformed_message, invalid_message, invalid_params,
 unknown_kind, unknown_destination, access_denied, panic, ...), or max_receives for a message
@@ -83,8 +85,60 @@ type dlqMessage struct {
 	OriginalMessageID string     `json:"original_message_id,omitempty"`
 	FailedAt          string     `json:"failed_at,omitempty"`
 	SentAt            *time.Time `json:"sent_at,omitempty"`
-	Body              string     `json:"body"`
-	receiptHandle     string
+	// RequestedAt is when the export was first requested, which a redrive carries to the jobs
+	// queue (see requestedAt); RequestedAtFrom says how it is known.
+	RequestedAt     *time.Time `json:"requested_at,omitempty"`
+	RequestedAtFrom string     `json:"requested_at_from,omitempty"`
+	Body            string     `json:"body"`
+	receiptHandle   string
+}
+
+// Where a dead-lettered message's request time comes from (dlqMessage.RequestedAtFrom).
+const (
+	// requestedAtAttribute: its requested_at attribute, set by the worker on every message it
+	// dead-letters or hands over, and by an earlier redrive.
+	requestedAtAttribute = "attribute"
+	// requestedAtSent: the SentTimestamp of a message the redrive policy moved, which a standard
+	// queue keeps from the original send, the request.
+	requestedAtSent = "sent_timestamp"
+	// requestedAtFailed: an estimate, the time it failed (see requestedAt).
+	requestedAtFailed = "failed_at"
+)
+
+// requestedAt is when the export of a dead-lettered message was first requested. A redrive
+// must carry it (attribute requested_at) so that what the worker derives from it, a {date} in
+// an object key above all, is what it was on the first delivery and not the redrive's day:
+//   - the message's requested_at attribute, when it has a valid one;
+//   - else, for a message the jobs queue's redrive policy moved (no reason attribute), its
+//     SentTimestamp: a standard queue keeps a message's original enqueue time when it moves
+//     it to the dead-letter queue, and the message was sent when the export was requested;
+//   - else (a message dead-lettered by a worker that predates the attribute), the time it
+//     failed (failed_at, else the time it was sent to the DLQ, the same moment). The request
+//     time is lost; the failure time is the closest bound known, later than the request only
+//     by the retries it took (a permanent failure is usually dead-lettered on its first
+//     delivery). The redrive's own time, which the message would otherwise get, is never
+//     closer.
+func requestedAt(m dlqMessage, attr string, sentAt *time.Time) (*time.Time, string) {
+	if attr != "" {
+		if t, err := time.Parse(time.RFC3339Nano, attr); err == nil {
+			t = t.UTC()
+			return &t, requestedAtAttribute
+		}
+	}
+	if m.Reason == reasonMaxReceives {
+		if sentAt != nil {
+			return sentAt, requestedAtSent
+		}
+		return nil, ""
+	}
+	if t, err := time.Parse(time.RFC3339Nano, m.FailedAt); err == nil {
+		t = t.UTC()
+		return &t, requestedAtFailed
+	}
+	if sentAt != nil {
+		return sentAt, requestedAtFailed
+	}
+	return nil, ""
 }
 
 func runDLQList(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
@@ -129,12 +183,17 @@ func runDLQList(ctx context.Context, args []string, getenv func(string) string, 
 		return nil
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "MESSAGE_ID\tREASON\tEXPORT_ID\tRECEIVES\tFAILED_AT\tERROR")
+	fmt.Fprintln(tw, "MESSAGE_ID\tREASON\tEXPORT_ID\tRECEIVES\tREQUESTED_AT\tFAILED_AT\tERROR")
+	estimates := false
 	for _, m := range msgs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", m.MessageID, m.Reason, orDash(m.ExportID), m.ReceiveCount, orDash(m.FailedAt), oneLine(m.Error, 160))
+		estimates = estimates || m.RequestedAtFrom == requestedAtFailed
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", m.MessageID, m.Reason, orDash(m.ExportID), m.ReceiveCount, showRequestedAt(m), orDash(m.FailedAt), oneLine(m.Error, 160))
 	}
 	_ = tw.Flush()
 	fmt.Fprintf(stdout, "%d message(s) in %s\n", len(msgs), target.url)
+	if estimates {
+		fmt.Fprintln(stdout, "~: request time unknown (dead-lettered by a worker that did not record it); a redrive carries the failure time instead")
+	}
 	if d.max > 0 && len(msgs) >= d.max {
 		fmt.Fprintf(stdout, "(stopped at --max %d; there may be more)\n", d.max)
 	}
@@ -188,14 +247,19 @@ func runDLQRedrive(ctx context.Context, args []string, getenv func(string) strin
 		}
 		if *dryRun {
 			moved++
-			fmt.Fprintf(stdout, "%s %s (export %s, reason %s)\n", verb, m.MessageID, orDash(m.ExportID), m.Reason)
+			fmt.Fprintf(stdout, "%s %s (export %s, reason %s, requested at %s)\n", verb, m.MessageID, orDash(m.ExportID), m.Reason, showRequestedAt(m))
 			return false, nil
 		}
+		attrs := map[string]types.MessageAttributeValue{
+			"redriven_from": {DataType: aws.String("String"), StringValue: aws.String(m.MessageID)},
+		}
+		if m.RequestedAt != nil {
+			// The worker takes the request time from this attribute (as on handover copies)
+			// rather than from the new message's SentTimestamp, the redrive's time.
+			attrs["requested_at"] = types.MessageAttributeValue{DataType: aws.String("String"), StringValue: aws.String(m.RequestedAt.UTC().Format(time.RFC3339Nano))}
+		}
 		out, err := client.SendMessage(ctx, &sqs.SendMessageInput{
-			QueueUrl: aws.String(d.queueURL), MessageBody: aws.String(m.Body),
-			MessageAttributes: map[string]types.MessageAttributeValue{
-				"redriven_from": {DataType: aws.String("String"), StringValue: aws.String(m.MessageID)},
-			},
+			QueueUrl: aws.String(d.queueURL), MessageBody: aws.String(m.Body), MessageAttributes: attrs,
 		})
 		if err != nil {
 			return false, fmt.Errorf("send message %s to the jobs queue %s: %w%s", m.MessageID, d.queueURL, err, awsHint(err, "send to the jobs queue"))
@@ -205,7 +269,7 @@ func runDLQRedrive(ctx context.Context, args []string, getenv func(string) strin
 			fmt.Fprintf(stderr, "warning: message %s was sent to the jobs queue as %s but deleting it from the dead-letter queue failed: %v\n", m.MessageID, aws.ToString(out.MessageId), err)
 		}
 		moved++
-		fmt.Fprintf(stdout, "%s %s (export %s, reason %s) -> %s\n", verb, m.MessageID, orDash(m.ExportID), m.Reason, aws.ToString(out.MessageId))
+		fmt.Fprintf(stdout, "%s %s (export %s, reason %s, requested at %s) -> %s\n", verb, m.MessageID, orDash(m.ExportID), m.Reason, showRequestedAt(m), aws.ToString(out.MessageId))
 		return true, nil
 	})
 	fmt.Fprintf(stdout, "%s %d message(s) from %s to %s; %d left in the dead-letter queue by the filters\n", verb, moved, target.url, d.queueURL, skipped)
@@ -294,6 +358,7 @@ func toDLQMessage(sm types.Message) dlqMessage {
 		t := time.UnixMilli(ms).UTC()
 		m.SentAt = &t
 	}
+	m.RequestedAt, m.RequestedAtFrom = requestedAt(m, attr("requested_at"), m.SentAt)
 	if m.ExportID == "" {
 		var b struct {
 			ExportID string `json:"export_id"`
@@ -419,6 +484,19 @@ func awsHint(err error, doing string) string {
 		return " (no AWS credentials found: set AWS_PROFILE or log in with a role that has the operator policy)"
 	}
 	return ""
+}
+
+// showRequestedAt is a message's request time for people: "-" when unknown, "~" before an
+// estimate.
+func showRequestedAt(m dlqMessage) string {
+	if m.RequestedAt == nil {
+		return "-"
+	}
+	s := m.RequestedAt.UTC().Format(time.RFC3339)
+	if m.RequestedAtFrom == requestedAtFailed {
+		s = "~" + s
+	}
+	return s
 }
 
 func orDash(s string) string {

@@ -176,6 +176,114 @@ func TestDLQRedrive(t *testing.T) {
 	}
 }
 
+// A redriven message carries its original request time (attribute requested_at, which the
+// worker reads as on handover copies), so that a {date} key does not move to the day of the
+// redrive: from the DLQ message's requested_at; for a message the redrive policy moved, from
+// its SentTimestamp (kept from the original send); for one dead-lettered by a worker that did
+// not record it, from its failure time, shown as an estimate. dlq list shows it.
+func TestDLQRedriveCarriesTheRequestTime(t *testing.T) {
+	st := onStack(t)
+	q := st.NewQueues(t, 30*time.Second, 5)
+	ctx := context.Background()
+	num := func(v string) sqstypesAttr {
+		return sqstypesAttr{DataType: aws.String("Number"), StringValue: aws.String(v)}
+	}
+	const requested = "2026-11-20T23:59:59.123456789Z"
+	for _, m := range []*sqs.SendMessageInput{
+		// A worker that records requested_at (and a failure days later).
+		{MessageBody: aws.String(`{"version":1,"export_id":"with-attr","kind":"registrations","params":{"campaign_id":"c"}}`), MessageAttributes: map[string]sqstypesAttr{
+			"reason": strAttr("access_denied"), "error": strAttr("denied"), "export_id": strAttr("with-attr"), "receive_count": num("1"),
+			"failed_at": strAttr("2026-11-23T10:00:00Z"), "requested_at": strAttr(requested)}},
+		// A worker that did not record it: the failure time is the best there is.
+		{MessageBody: aws.String(`{"version":1,"export_id":"old-worker","kind":"registrations","params":{"campaign_id":"c"}}`), MessageAttributes: map[string]sqstypesAttr{
+			"reason": strAttr("invalid_params"), "error": strAttr("bad"), "export_id": strAttr("old-worker"), "receive_count": num("1"),
+			"failed_at": strAttr("2026-11-25T08:30:00Z")}},
+		// A garbled requested_at is not carried: the failure time stands in.
+		{MessageBody: aws.String(`{"version":1,"export_id":"garbled","kind":"registrations","params":{"campaign_id":"c"}}`), MessageAttributes: map[string]sqstypesAttr{
+			"reason": strAttr("invalid_params"), "export_id": strAttr("garbled"), "failed_at": strAttr("2026-11-24T08:30:00Z"), "requested_at": strAttr("yesterday")}},
+		// Moved by the redrive policy: no attributes, its SentTimestamp is the original send's.
+		{MessageBody: aws.String(`{"version":1,"export_id":"policy","kind":"registrations","params":{"campaign_id":"c"}}`)},
+	} {
+		m.QueueUrl = aws.String(q.DLQURL)
+		if _, err := st.SQS.SendMessage(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(1100 * time.Millisecond) // sent "before" the redrive starts
+	env := map[string]string{"EXPORT_QUEUE_URL": q.JobsURL, "EXPORT_DLQ_URL": q.DLQURL}
+
+	code, out, errOut := runCmd(t, env, "dlq", "list", "--json")
+	if code != 0 {
+		t.Fatalf("list: exit %d: %s", code, errOut)
+	}
+	var listed []dlqMessage
+	if err := json.Unmarshal([]byte(out), &listed); err != nil {
+		t.Fatalf("--json: %v\n%s", err, out)
+	}
+	byExport := map[string]dlqMessage{}
+	for _, m := range listed {
+		byExport[m.ExportID] = m
+	}
+	want := map[string]struct{ at, from string }{
+		"with-attr":  {requested, requestedAtAttribute},
+		"old-worker": {"2026-11-25T08:30:00Z", requestedAtFailed},
+		"garbled":    {"2026-11-24T08:30:00Z", requestedAtFailed},
+	}
+	policy := byExport["policy"]
+	if policy.SentAt == nil {
+		t.Fatalf("policy-moved message has no SentTimestamp: %+v", policy)
+	}
+	want["policy"] = struct{ at, from string }{policy.SentAt.Format(time.RFC3339Nano), requestedAtSent}
+	for id, w := range want {
+		m := byExport[id]
+		if m.RequestedAt == nil || m.RequestedAt.Format(time.RFC3339Nano) != w.at || m.RequestedAtFrom != w.from {
+			t.Errorf("list %s: requested_at %v from %q, want %s from %q", id, m.RequestedAt, m.RequestedAtFrom, w.at, w.from)
+		}
+	}
+	code, out, _ = runCmd(t, env, "dlq", "list")
+	for _, s := range []string{"REQUESTED_AT", "2026-11-20T23:59:59Z", "~2026-11-25T08:30:00Z", "~: request time unknown"} {
+		if code != 0 || !strings.Contains(out, s) {
+			t.Errorf("table (exit %d) lacks %q:\n%s", code, s, out)
+		}
+	}
+
+	code, out, errOut = runCmd(t, env, "dlq", "redrive")
+	if code != 0 || !strings.Contains(out, "moved 4 message(s)") || !strings.Contains(out, "requested at 2026-11-20T23:59:59Z") {
+		t.Fatalf("redrive: exit %d\n%s%s", code, out, errOut)
+	}
+	got := map[string]string{}
+	deadline := time.Now().Add(15 * time.Second)
+	for len(got) < len(want) && time.Now().Before(deadline) {
+		res, err := st.SQS.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{QueueUrl: aws.String(q.JobsURL), MaxNumberOfMessages: 10, WaitTimeSeconds: 1,
+			VisibilityTimeout: 60, MessageAttributeNames: []string{"All"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range res.Messages {
+			var b struct {
+				ExportID string `json:"export_id"`
+			}
+			_ = json.Unmarshal([]byte(aws.ToString(m.Body)), &b)
+			a, ok := m.MessageAttributes["requested_at"]
+			if !ok {
+				got[b.ExportID] = "(none)"
+				continue
+			}
+			got[b.ExportID] = aws.ToString(a.StringValue)
+			if aws.ToString(a.DataType) != "String" || m.MessageAttributes["redriven_from"].StringValue == nil {
+				t.Errorf("%s: attributes %v", b.ExportID, m.MessageAttributes)
+			}
+		}
+	}
+	for id, w := range want {
+		// As the worker reads it: RFC 3339 with nanoseconds.
+		at, err := time.Parse(time.RFC3339Nano, got[id])
+		if err != nil || at.Format(time.RFC3339Nano) != w.at {
+			t.Errorf("redriven %s carries requested_at %q, want %s", id, got[id], w.at)
+		}
+	}
+}
+
 func TestQueueURLFromARN(t *testing.T) {
 	for _, c := range []struct{ sibling, arn, want, err string }{
 		{"https://sqs.us-east-1.amazonaws.com/123456789012/vf-export-prod1-jobs", "arn:aws:sqs:us-east-1:123456789012:vf-export-prod1-dlq", "https://sqs.us-east-1.amazonaws.com/123456789012/vf-export-prod1-dlq", ""},
