@@ -13,6 +13,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
@@ -126,7 +127,7 @@ func runIndexes(ctx context.Context, args []string, getenv func(string) string, 
 	if err != nil {
 		return err
 	}
-	defer func() { _ = client.Disconnect(context.WithoutCancel(ctx)) }()
+	defer func() { _ = disconnectBounded(ctx, client) }()
 	created, err := jobs.CreateIndexes(ctx, client.Database(dbName), jobs.DefaultRegistry())
 	for _, name := range created {
 		fmt.Fprintf(stdout, "index %s: ok\n", name)
@@ -142,7 +143,7 @@ func connectMongo(ctx context.Context, uri string) (*mongo.Client, error) {
 	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	if err := client.Database("admin").RunCommand(pctx, bson.D{{Key: "ping", Value: 1}}).Err(); err != nil {
-		_ = client.Disconnect(context.WithoutCancel(ctx))
+		_ = disconnectBounded(ctx, client)
 		return nil, fmt.Errorf("mongo: ping: %w", err)
 	}
 	return client, nil
@@ -176,7 +177,8 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 	if err != nil {
 		return err
 	}
-	defer func() { _ = mongoClient.Disconnect(context.WithoutCancel(ctx)) }()
+	disconnectMongo := sync.OnceValue(func() error { return disconnectBounded(ctx, mongoClient) })
+	defer disconnectMongo() //nolint:errcheck // early returns; the normal path reports it
 
 	reg := prometheus.NewRegistry()
 	metrics := worker.NewMetrics(reg)
@@ -208,19 +210,7 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 		Lease:         cfg.VisibilityTimeout,
 		ProgressEvery: cfg.ProgressEvery,
 	}
-	wcfg := worker.Config{
-		QueueURL:          cfg.QueueURL,
-		DLQURL:            cfg.DLQURL,
-		Concurrency:       cfg.Concurrency,
-		WaitTime:          cfg.ReceiveWait,
-		VisibilityTimeout: cfg.VisibilityTimeout,
-		DrainTimeout:      cfg.DrainTimeout,
-		RetryBase:         cfg.RetryBase,
-		RetryMax:          cfg.RetryMax,
-		MaxMessageLease:   cfg.MaxMessageLease,
-		HandOverDelay:     cfg.HandOverDelay,
-	}
-	wcfg.SetDefaults()
+	wcfg := workerConfig(cfg)
 	if err := wcfg.Validate(); err != nil {
 		return fmt.Errorf("configuration: %w", err)
 	}
@@ -236,19 +226,18 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	srvErr := make(chan error, 1)
 	go func() { srvErr <- srv.Serve(ln) }()
+	// The background loops run through the drain too (/metrics keeps telling the truth, notices
+	// keep going out) and are stopped, and waited for, after it.
+	bgCtx, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBackground()
+	var background sync.WaitGroup
 	if cfg.PollQueueDepthEvery > 0 {
 		depth := &worker.QueueDepth{SQS: sqsClient, Metrics: metrics, Log: logs.For("titan:queues"), Every: cfg.PollQueueDepthEvery,
 			Queues: map[string]string{"jobs": cfg.QueueURL, "dlq": cfg.DLQURL}}
-		// Polls through the drain too: /metrics keeps telling the truth until the process exits.
-		pollCtx, stopPolling := context.WithCancel(context.WithoutCancel(ctx))
-		defer stopPolling()
-		go depth.Run(pollCtx)
+		background.Go(func() { depth.Run(bgCtx) })
 	}
 	if outbox != nil {
-		// Notices are sent through the drain too; the loop stops with the process.
-		outboxCtx, stopOutbox := context.WithCancel(context.WithoutCancel(ctx))
-		defer stopOutbox()
-		go outbox.Run(outboxCtx)
+		background.Go(func() { outbox.Run(bgCtx) })
 	}
 	log.Info().Str("http_addr", ln.Addr().String()).Str("version", buildinfo.String()).Str("worker_id", cfg.WorkerID).Msg("export-service started")
 
@@ -256,16 +245,73 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 	// answering /heartbeat (503 while draining) and /metrics until the drain is over.
 	runErr := w.Run(ctx)
 
-	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	// Every step from here on is bounded, and "export-service stopped" is the last line: an
+	// operator (and a scale-in) takes it for the exit.
+	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownStepTimeout)
 	defer cancel()
 	if err := srv.Shutdown(shutCtx); err != nil {
 		log.Warn().Err(err).Msg("http server shutdown")
 	}
-	if err := <-srvErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("http: serve: %w", err)
+	serveErr := <-srvErr
+	stopBackground()
+	bgDone := make(chan struct{})
+	go func() { background.Wait(); close(bgDone) }()
+	select {
+	case <-bgDone: // their last lines come before ours
+	case <-time.After(shutdownStepTimeout):
+		// A notice being sent is abandoned: it is sent again later (at least once).
+		log.Warn().Dur("waited", shutdownStepTimeout).Msg("queue depth poller or completion-notice outbox did not stop in time; exiting anyway")
+	}
+	if err := disconnectMongo(); err != nil {
+		log.Warn().Err(err).Msg("mongo: disconnect (exiting anyway)")
+	}
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		runErr = errors.Join(runErr, fmt.Errorf("http: serve: %w", serveErr))
 	}
 	log.Info().Msg("export-service stopped")
 	return runErr
+}
+
+// shutdownStepTimeout bounds the steps of the shutdown after the drain: the HTTP server's
+// shutdown and the background loops' end.
+const shutdownStepTimeout = 5 * time.Second
+
+// mongoDisconnectTimeout bounds the MongoDB disconnect. Without a deadline, Disconnect waits
+// for a server to end the client's sessions on (endSessions), which with MongoDB unreachable
+// is the driver's whole 30 s server selection timeout. A reachable server answers in
+// milliseconds; sessions left behind are harmless (the server expires them), and the
+// connections are closed anyway once the deadline passed.
+const mongoDisconnectTimeout = 2 * time.Second
+
+// disconnectBounded disconnects from MongoDB within mongoDisconnectTimeout.
+func disconnectBounded(ctx context.Context, client *mongo.Client) error {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), mongoDisconnectTimeout)
+	defer cancel()
+	if err := client.Disconnect(dctx); err != nil {
+		return fmt.Errorf("mongo: disconnect: %w", err)
+	}
+	return nil
+}
+
+// workerConfig is the worker's configuration from the service's. WaitTime, DrainTimeout and
+// HandOverDelay are always set here, from the environment or the documented default, and an
+// explicit 0 stays 0 (RECEIVE_WAIT short polls, DRAIN_TIMEOUT no drain, HANDOVER_DELAY an
+// undelayed copy): worker.Config.SetDefaults fills only fields where 0 means nothing.
+func workerConfig(cfg config) worker.Config {
+	w := worker.Config{
+		QueueURL:          cfg.QueueURL,
+		DLQURL:            cfg.DLQURL,
+		Concurrency:       cfg.Concurrency,
+		WaitTime:          cfg.ReceiveWait,
+		VisibilityTimeout: cfg.VisibilityTimeout,
+		DrainTimeout:      cfg.DrainTimeout,
+		RetryBase:         cfg.RetryBase,
+		RetryMax:          cfg.RetryMax,
+		MaxMessageLease:   cfg.MaxMessageLease,
+		HandOverDelay:     cfg.HandOverDelay,
+	}
+	w.SetDefaults()
+	return w
 }
 
 // setMemoryLimitFromCgroup sets the Go memory limit to 90% of the container's memory limit

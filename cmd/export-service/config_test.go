@@ -36,6 +36,45 @@ func TestLoadConfigReportsEveryProblem(t *testing.T) {
 	}
 }
 
+// RECEIVE_WAIT, DRAIN_TIMEOUT and HANDOVER_DELAY set to 0 reach the worker as 0 (a short
+// poll, no drain, an undelayed copy), in every spelling; unset, they are the documented
+// defaults. Neither the config nor the worker may take an explicit 0 for "unset".
+func TestExplicitZerosReachTheWorker(t *testing.T) {
+	base := map[string]string{"EXPORT_QUEUE_URL": "q", "MONGO_URI": "m", "EXPORT_BUCKET": "b"}
+	c, err := loadConfig(envOf(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := workerConfig(c)
+	if w.WaitTime != 20*time.Second || w.DrainTimeout != 600*time.Second || w.HandOverDelay != 15*time.Minute {
+		t.Errorf("unset: wait %s, drain %s, handover delay %s; want the documented 20s, 600s, 15m", w.WaitTime, w.DrainTimeout, w.HandOverDelay)
+	}
+	if err := w.Validate(); err != nil {
+		t.Errorf("defaults: %v", err)
+	}
+	for _, zero := range []string{"0", "0s", "0m", " 0 "} {
+		env := map[string]string{"RECEIVE_WAIT": zero, "DRAIN_TIMEOUT": zero, "HANDOVER_DELAY": zero}
+		for k, v := range base {
+			env[k] = v
+		}
+		c, err := loadConfig(envOf(env))
+		if err != nil {
+			t.Fatalf("%q: %v", zero, err)
+		}
+		w := workerConfig(c)
+		if w.WaitTime != 0 || w.DrainTimeout != 0 || w.HandOverDelay != 0 {
+			t.Errorf("%q: wait %s, drain %s, handover delay %s reach the worker; want 0 each", zero, w.WaitTime, w.DrainTimeout, w.HandOverDelay)
+		}
+		if err := w.Validate(); err != nil {
+			t.Errorf("%q: %v", zero, err)
+		}
+		// The other fields still get their defaults.
+		if w.Concurrency != 4 || w.VisibilityTimeout != 2*time.Minute || w.QueueURL != "q" {
+			t.Errorf("%q: %+v", zero, w)
+		}
+	}
+}
+
 func TestLoadConfigSecondsAsNumber(t *testing.T) {
 	c, err := loadConfig(envOf(map[string]string{"EXPORT_QUEUE_URL": "q", "MONGO_URI": "m", "EXPORT_BUCKET": "b", "DRAIN_TIMEOUT": "30"}))
 	if err != nil || c.DrainTimeout != 30*time.Second {

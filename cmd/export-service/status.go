@@ -103,7 +103,7 @@ func openDatabase(ctx context.Context, getenv func(string) string) (*mongo.Datab
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w (is MONGO_URI right, and MongoDB reachable from here?)", err)
 	}
-	return client.Database(name), func() { _ = client.Disconnect(context.WithoutCancel(ctx)) }, nil
+	return client.Database(name), func() { _ = disconnectBounded(ctx, client) }, nil
 }
 
 // exportStatus is the JSON form of a ledger entry.
