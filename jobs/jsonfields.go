@@ -70,6 +70,14 @@ func parseJSONObject(data []byte, path string, allowed ...string) (*jsonObject, 
 	return o, nil
 }
 
+// CheckUniqueKeys reports, in one error naming each by its dotted path under name, every key
+// of the JSON value data that appears more than once in one object, at any depth: for
+// producers that build a message from JSON (the enqueue command's --params) and must not keep
+// one of the two silently. Invalid JSON is not its to report.
+func CheckUniqueKeys(data []byte, name string) error {
+	return errors.Join(duplicateKeys(data, name)...)
+}
+
 // duplicateKeys reports every key that appears more than once in one object of data, in
 // objects nested at any depth and in arrays too, each once, by its full name
 // ("params.campaign_id", "params.fields[2].x"). Keys are compared as decoded (so "a" and

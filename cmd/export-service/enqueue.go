@@ -198,12 +198,23 @@ func buildParams(paramsJSON string, params []string) (json.RawMessage, error) {
 		if err := json.Unmarshal([]byte(paramsJSON), &obj); err != nil || obj == nil {
 			return nil, fmt.Errorf(`--params %q: want a JSON object, like '{"campaign_id":"cmp-1"}'`, paramsJSON)
 		}
+		// The map keeps the last of a repeated key; the worker would refuse the message, so
+		// say which one is repeated rather than pick one.
+		if err := jobs.CheckUniqueKeys([]byte(paramsJSON), "params"); err != nil {
+			return nil, fmt.Errorf("--params: %w", err)
+		}
 	}
+	given := map[string]bool{}
 	for _, p := range params {
 		k, v, ok := strings.Cut(p, "=")
 		if !ok || k == "" || k == ":" {
 			return nil, fmt.Errorf(`--param %q: want key=value, or key:=JSON for a value that is not a string`, p)
 		}
+		key := strings.TrimSuffix(k, ":")
+		if given[key] {
+			return nil, fmt.Errorf("--param %s is given twice: give it once", key)
+		}
+		given[key] = true
 		if raw, isJSON := strings.CutSuffix(k, ":"); isJSON {
 			if !json.Valid([]byte(v)) {
 				return nil, fmt.Errorf(`--param %q: %q is not JSON (for a string, write %s=%s)`, p, v, raw, v)

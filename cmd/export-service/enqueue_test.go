@@ -62,6 +62,11 @@ func TestBuildParams(t *testing.T) {
 		{"", []string{"fields:=[oops"}, "", "is not JSON"},
 		{`["c1"]`, nil, "", "want a JSON object"},
 		{`null`, nil, "", "want a JSON object"},
+		// A repeated key is named, never resolved by keeping one of the two.
+		{`{"campaign_id":"a","status":"x","campaign_id":"b"}`, nil, "", `--params: field "params.campaign_id": the key appears more than once`},
+		{`{"campaign_id":"a","fields":[{"x":1,"x":2}]}`, nil, "", `field "params.fields[0].x"`},
+		{"", []string{"campaign_id=a", "campaign_id=b"}, "", "--param campaign_id is given twice"},
+		{"", []string{"n:=1", "n=2"}, "", "--param n is given twice"},
 	} {
 		got, err := buildParams(c.json, c.params)
 		if c.err != "" {
