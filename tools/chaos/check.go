@@ -1,0 +1,455 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"path"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+)
+
+// The invariants, checked at the end with clients of the checker's own (straight to the
+// servers, never through the campaign's proxies):
+//
+//	object     every accepted export that is not dead-lettered is exactly one object whose
+//	           gunzipped rows equal an independent query of MongoDB (same order), with a
+//	           manifest whose SHA-256 (recomputed from the downloaded bytes), size, row count,
+//	           bucket and key match
+//	dlq        or it is in the dead-letter queue with a reason (a message without a reason
+//	           attribute was moved by the queue's redrive policy: max_receives), and has no
+//	           object
+//	orphan     no object without its manifest, no manifest without its object
+//	upload     no unfinished multipart upload under the campaign's prefixes
+//	rerun      no "export started" of an export after its first "export succeeded" (workers'
+//	           JSON logs)
+//	ledger     the ledger agrees: succeeded exports are succeeded with the object's key and
+//	           rows; nothing is left running
+//	notice     every complete export's completion notice reached the results queue
+//	process    no worker exited on its own, or with a non-zero code after SIGTERM, or hung on
+//	           shutdown; no fatal or non-JSON output
+//	settled    every export ended (complete or dead-lettered) before the campaign's deadline
+
+// Violation is a broken invariant.
+type Violation struct {
+	Invariant string
+	ExportID  string
+	Detail    string
+}
+
+func (v Violation) String() string {
+	if v.ExportID == "" {
+		return fmt.Sprintf("[%s] %s", v.Invariant, v.Detail)
+	}
+	return fmt.Sprintf("[%s] %s: %s", v.Invariant, v.ExportID, v.Detail)
+}
+
+// Object is an object found under the campaign's prefixes.
+type Object struct {
+	Bucket, Key string
+	Size        int64
+}
+
+// DLQEntry is a dead-letter message.
+type DLQEntry struct {
+	ExportID, Reason, Error, ReceiveCount string
+}
+
+// Checker verifies a campaign's outcome.
+type Checker struct {
+	S3      *s3.Client // admin: reads every bucket
+	SQS     *sqs.Client
+	DB      *mongo.Database
+	Buckets map[string]string // destination -> bucket
+	Prefix  string            // the campaign's key prefix, in every bucket
+	DLQURL  string
+	Results string // results queue URL
+	Jobs    []*Job
+	Logs    *Logs
+
+	Violations []Violation
+	Counts     map[string]int
+	Rows       map[string]int64 // export id -> rows verified
+}
+
+func (c *Checker) violate(inv, id, format string, args ...any) {
+	c.Violations = append(c.Violations, Violation{inv, id, fmt.Sprintf(format, args...)})
+}
+
+// listObjects lists every object under the prefix in every bucket.
+func (c *Checker) listObjects(ctx context.Context) ([]Object, error) {
+	var out []Object
+	seen := map[string]bool{}
+	for _, b := range c.Buckets {
+		if seen[b] {
+			continue
+		}
+		seen[b] = true
+		p := s3.NewListObjectsV2Paginator(c.S3, &s3.ListObjectsV2Input{Bucket: aws.String(b), Prefix: aws.String(c.Prefix)})
+		for p.HasMorePages() {
+			page, err := p.NextPage(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("list %s/%s: %w", b, c.Prefix, err)
+			}
+			for _, o := range page.Contents {
+				out = append(out, Object{b, aws.ToString(o.Key), aws.ToInt64(o.Size)})
+			}
+		}
+	}
+	return out, nil
+}
+
+// ListUploads lists unfinished multipart uploads under the prefix.
+func (c *Checker) ListUploads(ctx context.Context) ([]string, error) {
+	var out []string
+	seen := map[string]bool{}
+	for _, b := range c.Buckets {
+		if seen[b] {
+			continue
+		}
+		seen[b] = true
+		in := &s3.ListMultipartUploadsInput{Bucket: aws.String(b), Prefix: aws.String(c.Prefix)}
+		for {
+			page, err := c.S3.ListMultipartUploads(ctx, in)
+			if err != nil {
+				return nil, fmt.Errorf("list uploads %s/%s: %w", b, c.Prefix, err)
+			}
+			for _, u := range page.Uploads {
+				out = append(out, fmt.Sprintf("%s/%s upload %s initiated %s", b, aws.ToString(u.Key), aws.ToString(u.UploadId), aws.ToTime(u.Initiated).UTC().Format(time.RFC3339)))
+			}
+			if !aws.ToBool(page.IsTruncated) {
+				break
+			}
+			in.KeyMarker, in.UploadIdMarker = page.NextKeyMarker, page.NextUploadIdMarker
+		}
+	}
+	return out, nil
+}
+
+// drainQueue receives every message of a queue (hiding them for 10 minutes).
+func drainQueue(ctx context.Context, c *sqs.Client, url string) ([]sqstypes.Message, error) {
+	var out []sqstypes.Message
+	empty := 0
+	for empty < 2 {
+		res, err := c.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{
+			QueueUrl: aws.String(url), MaxNumberOfMessages: 10, VisibilityTimeout: 600, WaitTimeSeconds: 1,
+			MessageAttributeNames:       []string{"All"},
+			MessageSystemAttributeNames: []sqstypes.MessageSystemAttributeName{sqstypes.MessageSystemAttributeNameApproximateReceiveCount},
+		})
+		if err != nil {
+			return nil, err
+		}
+		if len(res.Messages) == 0 {
+			empty++
+			continue
+		}
+		empty = 0
+		out = append(out, res.Messages...)
+	}
+	return out, nil
+}
+
+func attrString(m sqstypes.Message, name string) string {
+	if a, ok := m.MessageAttributes[name]; ok {
+		return aws.ToString(a.StringValue)
+	}
+	return ""
+}
+
+func exportIDOf(body string) string {
+	var m struct {
+		ExportID string `json:"export_id"`
+	}
+	_ = json.Unmarshal([]byte(body), &m)
+	return m.ExportID
+}
+
+// Check runs every invariant.
+func (c *Checker) Check(ctx context.Context) error {
+	c.Counts = map[string]int{}
+	c.Rows = map[string]int64{}
+	byID := map[string]*Job{}
+	for _, j := range c.Jobs {
+		byID[j.ExportID] = j
+	}
+
+	// The dead-letter queue.
+	dlq := map[string][]DLQEntry{}
+	msgs, err := drainQueue(ctx, c.SQS, c.DLQURL)
+	if err != nil {
+		return fmt.Errorf("read the DLQ: %w", err)
+	}
+	for _, m := range msgs {
+		e := DLQEntry{ExportID: attrString(m, "export_id"), Reason: attrString(m, "reason"), Error: attrString(m, "error"),
+			ReceiveCount: m.Attributes[string(sqstypes.MessageSystemAttributeNameApproximateReceiveCount)]}
+		if e.ExportID == "" {
+			e.ExportID = exportIDOf(aws.ToString(m.Body))
+		}
+		if e.Reason == "" {
+			e.Reason = "max_receives"
+		}
+		if byID[e.ExportID] == nil {
+			c.violate("dlq", e.ExportID, "a dead-letter message of no export the campaign sent: %q", aws.ToString(m.Body))
+			continue
+		}
+		dlq[e.ExportID] = append(dlq[e.ExportID], e)
+	}
+
+	// Completion notices.
+	notices := map[string]int{}
+	if c.Results != "" {
+		msgs, err := drainQueue(ctx, c.SQS, c.Results)
+		if err != nil {
+			return fmt.Errorf("read the results queue: %w", err)
+		}
+		for _, m := range msgs {
+			notices[exportIDOf(aws.ToString(m.Body))]++
+		}
+	}
+
+	// Objects: data objects and manifests by export id. An export's keys end in
+	// <export_id>.<format>.gz (every destination's template here) and its manifest's in
+	// <export_id>.<format>.gz.manifest.json.
+	objs, err := c.listObjects(ctx)
+	if err != nil {
+		return err
+	}
+	data := map[string][]Object{}
+	manifests := map[string][]Object{}
+	for _, o := range objs {
+		base := path.Base(o.Key)
+		id, _, _ := strings.Cut(base, ".")
+		if byID[id] == nil {
+			c.violate("orphan", "", "object %s/%s belongs to no export of the campaign", o.Bucket, o.Key)
+			continue
+		}
+		if strings.HasSuffix(o.Key, ".manifest.json") {
+			manifests[id] = append(manifests[id], o)
+		} else {
+			data[id] = append(data[id], o)
+		}
+	}
+
+	uploads, err := c.ListUploads(ctx)
+	if err != nil {
+		return err
+	}
+	for _, u := range uploads {
+		c.violate("upload", "", "unfinished multipart upload left: %s", u)
+	}
+	c.Counts["uploads left"] = len(uploads)
+
+	// The ledger.
+	ledger := map[string]bson.M{}
+	cur, err := c.DB.Collection("exports").Find(ctx, bson.D{})
+	if err != nil {
+		return fmt.Errorf("read the ledger: %w", err)
+	}
+	var entries []bson.M
+	if err := cur.All(ctx, &entries); err != nil {
+		return fmt.Errorf("read the ledger: %w", err)
+	}
+	for _, e := range entries {
+		id, _ := e["_id"].(string)
+		ledger[id] = e
+	}
+
+	// Reruns after success, from the logs.
+	firstSuccess := map[string]LogEvent{}
+	for _, ev := range c.Logs.Events() {
+		switch ev.Message {
+		case "export succeeded":
+			if _, ok := firstSuccess[ev.ExportID]; !ok {
+				firstSuccess[ev.ExportID] = ev
+			}
+		case "export started":
+			if s, ok := firstSuccess[ev.ExportID]; ok {
+				c.violate("rerun", ev.ExportID, "started on %s at %s, after it succeeded on %s at %s",
+					ev.Worker, ev.Time.Format("15:04:05.000"), s.Worker, s.Time.Format("15:04:05.000"))
+			}
+		}
+	}
+	started := map[string]int{}
+	for _, ev := range c.Logs.Events() {
+		if ev.Message == "export started" {
+			started[ev.ExportID]++
+		}
+	}
+
+	for _, j := range c.Jobs {
+		id := j.ExportID
+		d, m, dl := data[id], manifests[id], dlq[id]
+		le := ledger[id]
+		status, _ := le["status"].(string)
+		c.Counts["attempts started"] += started[id]
+		switch {
+		case len(dl) > 0:
+			c.Counts["dead-lettered"]++
+			c.Counts["dead-lettered: "+dl[0].Reason]++
+			if len(dl) > 1 {
+				c.violate("dlq", id, "%d dead-letter messages", len(dl))
+			}
+			if len(d) > 0 || len(m) > 0 {
+				c.violate("dlq", id, "dead-lettered (%s: %s) but it has %d object(s) and %d manifest(s); ledger %q", dl[0].Reason, dl[0].Error, len(d), len(m), status)
+			}
+			if status == "succeeded" || status == "running" {
+				c.violate("ledger", id, "dead-lettered (%s) but the ledger says %q", dl[0].Reason, status)
+			}
+			continue
+		case len(d) == 0 && len(m) == 0:
+			c.violate("settled", id, "neither an object nor a dead-letter message; ledger status %q, worker %v, attempts %v, error %v", status, le["worker_id"], le["attempts"], le["error"])
+			continue
+		}
+		if len(d) != 1 {
+			c.violate("object", id, "%d data objects: %v", len(d), d)
+		}
+		if len(m) != 1 {
+			c.violate("orphan", id, "%d manifests for %d data object(s): %v", len(m), len(d), append(d, m...))
+		}
+		if len(d) != 1 || len(m) != 1 {
+			continue
+		}
+		c.Counts["objects"]++
+		if status != "succeeded" {
+			c.violate("ledger", id, "object complete, but the ledger says %q (error %v)", status, le["error"])
+		}
+		if notices[id] == 0 && c.Results != "" {
+			c.violate("notice", id, "complete, but no completion notice reached the results queue")
+		}
+		if err := c.checkObject(ctx, j, d[0], m[0], le); err != nil {
+			return err
+		}
+	}
+	for id := range manifests {
+		if len(data[id]) == 0 && len(dlq[id]) == 0 {
+			c.violate("orphan", id, "manifest without its object: %v", manifests[id])
+		}
+	}
+	for id, e := range ledger {
+		if byID[id] == nil {
+			continue
+		}
+		if e["status"] == "running" {
+			c.violate("ledger", id, "still running in the ledger on %v", e["worker_id"])
+		}
+	}
+	c.Counts["notices"] = len(notices)
+	return nil
+}
+
+// checkObject downloads the object and its manifest and checks them against each other, the
+// ledger and MongoDB.
+func (c *Checker) checkObject(ctx context.Context, j *Job, obj, man Object, le bson.M) error {
+	id := j.ExportID
+	if want := c.Buckets[j.Destination]; obj.Bucket != want {
+		c.violate("object", id, "object in bucket %s, destination %s is bucket %s", obj.Bucket, j.Destination, want)
+	}
+	body, err := c.get(ctx, obj)
+	if err != nil {
+		return err
+	}
+	mb, err := c.get(ctx, man)
+	if err != nil {
+		return err
+	}
+	var mf struct {
+		ExportID        string `json:"export_id"`
+		Kind            string `json:"kind"`
+		Format          string `json:"format"`
+		Destination     string `json:"destination"`
+		Bucket          string `json:"bucket"`
+		Key             string `json:"key"`
+		Rows            int64  `json:"rows"`
+		BytesCompressed int64  `json:"bytes_compressed"`
+		SHA256          string `json:"sha256"`
+	}
+	if err := json.Unmarshal(mb, &mf); err != nil {
+		c.violate("object", id, "manifest %s is not JSON: %v", man.Key, err)
+		return nil
+	}
+	sum := sha256.Sum256(body)
+	got := hex.EncodeToString(sum[:])
+	switch {
+	case mf.ExportID != id || mf.Kind != j.Kind || mf.Format != j.Format || mf.Destination != j.Destination:
+		c.violate("object", id, "manifest says export %q kind %q format %q destination %q", mf.ExportID, mf.Kind, mf.Format, mf.Destination)
+	case mf.Bucket != obj.Bucket || mf.Key != obj.Key:
+		c.violate("object", id, "manifest names %s/%s, the object is %s/%s", mf.Bucket, mf.Key, obj.Bucket, obj.Key)
+	case mf.SHA256 != got:
+		c.violate("object", id, "SHA-256 of the object's %d bytes is %s, the manifest says %s", len(body), got, mf.SHA256)
+	case mf.BytesCompressed != int64(len(body)):
+		c.violate("object", id, "object has %d bytes, the manifest says %d", len(body), mf.BytesCompressed)
+	}
+	plain, err := gunzipAll(body)
+	if err != nil {
+		c.violate("object", id, "the object is not a whole gzip stream (%d bytes, %d decompressed): %v", len(body), len(plain), err)
+		return nil
+	}
+	docs, err := expectedDocs(ctx, c.DB, j)
+	if err != nil {
+		return fmt.Errorf("query MongoDB for %s: %w", id, err)
+	}
+	n, err := compareRows(j, plain, docs)
+	if err != nil {
+		c.violate("object", id, "rows differ from MongoDB's %d: %v", len(docs), err)
+		return nil
+	}
+	if mf.Rows != int64(n) {
+		c.violate("object", id, "the object has %d rows, the manifest says %d", n, mf.Rows)
+		return nil
+	}
+	if key, _ := le["key"].(string); key != "" && key != obj.Key {
+		c.violate("ledger", id, "ledger key %q, object %q", key, obj.Key)
+	}
+	if rows, ok := asInt64(le["rows"]); ok && rows != int64(n) {
+		c.violate("ledger", id, "ledger rows %d, object %d", rows, n)
+	}
+	c.Rows[id] = int64(n)
+	c.Counts["objects verified"]++
+	return nil
+}
+
+func asInt64(v any) (int64, bool) {
+	switch x := v.(type) {
+	case int32:
+		return int64(x), true
+	case int64:
+		return x, true
+	case float64:
+		return int64(x), true
+	}
+	return 0, false
+}
+
+func (c *Checker) get(ctx context.Context, o Object) ([]byte, error) {
+	out, err := c.S3.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(o.Bucket), Key: aws.String(o.Key)})
+	if err != nil {
+		return nil, fmt.Errorf("get %s/%s: %w", o.Bucket, o.Key, err)
+	}
+	defer out.Body.Close()
+	return io.ReadAll(out.Body)
+}
+
+// Summary lists the violations by invariant.
+func (c *Checker) Summary() []string {
+	by := map[string]int{}
+	for _, v := range c.Violations {
+		by[v.Invariant]++
+	}
+	var out []string
+	for k, n := range by {
+		out = append(out, fmt.Sprintf("%s=%d", k, n))
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+)
+
+func testDocs() []bson.D {
+	t := time.Date(2026, 11, 26, 9, 5, 7, 123e6, time.UTC)
+	id, _ := bson.ObjectIDFromHex("65f1a2b3c4d5e6f708192a3b")
+	return []bson.D{
+		{{Key: "_id", Value: id}, {Key: "name", Value: "Hall \"B\", North\nside"}, {Key: "n", Value: int32(7)},
+			{Key: "at", Value: bson.NewDateTimeFromTime(t)}, {Key: "tags", Value: bson.A{"vip", "app"}},
+			{Key: "fan", Value: bson.D{{Key: "phone", Value: "+15555550123"}}}, {Key: "ok", Value: true}},
+		{{Key: "_id", Value: id}, {Key: "name", Value: "=cmd"}, {Key: "n", Value: int64(-3)}, {Key: "tags", Value: bson.A{}}},
+	}
+}
+
+var testCols = []Column{{"id", "_id"}, {"name", "name"}, {"n", "n"}, {"at", "at"}, {"tags", "tags"}, {"phone", "fan.phone"}, {"ok", "ok"}}
+
+const goodCSV = "id;name;n;at;tags;phone;ok\r\n" +
+	"65f1a2b3c4d5e6f708192a3b;\"Hall \"\"B\"\", North\nside\";7;2026-11-26T09:05:07.123Z;\"[\"\"vip\"\",\"\"app\"\"]\";+15555550123;true\r\n" +
+	"65f1a2b3c4d5e6f708192a3b;'=cmd;-3;;[];;\r\n"
+
+func TestCompareCSV(t *testing.T) {
+	j := &Job{Format: "csv", Delimiter: ";", Columns: testCols}
+	if n, err := compareRows(j, []byte(goodCSV), testDocs()); err != nil || n != 2 {
+		t.Fatalf("good CSV: %d rows, %v", n, err)
+	}
+	for name, bad := range map[string]string{
+		"changed cell":    strings.Replace(goodCSV, ";7;", ";8;", 1),
+		"missing row":     goodCSV[:strings.Index(goodCSV, "65f1a2b3c4d5e6f708192a3b;'")],
+		"truncated":       goodCSV[:len(goodCSV)-5],
+		"no formula mark": strings.Replace(goodCSV, "'=cmd", "=cmd", 1),
+		"header":          strings.Replace(goodCSV, "phone", "fon", 1),
+		"bom":             "\xef\xbb\xbf" + goodCSV,
+	} {
+		if _, err := compareRows(j, []byte(bad), testDocs()); err == nil {
+			t.Errorf("%s: not caught", name)
+		}
+	}
+}
+
+const goodNDJSON = `{"id":"65f1a2b3c4d5e6f708192a3b","name":"Hall \"B\", North\nside","n":7,"at":"2026-11-26T09:05:07.123Z","tags":["vip","app"],"phone":"+15555550123","ok":true}` + "\n" +
+	`{"id":"65f1a2b3c4d5e6f708192a3b","name":"=cmd","n":-3,"at":null,"tags":[],"phone":null,"ok":null}` + "\n"
+
+func TestCompareNDJSON(t *testing.T) {
+	j := &Job{Format: "ndjson", Mode: "plain", Columns: testCols}
+	if n, err := compareRows(j, []byte(goodNDJSON), testDocs()); err != nil || n != 2 {
+		t.Fatalf("good NDJSON: %d rows, %v", n, err)
+	}
+	for name, bad := range map[string]string{
+		"changed value": strings.Replace(goodNDJSON, `"n":7`, `"n":7.5`, 1),
+		"key order":     strings.Replace(goodNDJSON, `"n":7,"at":"2026-11-26T09:05:07.123Z"`, `"at":"2026-11-26T09:05:07.123Z","n":7`, 1),
+		"missing key":   strings.Replace(goodNDJSON, `,"ok":null`, ``, 1),
+		"truncated":     goodNDJSON[:len(goodNDJSON)-10],
+		"extra line":    goodNDJSON + goodNDJSON[:strings.Index(goodNDJSON, "\n")+1],
+	} {
+		if _, err := compareRows(j, []byte(bad), testDocs()); err == nil {
+			t.Errorf("%s: not caught", name)
+		}
+	}
+	relaxed := `{"id":{"$oid":"65f1a2b3c4d5e6f708192a3b"},"at":{"$date":"2026-11-26T09:05:07.123Z"}}` + "\n"
+	j = &Job{Format: "ndjson", Mode: "relaxed_extjson", Columns: []Column{{"id", "_id"}, {"at", "at"}}}
+	if _, err := compareRows(j, []byte(relaxed), testDocs()[:1]); err != nil {
+		t.Fatalf("relaxed: %v", err)
+	}
+}
