@@ -135,6 +135,7 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Message) error {
 	wg.Add(2)
 	go func() { defer wg.Done(); h.renewLease(ctx, entry, prog, cancel, log) }()
 	go func() { defer wg.Done(); h.logProgress(ctx, log, prog) }()
+	start := time.Now()
 	res, err := h.Exporter.Run(ctx, job, prog, fence)
 	cause := context.Cause(ctx)
 	cancel(nil)
@@ -149,7 +150,7 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Message) error {
 			log.Error().Err(ferr).Str("status", status).Msg("recording the export's outcome in the ledger failed")
 		}
 	}
-	duration := res.Finished.Sub(res.Started).Milliseconds()
+	duration := time.Since(start).Milliseconds()
 	switch {
 	case err == nil:
 		if ferr := h.finishSucceeded(ctx, entry, res, log); ferr != nil {

@@ -1,0 +1,179 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/verifiedfan/export-service/internal/fixtures"
+	"github.com/verifiedfan/export-service/internal/stacktest"
+	"github.com/verifiedfan/export-service/jobs"
+)
+
+// waitOutput waits until the process's output has n lines containing substr.
+func waitOutput(t *testing.T, p *stacktest.Proc, substr string, n int, within time.Duration) {
+	t.Helper()
+	eventually(t, within, "output line "+substr, func() bool { return countLines(p.Output(), substr) >= n })
+}
+
+// Shutdowns that release a long export's message, more of them than the queue's
+// maxReceiveCount, do not send it to the dead-letter queue: a release sends a copy (its
+// receive count starts again) and is not a failure in the ledger. The export completes.
+func TestReleasesAtShutdownDoNotUseUpReceives(t *testing.T) {
+	t.Parallel()
+	st := stacktest.New(t)
+	b := setup(t, 40)
+	b.queues = st.NewQueues(t, 30*time.Second, 2) // a DLQ after 2 receives
+	id, campaign := "deploys-"+stacktest.RandomID(), fixtures.Campaigns[1]
+	b.send(t, regJob(t, id, campaign))
+	slow := map[string]string{"DRAIN_TIMEOUT": "0s", "EXPORT_FAULT_ROW_DELAY": "100ms", "VISIBILITY_TIMEOUT": "60s"}
+	for i := range 3 { // three deploys in the middle of the export
+		p := stacktest.Start(t, b.workerEnv(t, slow), "worker")
+		b.waitLedger(t, id, 30*time.Second, func(e jobs.LedgerEntry) bool { return e.Status == jobs.StatusRunning && e.Attempts == i+1 })
+		p.Signal(syscall.SIGTERM)
+		if code := p.Wait(20 * time.Second); code != 0 {
+			t.Fatalf("deploy %d: exit code %d", i+1, code)
+		}
+	}
+	stacktest.Start(t, b.workerEnv(t, map[string]string{"VISIBILITY_TIMEOUT": "60s"}), "worker")
+	b.waitObject(t, b.st.Env["EXPORT_BUCKET"], regKey(id, campaign), 60*time.Second)
+	e := b.waitLedger(t, id, 10*time.Second, func(e jobs.LedgerEntry) bool { return e.Status == jobs.StatusSucceeded })
+	if e.Attempts != 4 || e.Failures != 0 {
+		t.Errorf("ledger: %d attempts, %d failures; want 4 attempts, 0 failures", e.Attempts, e.Failures)
+	}
+	if got := b.drainDLQ(t, 1, 2*time.Second); len(got) != 0 {
+		t.Errorf("dead-letter queue = %v, want empty", got)
+	}
+}
+
+// A results queue that does not work never fails or re-runs a finished export: the export
+// succeeds once, its notice waits in the ledger's outbox and is delivered once the queue works.
+func TestBrokenResultsQueueNeverRerunsTheExport(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 10)
+	name := "results-" + stacktest.RandomID()
+	resultsURL := strings.TrimSuffix(b.st.Env["AWS_ENDPOINT_URL_SQS"], "/") + "/123456789012/" + name // not created yet
+	p := stacktest.Start(t, b.workerEnv(t, map[string]string{"EXPORT_RESULTS_QUEUE_URL": resultsURL, "RETRY_BASE": "1s", "RETRY_MAX": "2s"}), "worker")
+	id, campaign := "notice-"+stacktest.RandomID(), fixtures.Campaigns[0]
+	b.send(t, regJob(t, id, campaign))
+	b.waitObject(t, b.st.Env["EXPORT_BUCKET"], regKey(id, campaign), 60*time.Second)
+	e := b.waitLedger(t, id, 30*time.Second, func(e jobs.LedgerEntry) bool {
+		return e.Status == jobs.StatusSucceeded && e.Notice != nil && e.Notice.Attempts >= 3
+	})
+	if !e.Notice.Pending || e.Notice.Error == "" {
+		t.Errorf("notice = %+v, want pending with the send's error", e.Notice)
+	}
+	eventually(t, 10*time.Second, "message deleted", func() bool { v, f := b.st.QueueCounts(t, b.queues.JobsURL); return v+f == 0 })
+
+	q, err := b.st.SQS.CreateQueue(context.Background(), &sqs.CreateQueueInput{QueueName: aws.String(name)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = b.st.SQS.DeleteQueue(context.Background(), &sqs.DeleteQueueInput{QueueUrl: q.QueueUrl}) })
+	if aws.ToString(q.QueueUrl) != resultsURL {
+		t.Fatalf("results queue URL %s, the worker was given %s", aws.ToString(q.QueueUrl), resultsURL)
+	}
+	var notice jobs.Manifest
+	eventually(t, 30*time.Second, "the notice delivered", func() bool {
+		out, err := b.st.SQS.ReceiveMessage(context.Background(), &sqs.ReceiveMessageInput{QueueUrl: q.QueueUrl, WaitTimeSeconds: 1})
+		if err != nil || len(out.Messages) == 0 {
+			return false
+		}
+		return json.Unmarshal([]byte(aws.ToString(out.Messages[0].Body)), &notice) == nil
+	})
+	e = b.waitLedger(t, id, 10*time.Second, func(e jobs.LedgerEntry) bool { return e.Notice != nil && !e.Notice.Pending })
+	if notice.ExportID != id || notice.Rows != e.Rows || notice.SHA256 != e.SHA256 {
+		t.Errorf("notice = %+v, ledger rows %d sha %s", notice, e.Rows, e.SHA256)
+	}
+	if started := countLines(p.Output(), `"message":"export started"`); started != 1 || e.Attempts != 1 {
+		t.Errorf("export started %d times, %d ledger attempts; want 1", started, e.Attempts)
+	}
+	if got := b.drainDLQ(t, 1, time.Second); len(got) != 0 {
+		t.Errorf("dead-letter queue = %v", got)
+	}
+}
+
+// Failures after a handover (when the failed attempt has no message to act on) end in the
+// dead-letter queue after MAX_ATTEMPTS like any other, instead of re-running every
+// HANDOVER_DELAY without end.
+func TestFailuresAfterAHandoverEndInTheDLQ(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 30)
+	s3p := b.st.Proxy(t, stacktest.S3)
+	env := stacktest.ProxyEnv(map[string]string{"VISIBILITY_TIMEOUT": "3s", "MAX_MESSAGE_LEASE": "4s", "HANDOVER_DELAY": "1s",
+		"EXPORT_FAULT_ROW_DELAY": "200ms", "MAX_ATTEMPTS": "2", "RETRY_BASE": "1s", "RETRY_MAX": "1s", "AWS_MAX_ATTEMPTS": "1"}, s3p)
+	p := stacktest.Start(t, b.workerEnv(t, env), "worker")
+	id, campaign := "handfail-"+stacktest.RandomID(), fixtures.Campaigns[2]
+	b.send(t, regJob(t, id, campaign))
+	// Each run: S3 works until the message is handed over, then fails the upload at the end.
+	for i := 1; i <= 2; i++ {
+		waitOutput(t, p, "message handed over", i, 60*time.Second)
+		s3p.Cut(t)
+		waitOutput(t, p, `"message":"export failed"`, i, 60*time.Second)
+		s3p.Restore(t)
+	}
+	got := b.drainDLQ(t, 1, 60*time.Second)
+	if len(got) != 1 || !strings.Contains(got[0].Body, id) || got[0].Attrs["reason"] != jobs.ReasonMaxAttempts {
+		t.Fatalf("dead-letter queue = %+v, want the job with reason max_attempts", got)
+	}
+	time.Sleep(3 * time.Second) // room for a run that should not happen
+	if n := countLines(p.Output(), `"message":"export started"`); n != 2 {
+		t.Errorf("export started %d times, want 2 (MAX_ATTEMPTS)", n)
+	}
+	e, _ := b.ledger(t, id)
+	if e.Status != jobs.StatusFailed || e.Failures != 2 || !e.DeadLettered {
+		t.Errorf("ledger = %s, %d failures, dead-lettered %v", e.Status, e.Failures, e.DeadLettered)
+	}
+}
+
+// An export whose object and manifest are complete but whose success never reached the ledger
+// (its worker died or lost MongoDB right after the manifest) is not run again when its message
+// comes back: the next attempt finds the manifest and adopts the export.
+func TestCompleteExportWhoseSuccessWasLostIsAdopted(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 10)
+	p := stacktest.Start(t, b.workerEnv(t, map[string]string{"VISIBILITY_TIMEOUT": "5s"}), "worker")
+	id, campaign := "adopt-"+stacktest.RandomID(), fixtures.Campaigns[3]
+	body := regJob(t, id, campaign)
+	b.send(t, body)
+	key := regKey(id, campaign)
+	b.waitObject(t, b.st.Env["EXPORT_BUCKET"], key, 60*time.Second)
+	done := b.waitLedger(t, id, 10*time.Second, func(e jobs.LedgerEntry) bool { return e.Status == jobs.StatusSucceeded })
+	before := b.lastModified(t, key)
+	// As if Finish(succeeded) had been lost: the entry still says running, its lease expired.
+	if _, err := b.db.Collection(jobs.LedgerCollection).UpdateOne(context.Background(), bson.D{{Key: "_id", Value: id}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "status", Value: jobs.StatusRunning}, {Key: "lease_expires", Value: time.Now().Add(-time.Second)}, {Key: "rows", Value: 0}}}}); err != nil {
+		t.Fatal(err)
+	}
+	b.send(t, body) // the message comes back
+	e := b.waitLedger(t, id, 30*time.Second, func(e jobs.LedgerEntry) bool { return e.Status == jobs.StatusSucceeded })
+	if e.Rows != done.Rows || e.SHA256 != done.SHA256 {
+		t.Errorf("adopted entry: rows %d sha %s; the export had %d, %s", e.Rows, e.SHA256, done.Rows, done.SHA256)
+	}
+	if n := countLines(p.Output(), `"message":"export started"`); n != 1 {
+		t.Errorf("export started %d times, want 1", n)
+	}
+	if countLines(p.Output(), "adopted") != 1 {
+		t.Errorf("no adoption logged:\n%s", p.Output())
+	}
+	if after := b.lastModified(t, key); !after.Equal(before) {
+		t.Errorf("the object was written again (%s, first %s)", after, before)
+	}
+}
+
+func (b *bundle) lastModified(t *testing.T, key string) time.Time {
+	t.Helper()
+	out, err := b.st.S3.HeadObject(context.Background(), &s3.HeadObjectInput{Bucket: aws.String(b.st.Env["EXPORT_BUCKET"]), Key: aws.String(key)})
+	if err != nil {
+		t.Fatalf("head %s: %v", key, err)
+	}
+	return aws.ToTime(out.LastModified)
+}

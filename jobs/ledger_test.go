@@ -1,0 +1,192 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/verifiedfan/export-service/internal/stacktest"
+)
+
+// ledgerBundle is a ledger in a fresh database of the real MongoDB and a planned job.
+type ledgerBundle struct {
+	l   *Ledger
+	job *Job
+}
+
+func newLedgerBundle(t *testing.T) ledgerBundle {
+	t.Helper()
+	st := stacktest.New(t)
+	db := st.NewDatabase(t)
+	e := &Exporter{Kinds: DefaultRegistry(), Destinations: map[string]Destination{"internal": {Name: "internal", Bucket: "b", Prefix: "exports/"}}}
+	job, err := e.Prepare([]byte(`{"version":1,"export_id":"x-`+stacktest.RandomID()+`","kind":"registrations","params":{"campaign_id":"c"}}`), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ledgerBundle{l: NewLedger(db), job: job}
+}
+
+func (b ledgerBundle) claim(t *testing.T, messageID string, max int) (ClaimResult, LedgerEntry, ClaimInfo) {
+	t.Helper()
+	r, e, info, err := b.l.Claim(context.Background(), b.job, ClaimOptions{WorkerID: "w-" + messageID, MessageID: messageID, Lease: time.Minute, MaxFailures: max})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, e, info
+}
+
+// expire makes the running attempt's lease look expired, as a claimer whose clock runs ahead
+// (or that comes after a dead worker) sees it.
+func (b ledgerBundle) expire(t *testing.T) {
+	t.Helper()
+	_, err := b.l.coll.UpdateOne(context.Background(), bson.D{{Key: "_id", Value: b.job.Message.ExportID}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "lease_expires", Value: time.Now().Add(-time.Second)}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// An attempt that was taken over can write nothing: not its progress, not its outcome, and its
+// fence (checked before its object and manifest are committed) refuses.
+func TestStaleAttemptIsFenced(t *testing.T) {
+	t.Parallel()
+	b := newLedgerBundle(t)
+	ctx := context.Background()
+	r, old, _ := b.claim(t, "m1", 5)
+	if r != Claimed {
+		t.Fatalf("first claim = %v", r)
+	}
+	if err := b.l.Fence(ctx, old, time.Minute); err != nil {
+		t.Fatalf("fence of the owner: %v", err)
+	}
+	b.expire(t)
+	r, cur, info := b.claim(t, "m1", 5)
+	if r != Claimed || !info.Crashed || cur.Token == old.Token || cur.Attempts != 2 {
+		t.Fatalf("takeover = %v %+v (token %q, old %q)", r, info, cur.Token, old.Token)
+	}
+	for what, err := range map[string]error{
+		"fence":   b.l.Fence(ctx, old, time.Minute),
+		"renew":   b.l.Renew(ctx, old, time.Minute, nil),
+		"finish":  b.l.Finish(ctx, old, StatusSucceeded, Result{}, nil, "", nil),
+		"message": b.l.SetMessage(ctx, old, "m9"),
+	} {
+		if !IsLeaseLost(err) {
+			t.Errorf("%s of the stale attempt = %v, want lease lost", what, err)
+		}
+	}
+	if err := b.l.Fence(ctx, cur, time.Minute); err != nil {
+		t.Errorf("fence of the new owner: %v", err)
+	}
+	got, _ := b.l.Get(ctx, b.job.Message.ExportID)
+	if got.Status != StatusRunning || got.Token != cur.Token {
+		t.Errorf("entry = %s %s, want running under the new token", got.Status, got.Token)
+	}
+}
+
+// Of concurrent claims exactly one wins.
+func TestConcurrentClaimsHaveOneWinner(t *testing.T) {
+	t.Parallel()
+	b := newLedgerBundle(t)
+	var wg sync.WaitGroup
+	results := make([]ClaimResult, 8)
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, _, _, err := b.l.Claim(context.Background(), b.job, ClaimOptions{WorkerID: "w", MessageID: "m", Lease: time.Minute})
+			if err != nil {
+				t.Error(err)
+			}
+			results[i] = r
+		}()
+	}
+	wg.Wait()
+	won := 0
+	for _, r := range results {
+		if r == Claimed {
+			won++
+		}
+	}
+	if won != 1 {
+		t.Errorf("claims = %v, want exactly one Claimed", results)
+	}
+}
+
+// Failures count toward the bound; releases do not; a crashed attempt does. When the bound is
+// reached, or the failure was permanent, the message that carried the attempt is not run again
+// (Exhausted): that is how a failure after a handover reaches the DLQ. A message redriven from
+// the DLQ (another message id) gets a new budget.
+func TestFailuresReleasesAndCrashesCount(t *testing.T) {
+	t.Parallel()
+	b := newLedgerBundle(t)
+	ctx := context.Background()
+	fail := func(e LedgerEntry, err error) {
+		t.Helper()
+		reason, _ := IsPermanent(err)
+		if err := b.l.Finish(ctx, e, StatusFailed, Result{}, err, reason, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, e, _ := b.claim(t, "m1", 3)
+	fail(e, errors.New("s3 down"))
+	_, e, _ = b.claim(t, "m1", 3)
+	if e.Failures != 1 {
+		t.Fatalf("failures = %d after one failure", e.Failures)
+	}
+	for range 4 { // four deploys
+		if err := b.l.Finish(ctx, e, StatusReleased, Result{}, errors.New("shutdown"), "shutdown", nil); err != nil {
+			t.Fatal(err)
+		}
+		_, e, _ = b.claim(t, "m1", 3)
+	}
+	if e.Failures != 1 {
+		t.Fatalf("failures = %d after releases, want 1", e.Failures)
+	}
+	b.expire(t) // the worker died
+	r, e, info := b.claim(t, "m1", 3)
+	if r != Claimed || !info.Crashed || e.Failures != 2 {
+		t.Fatalf("after a crash: %v %+v failures %d, want claimed with 2 failures", r, info, e.Failures)
+	}
+	fail(e, errors.New("s3 down again"))
+	if r, e, _ = b.claim(t, "m1", 3); r != Exhausted || e.Failures != 3 {
+		t.Fatalf("after the third failure: %v with %d failures, want Exhausted", r, e.Failures)
+	}
+	// Another message of the export (a redrive after the DLQ) runs, with a new budget once
+	// the DLQ send was recorded.
+	if err := b.l.MarkDeadLettered(ctx, b.job.Message.ExportID, "m1"); err != nil {
+		t.Fatal(err)
+	}
+	if r, e, _ = b.claim(t, "m2", 3); r != Claimed || e.Failures != 0 {
+		t.Fatalf("redriven message: %v with %d failures, want claimed with 0", r, e.Failures)
+	}
+	fail(e, Permanentf("no_such_bucket", "bucket gone"))
+	if r, e, _ = b.claim(t, "m2", 3); r != Exhausted || e.Reason != "no_such_bucket" || !e.Permanent {
+		t.Fatalf("after a permanent failure: %v %q permanent=%v, want Exhausted no_such_bucket", r, e.Reason, e.Permanent)
+	}
+}
+
+// A crash that uses up the budget (a message that kills its worker every time) ends the
+// export: Exhausted, recorded as failed with max_attempts.
+func TestRepeatedCrashesExhaustTheExport(t *testing.T) {
+	t.Parallel()
+	b := newLedgerBundle(t)
+	for i := range 3 {
+		r, _, _ := b.claim(t, "m1", 3)
+		if r != Claimed {
+			t.Fatalf("claim %d = %v", i, r)
+		}
+		b.expire(t)
+	}
+	r, e, _ := b.claim(t, "m1", 3)
+	if r != Exhausted || e.Reason != ReasonMaxAttempts || e.Status != StatusFailed {
+		t.Fatalf("after 3 crashes: %v %s %q, want Exhausted, failed, max_attempts", r, e.Status, e.Reason)
+	}
+	got, _ := b.l.Get(context.Background(), b.job.Message.ExportID)
+	if got.Status != StatusFailed || got.Failures != 3 {
+		t.Errorf("entry = %s with %d failures", got.Status, got.Failures)
+	}
+}
