@@ -177,3 +177,31 @@ func (b *bundle) lastModified(t *testing.T, key string) time.Time {
 	}
 	return aws.ToTime(out.LastModified)
 }
+
+// An attempt that lost the export to another attempt (whose claim it has not noticed yet:
+// its next ledger renewal is seconds away) commits nothing: the ledger fence is checked right
+// before the object would be completed.
+func TestTakenOverAttemptCommitsNoObject(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 30)
+	// Renewals every 10s; the export takes ~3s.
+	p := stacktest.Start(t, b.workerEnv(t, map[string]string{"VISIBILITY_TIMEOUT": "60s", "EXPORT_FAULT_ROW_DELAY": "100ms", "MAX_ATTEMPTS": "1"}), "worker")
+	id, campaign := "fenced-"+stacktest.RandomID(), fixtures.Campaigns[0]
+	b.send(t, regJob(t, id, campaign))
+	b.waitLedger(t, id, 30*time.Second, func(e jobs.LedgerEntry) bool { return e.Status == jobs.StatusRunning })
+	// Another attempt claims the export (as one whose clock runs ahead would).
+	if _, err := b.db.Collection(jobs.LedgerCollection).UpdateOne(context.Background(), bson.D{{Key: "_id", Value: id}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "token", Value: "another-attempt"}, {Key: "worker_id", Value: "elsewhere"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	waitOutput(t, p, "another attempt owns the export", 1, 30*time.Second)
+	if keys := b.objects(t, "exports/registrations/"+campaign+"/"+id); len(keys) != 0 {
+		t.Errorf("the taken-over attempt wrote %v", keys)
+	}
+	if n := b.unfinishedUploads(t, "exports/registrations/"+campaign+"/"+id); n != 0 {
+		t.Errorf("%d unfinished uploads left", n)
+	}
+	if e, _ := b.ledger(t, id); e.Token != "another-attempt" || e.Status != jobs.StatusRunning {
+		t.Errorf("the taken-over attempt changed the ledger: %s %s", e.Status, e.Token)
+	}
+}
