@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	toxiproxy "github.com/Shopify/toxiproxy/v2/client"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
@@ -203,5 +204,24 @@ func TestTakenOverAttemptCommitsNoObject(t *testing.T) {
 	}
 	if e, _ := b.ledger(t, id); e.Token != "another-attempt" || e.Status != jobs.StatusRunning {
 		t.Errorf("the taken-over attempt changed the ledger: %s %s", e.Status, e.Token)
+	}
+}
+
+// An S3 that accepts connections and never answers (a stalled server, a half-open path) fails
+// the attempt at its deadline, and the export with a retryable error, instead of hanging the
+// job (and its slot, and its renewed lease) forever.
+func TestStalledS3FailsTheJobInsteadOfHanging(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 10)
+	s3p := b.st.Proxy(t, stacktest.S3)
+	s3p.Inject(t, "timeout", "upstream", toxiproxy.Attributes{"timeout": 0})
+	p := stacktest.Start(t, b.workerEnv(t, stacktest.ProxyEnv(map[string]string{"AWS_MAX_ATTEMPTS": "1", "RETRY_BASE": "60s", "RETRY_MAX": "60s"}, s3p)), "worker")
+	id, campaign := "stall-"+stacktest.RandomID(), fixtures.Campaigns[1]
+	b.send(t, regJob(t, id, campaign))
+	// 20s per attempt by default; a hang shows as no outcome at all.
+	waitOutput(t, p, `"message":"retryable failure: message will come back"`, 1, 90*time.Second)
+	e, _ := b.ledger(t, id)
+	if e.Status != jobs.StatusFailed || e.Reason != "retryable" {
+		t.Errorf("ledger = %s %q, want failed, retryable", e.Status, e.Reason)
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"github.com/verifiedfan/export-service/internal/awsx"
 	"github.com/verifiedfan/export-service/internal/buildinfo"
 	"github.com/verifiedfan/export-service/internal/logging"
 	"github.com/verifiedfan/export-service/jobs"
@@ -171,6 +172,9 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 	if err != nil {
 		return fmt.Errorf("aws: load config: %w", err)
 	}
+	// Every attempt of every AWS call has a deadline (a stalled connection must not hang a job
+	// forever); the SDK's retryer retries an attempt that reached it.
+	awsCfg.APIOptions = append(awsCfg.APIOptions, awsx.AttemptTimeouts(awsx.Timeouts{}))
 	sqsClient := sqs.NewFromConfig(awsCfg)
 
 	mongoClient, err := connectMongo(ctx, cfg.MongoURI)

@@ -17,6 +17,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/aws/smithy-go"
+
+	"github.com/verifiedfan/export-service/internal/awsx"
 )
 
 const dlqHelp = `Usage: export-service dlq list|redrive [flags]
@@ -401,7 +403,7 @@ func newSQSClient(ctx context.Context) (*sqs.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("aws: load config: %w", err)
 	}
-	return sqs.NewFromConfig(cfg), nil
+	return sqs.NewFromConfig(cfg, awsx.SQS(awsx.Timeouts{})), nil
 }
 
 // dlqTarget is the dead-letter queue a command works on.
