@@ -266,20 +266,7 @@ func (c *Checker) Check(ctx context.Context) error {
 	}
 
 	// Reruns after success, from the logs.
-	firstSuccess := map[string]LogEvent{}
-	for _, ev := range c.Logs.Events() {
-		switch ev.Message {
-		case "export succeeded":
-			if _, ok := firstSuccess[ev.ExportID]; !ok {
-				firstSuccess[ev.ExportID] = ev
-			}
-		case "export started":
-			if s, ok := firstSuccess[ev.ExportID]; ok {
-				c.violate("rerun", ev.ExportID, "started on %s at %s, after it succeeded on %s at %s",
-					ev.Worker, ev.Time.Format("15:04:05.000"), s.Worker, s.Time.Format("15:04:05.000"))
-			}
-		}
-	}
+	c.Violations = append(c.Violations, reruns(c.Logs.Events())...)
 	started := map[string]int{}
 	for _, ev := range c.Logs.Events() {
 		if ev.Message == "export started" {
@@ -346,6 +333,27 @@ func (c *Checker) Check(ctx context.Context) error {
 	}
 	c.Counts["notices"] = len(notices)
 	return nil
+}
+
+// reruns finds, in events sorted by time, an "export started" after the export's first
+// "export succeeded".
+func reruns(events []LogEvent) []Violation {
+	var out []Violation
+	firstSuccess := map[string]LogEvent{}
+	for _, ev := range events {
+		switch ev.Message {
+		case "export succeeded":
+			if _, ok := firstSuccess[ev.ExportID]; !ok {
+				firstSuccess[ev.ExportID] = ev
+			}
+		case "export started":
+			if s, ok := firstSuccess[ev.ExportID]; ok {
+				out = append(out, Violation{"rerun", ev.ExportID, fmt.Sprintf("started on %s at %s, after it succeeded on %s at %s",
+					ev.Worker, ev.Time.Format("15:04:05.000"), s.Worker, s.Time.Format("15:04:05.000"))})
+			}
+		}
+	}
+	return out
 }
 
 // checkObject downloads the object and its manifest and checks them against each other, the

@@ -367,6 +367,7 @@ func run(ctx context.Context, cfg config) (int, error) {
 	// Faults until every export has ended (or the fault window closes), then heal and settle.
 	allSent := false
 	settledDuringFaults := false
+	lastProgress := time.Now()
 	for !settledDuringFaults {
 		select {
 		case err := <-sent:
@@ -383,6 +384,10 @@ func run(ctx context.Context, cfg config) (int, error) {
 		}
 		if allSent && ended(ctx, sqsc, db, jobsURL, len(jobs)) {
 			settledDuringFaults = true
+		}
+		if time.Since(lastProgress) >= 30*time.Second {
+			lastProgress = time.Now()
+			logf("t+%.0fs: %s; %d faults so far", time.Since(start).Seconds(), ledgerCounts(ctx, db), len(driver.Faults()))
 		}
 	}
 	fcancel()
@@ -409,6 +414,10 @@ func run(ctx context.Context, cfg config) (int, error) {
 			break
 		}
 		time.Sleep(2 * time.Second)
+		if time.Since(lastProgress) >= 30*time.Second {
+			lastProgress = time.Now()
+			logf("t+%.0fs: %s", time.Since(start).Seconds(), ledgerCounts(ctx, db))
+		}
 	}
 	campaign := time.Since(start)
 	if !settled {
@@ -503,6 +512,21 @@ func ended(ctx context.Context, c *sqs.Client, db *mongo.Database, url string, n
 	}
 	running, err := db.Collection("exports").CountDocuments(qctx, bson.D{{Key: "status", Value: "running"}})
 	return err == nil && running == 0
+}
+
+// ledgerCounts summarizes the ledger's statuses.
+func ledgerCounts(ctx context.Context, db *mongo.Database) string {
+	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var parts []string
+	for _, st := range []string{"succeeded", "running", "failed", "released"} {
+		n, err := db.Collection("exports").CountDocuments(qctx, bson.D{{Key: "status", Value: st}})
+		if err != nil {
+			return "ledger: " + err.Error()
+		}
+		parts = append(parts, fmt.Sprintf("%s %d", st, n))
+	}
+	return "ledger: " + strings.Join(parts, ", ")
 }
 
 // sabotage breaks what the checker must catch: a truncated object, a missing manifest, an

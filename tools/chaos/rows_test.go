@@ -69,3 +69,23 @@ func TestCompareNDJSON(t *testing.T) {
 		t.Fatalf("relaxed: %v", err)
 	}
 }
+
+func TestReruns(t *testing.T) {
+	l := &Logs{}
+	l.add("w1.1", []byte(`{"level":"info","export_id":"a","message":"export started","time":"2026-12-01T10:00:00Z"}`))
+	l.add("w1.1", []byte(`{"level":"info","export_id":"a","message":"export succeeded","time":"2026-12-01T10:00:05Z"}`))
+	l.add("w2.1", []byte(`{"level":"info","export_id":"b","message":"export started","time":"2026-12-01T10:00:06Z"}`))
+	l.add("w2.1", []byte(`{"level":"info","export_id":"b","message":"export succeeded","time":"2026-12-01T10:00:07Z"}`))
+	if v := reruns(l.Events()); len(v) != 0 {
+		t.Fatalf("violations without a rerun: %v", v)
+	}
+	l.add("w3.2", []byte(`{"level":"info","export_id":"a","message":"export started","time":"2026-12-01T10:00:09Z"}`))
+	l.add("w3.2", []byte("panic: boom"))
+	v := reruns(l.Events())
+	if len(v) != 1 || v[0].ExportID != "a" || v[0].Invariant != "rerun" {
+		t.Fatalf("violations = %v, want one rerun of a", v)
+	}
+	if odd := l.Odd(); len(odd) != 1 {
+		t.Fatalf("odd lines = %q, want the panic", odd)
+	}
+}
