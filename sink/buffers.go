@@ -223,4 +223,5 @@ func (p *BufferPool) take(size int64) ([]byte, bool) {
 // never holds a counted buffer while it waits for the pool.
 const smallBufSize = 64 << 10
 
-var smallBufs = sync.Pool{New: func() any { b := make([]byte, smallBufSize); return &b }}
+// One byte more than smallBufSize: a body of exactly smallBufSize bytes is seen to end in it.
+var smallBufs = sync.Pool{New: func() any { b := make([]byte, smallBufSize+1); return &b }}
