@@ -69,3 +69,27 @@ func TestHandoffReportsWriteErrors(t *testing.T) {
 		t.Fatalf("Close = %v", err)
 	}
 }
+
+type panicWriter struct{}
+
+func (panicWriter) Write([]byte) (int, error) { panic("gzip exploded") }
+
+// A panic of the consumer (on the handoff's own goroutine) does not crash the process: the
+// producer's next Write and Close return a permanent error of reason "panic", and Close does not
+// hang however many blocks were in flight.
+func TestHandoffRecoversPanics(t *testing.T) {
+	h := NewHandoff(panicWriter{}, 512, 2)
+	var err error
+	for range 100 {
+		if _, err = h.Write(make([]byte, 300)); err != nil {
+			break
+		}
+	}
+	var pe *PanicError
+	if reason, _ := IsPermanent(err); reason != "panic" || !errors.As(err, &pe) {
+		t.Fatalf("Write = %v, want a permanent panic error", err)
+	}
+	if err := h.Close(); !errors.As(err, &pe) {
+		t.Fatalf("Close = %v", err)
+	}
+}
