@@ -26,13 +26,16 @@ var permanentCodes = map[string]string{
 }
 
 // stsPermanentCodes are AssumeRole error codes that retrying cannot fix. Everything else
-// (Throttling, 5xx, connection errors) is retried.
+// (Throttling, 5xx, connection errors) is retried. Not here on purpose: ExpiredToken,
+// ExpiredTokenException and RequestExpired, which say that the worker's own credentials (which
+// sign the AssumeRole call) had expired, as when the instance's role credentials could not be
+// refreshed during an IMDS hiccup: the worker's credentials cache fetches new ones, and the
+// job succeeds when it comes back, where the dead-letter queue would lose a valid job.
 var stsPermanentCodes = map[string]string{
 	"AccessDenied":                "access_denied",
 	"InvalidClientTokenId":        "access_denied",
 	"SignatureDoesNotMatch":       "access_denied",
 	"UnrecognizedClientException": "access_denied",
-	"ExpiredToken":                "access_denied",
 	"RegionDisabledException":     "access_denied",
 	"ValidationError":             "invalid_destination",
 	"InvalidParameterValue":       "invalid_destination",

@@ -18,6 +18,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	ststypes "github.com/aws/aws-sdk-go-v2/service/sts/types"
+	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 
 	"github.com/verifiedfan/export-service/internal/awsx"
 	"github.com/verifiedfan/export-service/internal/stacktest"
@@ -247,4 +250,37 @@ func (h *hookReader) Read(p []byte) (int, error) {
 	n, err := h.r.Read(p)
 	h.after(int64(n))
 	return n, err
+}
+
+// The worker's own credentials expired when it called AssumeRole (its instance credentials
+// could not be refreshed during an IMDS hiccup): STS answers ExpiredToken, which retrying with
+// fresh credentials fixes; the job must come back, not go to the dead-letter queue. A refusal of
+// the role itself stays permanent. The errors are the SDK's own types, wrapped as the SDK and the
+// credentials cache wrap them.
+func TestClassifyExpiredWorkerCredentialsIsRetryable(t *testing.T) {
+	t.Parallel()
+	wrap := func(api error) error {
+		// As the SDK reports a failed AssumeRole inside a failed S3 call.
+		resp := &awshttp.ResponseError{RequestID: "req-1", ResponseError: &smithyhttp.ResponseError{
+			Response: &smithyhttp.Response{Response: &http.Response{StatusCode: 400}}, Err: api,
+		}}
+		return fmt.Errorf("operation error S3: PutObject: failed to refresh cached credentials, %w",
+			&AssumeRoleError{Destination: "sfmc", RoleARN: "arn:aws:iam::123456789012:role/x", Err: fmt.Errorf("operation error STS: AssumeRole, %w", resp)})
+	}
+	for _, tc := range []struct {
+		err    error
+		reason string
+	}{
+		{&smithy.GenericAPIError{Code: "ExpiredToken", Message: "The security token included in the request is expired"}, ""},
+		{&ststypes.ExpiredTokenException{Message: aws.String("expired")}, ""},
+		{&ststypes.ExpiredTokenException{ErrorCodeOverride: aws.String("ExpiredToken")}, ""},
+		{&smithy.GenericAPIError{Code: "RequestExpired"}, ""},
+		{&smithy.GenericAPIError{Code: "AccessDenied", Message: "not authorized to perform sts:AssumeRole"}, "access_denied"},
+		{&smithy.GenericAPIError{Code: "InvalidClientTokenId"}, "access_denied"},
+	} {
+		reason, permanent := jobs.IsPermanent(Classify(wrap(tc.err)))
+		if reason != tc.reason || permanent != (tc.reason != "") {
+			t.Errorf("%v: reason %q (permanent %v), want %q", tc.err, reason, permanent, tc.reason)
+		}
+	}
 }
