@@ -39,13 +39,13 @@ func NewHandoff(w io.Writer, size, blocks int) *Handoff {
 	h := &Handoff{
 		w:    w,
 		size: size,
-		cur:  make([]byte, 0, size),
+		cur:  getBlock(size),
 		full: make(chan []byte, blocks),
 		free: make(chan []byte, blocks),
 		done: make(chan struct{}),
 	}
 	for range blocks - 1 {
-		h.free <- make([]byte, 0, size)
+		h.free <- getBlock(size)
 	}
 	go h.run()
 	return h
@@ -122,7 +122,24 @@ func (h *Handoff) Close() error {
 			h.cur = nil
 		}
 		close(h.full)
+		<-h.done
+		// Every block is back in free now: keep them for the next Handoff.
+		for len(h.free) > 0 {
+			b := <-h.free
+			blockPool.Put(&b)
+		}
 	}
 	<-h.done
 	return h.error()
+}
+
+// blockPool keeps blocks of finished Handoffs for the next ones: one per job, so that a small
+// export does not allocate its blocks anew.
+var blockPool sync.Pool
+
+func getBlock(size int) []byte {
+	if p, ok := blockPool.Get().(*[]byte); ok && cap(*p) == size {
+		return (*p)[:0]
+	}
+	return make([]byte, 0, size)
 }

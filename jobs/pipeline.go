@@ -10,6 +10,7 @@ import (
 	"hash"
 	"io"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
 
 	"github.com/klauspost/compress/gzip"
@@ -180,7 +181,7 @@ func produce(ctx context.Context, src Source, newEnc func(io.Writer) (Encoder, e
 	// gzip writes a few hundred bytes at a time; each write through the io.Pipe is a goroutine
 	// switch, so gather them into blocks first.
 	zout := bufio.NewWriterSize(out, 64<<10)
-	zw, err := gzip.NewWriterLevel(zout, level)
+	zw, err := getGzip(zout, level)
 	if err != nil {
 		return fmt.Errorf("jobs: gzip level %d: %w", level, err)
 	}
@@ -216,7 +217,24 @@ func produce(ctx context.Context, src Source, newEnc func(io.Writer) (Encoder, e
 	if err := zout.Flush(); err != nil {
 		return fmt.Errorf("jobs: flush gzip: %w", err)
 	}
+	// Only a writer that finished cleanly is reused; after a failure or a panic it is left to
+	// the GC.
+	gzipWriters[level].Put(zw)
 	return nil
+}
+
+// gzipWriters keep gzip writers (about 1 MiB of state each) for the next job, by level: a
+// small export would otherwise spend most of its allocations, and much of its CPU, on a new one.
+var gzipWriters [gzip.BestCompression + 1]sync.Pool
+
+func getGzip(w io.Writer, level int) (*gzip.Writer, error) {
+	if level >= 0 && level < len(gzipWriters) {
+		if zw, ok := gzipWriters[level].Get().(*gzip.Writer); ok {
+			zw.Reset(w)
+			return zw, nil
+		}
+	}
+	return gzip.NewWriterLevel(w, level)
 }
 
 // countingWriter counts (and optionally hashes) what passes through it.
