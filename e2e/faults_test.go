@@ -225,3 +225,24 @@ func TestStalledS3FailsTheJobInsteadOfHanging(t *testing.T) {
 		t.Errorf("ledger = %s %q, want failed, retryable", e.Status, e.Reason)
 	}
 }
+
+// An attempt that runs past MAX_EXPORT_DURATION (a day less than the bucket's rule that
+// aborts unfinished uploads) fails permanently instead of running on while the rule aborts
+// its upload under it.
+func TestExportPastItsMaximumDurationFails(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 30)
+	stacktest.Start(t, b.workerEnv(t, map[string]string{"MAX_EXPORT_DURATION": "2s", "EXPORT_FAULT_ROW_DELAY": "200ms"}), "worker") // ~6s
+	id, campaign := "overtime-"+stacktest.RandomID(), fixtures.Campaigns[0]
+	b.send(t, regJob(t, id, campaign))
+	got := b.drainDLQ(t, 1, 60*time.Second)
+	if len(got) != 1 || got[0].Attrs["reason"] != "timeout" {
+		t.Fatalf("dead-letter queue = %+v, want the job with reason timeout", got)
+	}
+	if keys := b.objects(t, "exports/registrations/"+campaign+"/"+id); len(keys) != 0 {
+		t.Errorf("objects written: %v", keys)
+	}
+	if n := b.unfinishedUploads(t, "exports/registrations/"+campaign+"/"+id); n != 0 {
+		t.Errorf("%d unfinished uploads left", n)
+	}
+}

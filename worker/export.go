@@ -36,6 +36,10 @@ type ExportHandler struct {
 	ProgressEvery time.Duration
 	// FinishFor bounds the retries of recording a succeeded export in the ledger; 0 means 2m.
 	FinishFor time.Duration
+	// MaxDuration, if set, ends an attempt that ran this long as a permanent failure (reason
+	// "timeout"). It must be shorter than the bucket's abort-incomplete-multipart-upload rule,
+	// or that rule would abort the upload of an attempt still running.
+	MaxDuration time.Duration
 }
 
 var (
@@ -45,6 +49,13 @@ var (
 
 // errLedgerLeaseLost cancels an export whose ledger lease was taken over.
 var errLedgerLeaseLost = errors.New("worker: ledger lease lost")
+
+// DefaultMaxExportDuration is MAX_EXPORT_DURATION's default: a day less than the default of
+// the exports bucket's abort-incomplete-multipart-upload rule (infra, 7 days).
+const DefaultMaxExportDuration = 6 * 24 * time.Hour
+
+// errMaxDuration cancels an attempt that ran for MaxDuration.
+var errMaxDuration = errors.New("worker: the export ran longer than its maximum duration")
 
 func (h *ExportHandler) maxAttempts() int {
 	if h.MaxAttempts <= 0 {
@@ -130,6 +141,10 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Message) error {
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	if h.MaxDuration > 0 {
+		stop := time.AfterFunc(h.MaxDuration, func() { cancel(errMaxDuration) })
+		defer stop.Stop()
+	}
 	prog := new(jobs.Progress)
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -171,6 +186,10 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Message) error {
 		return err
 	case errors.Is(cause, errDrainTimeout):
 		finish(jobs.StatusReleased, "shutdown", errors.New("canceled by shutdown after the drain deadline; message released"))
+	case errors.Is(cause, errMaxDuration):
+		err = jobs.Permanentf("timeout", "export %s ran longer than MAX_EXPORT_DURATION (%s), before the bucket's lifecycle rule would abort its upload: %w", m.ExportID, h.MaxDuration, err)
+		m.Failures = entry.Failures + 1
+		finish(jobs.StatusFailed, "timeout", err)
 	default:
 		reason, permanent := jobs.IsPermanent(err)
 		m.Failures = entry.Failures + 1

@@ -211,6 +211,7 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 		Log:           logs.For("titan:export"),
 		WorkerID:      cfg.WorkerID,
 		MaxAttempts:   cfg.MaxAttempts,
+		MaxDuration:   cfg.MaxExportDuration,
 		Lease:         cfg.VisibilityTimeout,
 		ProgressEvery: cfg.ProgressEvery,
 	}

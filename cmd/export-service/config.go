@@ -2,15 +2,16 @@ package main
 
 import (
 	"crypto/rand"
-	"github.com/verifiedfan/export-service/internal/logging"
-	"github.com/verifiedfan/export-service/sink"
-	"os"
-
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/verifiedfan/export-service/internal/logging"
+	"github.com/verifiedfan/export-service/sink"
+	"github.com/verifiedfan/export-service/worker"
 )
 
 // config is the service's configuration, read from environment variables. Every variable,
@@ -39,6 +40,7 @@ type config struct {
 	WorkerID          string
 	MaxMessageLease   time.Duration
 	MaxAttempts       int
+	MaxExportDuration time.Duration
 	HandOverDelay     time.Duration
 	// PollQueueDepthEvery is the interval of the queue depth poller (export_queue_messages);
 	// 0 turns it off.
@@ -159,6 +161,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		WorkerID:          r.str("WORKER_ID", defaultWorkerID()),
 		MaxMessageLease:   r.dur("MAX_MESSAGE_LEASE", 11*time.Hour, 3*time.Second, 12*time.Hour),
 		MaxAttempts:       r.int("MAX_ATTEMPTS", 5, 1, 100),
+		MaxExportDuration: r.dur("MAX_EXPORT_DURATION", worker.DefaultMaxExportDuration, time.Second, 30*24*time.Hour),
 		HandOverDelay:     r.dur("HANDOVER_DELAY", 15*time.Minute, 0, 15*time.Minute),
 		FaultRowDelay:     r.dur("EXPORT_FAULT_ROW_DELAY", 0, 0, time.Minute),
 		DestinationsFile:  r.str("EXPORT_DESTINATIONS_FILE", ""),

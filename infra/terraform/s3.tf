@@ -45,8 +45,9 @@ resource "aws_s3_bucket_lifecycle_configuration" "exports" {
   bucket = aws_s3_bucket.exports.id
 
   # A worker that dies mid-upload leaves the parts of its multipart upload behind;
-  # they are billed until aborted. A retry starts a new upload, so after a day the
-  # old one is garbage.
+  # they are billed until aborted. A retry starts a new upload, so the old one is
+  # garbage. The rule must not abort the upload of an export still running: the
+  # worker ends any attempt after MAX_EXPORT_DURATION, a day less than this.
   rule {
     id     = "abort-incomplete-multipart-uploads"
     status = "Enabled"
@@ -54,7 +55,7 @@ resource "aws_s3_bucket_lifecycle_configuration" "exports" {
     filter {}
 
     abort_incomplete_multipart_upload {
-      days_after_initiation = 1
+      days_after_initiation = var.abort_incomplete_upload_days
     }
   }
 

@@ -136,6 +136,8 @@ locals {
           key_prefix         = var.internal_prefix
           worker_concurrency = var.worker_concurrency
           drain_timeout      = var.drain_timeout_seconds
+          max_attempts       = var.max_receive_count
+          max_export_hours   = (var.abort_incomplete_upload_days - 1) * 24
           log_level          = var.log_level
           debug              = var.debug
           gzip_level         = var.gzip_level

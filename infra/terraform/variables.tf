@@ -245,9 +245,19 @@ variable "dlq_message_retention_seconds" {
 }
 
 variable "max_receive_count" {
-  description = "Deliveries of one message before SQS moves it to the DLQ."
+  description = "Deliveries of one message before SQS moves it to the DLQ; also the worker's MAX_ATTEMPTS (failed attempts, counted in the export ledger, before the worker dead-letters the export as max_attempts). Releases at shutdown count toward neither."
   type        = number
   default     = 5
+}
+
+variable "abort_incomplete_upload_days" {
+  description = "Days after which the exports bucket aborts an unfinished multipart upload. The worker's MAX_EXPORT_DURATION is one day less, so a running export's upload is never aborted under it."
+  type        = number
+  default     = 7
+  validation {
+    condition     = var.abort_incomplete_upload_days >= 2
+    error_message = "abort_incomplete_upload_days must be at least 2 (MAX_EXPORT_DURATION is one day less)."
+  }
 }
 
 variable "oldest_message_age_threshold_seconds" {

@@ -11,11 +11,14 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
+
+	"github.com/verifiedfan/export-service/worker"
 )
 
 // repoRoot is where the tests find infra/ and docs/: two levels above this package.
@@ -538,6 +541,9 @@ func TestInstanceRoleQueueAndBucketScope(t *testing.T) {
 
 // --- Bucket, queues ------------------------------------------------------------------------
 
+// defaultMaxExportDuration is the worker's MAX_EXPORT_DURATION default.
+const defaultMaxExportDuration = worker.DefaultMaxExportDuration
+
 func TestBucketLifecycleAbortsMultipartUploads(t *testing.T) {
 	t.Parallel()
 	m := loadModule(t)
@@ -550,7 +556,24 @@ func TestBucketLifecycleAbortsMultipartUploads(t *testing.T) {
 		}
 		found = true
 		wantString(t, rule, "status", "Enabled")
-		wantNumber(t, aborts[0], "days_after_initiation", 1)
+		// Days from a variable whose default leaves a day over MAX_EXPORT_DURATION's default,
+		// and the worker's MAX_EXPORT_DURATION follows it (a day less), so a running export's
+		// upload is never aborted under it.
+		if got := m.text(attr(t, aborts[0], "days_after_initiation").Expr); got != "var.abort_incomplete_upload_days" {
+			t.Errorf("days_after_initiation = %s, want var.abort_incomplete_upload_days", got)
+		}
+		days := literal(t, m.block(t, "variable", "abort_incomplete_upload_days"), "default")
+		if d, _ := days.AsBigFloat().Int64(); time.Duration(d-1)*24*time.Hour != defaultMaxExportDuration {
+			t.Errorf("abort_incomplete_upload_days defaults to %d; MAX_EXPORT_DURATION defaults to %s, which must be a day less", d, defaultMaxExportDuration)
+		}
+		env := readFile(t, "infra", "terraform", "templates", "vf-export.env.tftpl")
+		ud := readFile(t, "infra", "terraform", "userdata.tf")
+		if !strings.Contains(env, "MAX_EXPORT_DURATION=${max_export_hours}h") || !strings.Contains(ud, "max_export_hours   = (var.abort_incomplete_upload_days - 1) * 24") {
+			t.Error("the container's MAX_EXPORT_DURATION does not follow abort_incomplete_upload_days (one day less)")
+		}
+		if !strings.Contains(env, "MAX_ATTEMPTS=${max_attempts}") || !strings.Contains(ud, "max_attempts       = var.max_receive_count") {
+			t.Error("the container's MAX_ATTEMPTS does not follow max_receive_count")
+		}
 		// An empty filter: the rule covers every key, not just the internal prefix.
 		f := one(t, rule, "filter")
 		if len(f.Body.Attributes) != 0 || len(f.Body.Blocks) != 0 {
