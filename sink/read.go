@@ -20,7 +20,7 @@ func (s *S3) ReadObject(ctx context.Context, key string, limit int64) ([]byte, e
 	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{
 		Bucket: aws.String(s.bucket), Key: aws.String(key),
 		ExpectedBucketOwner: optional(s.opts.ExpectedBucketOwner),
-	})
+	}, s.timeouts)
 	if err != nil {
 		if code := errorCode(err); code == "NoSuchKey" || code == "NotFound" {
 			return nil, fmt.Errorf("sink: read s3://%s/%s: %w", s.bucket, key, jobs.ErrNoObject)
