@@ -150,6 +150,9 @@ type upload struct {
 	uploadID string
 	g        *errgroup.Group // the part uploads, once the multipart upload exists
 	stop     context.CancelFunc
+	// filling is the part buffer the reader holds, not yet handed to an upload: given back by
+	// release whatever happens, a panic of the body included, or the budget would shrink.
+	filling []byte
 
 	mu        sync.Mutex
 	held      int64 // bytes of part buffers held
@@ -157,7 +160,8 @@ type upload struct {
 	completed []s3types.CompletedPart
 }
 
-func (u *upload) get(ctx context.Context, size int64) ([]byte, error) {
+// take gets a part buffer for the reader to fill.
+func (u *upload) take(ctx context.Context, size int64) ([]byte, error) {
 	b, err := u.s.opts.Buffers.Get(ctx, size)
 	if err != nil {
 		return nil, err
@@ -166,7 +170,16 @@ func (u *upload) get(ctx context.Context, size int64) ([]byte, error) {
 	u.held += size
 	u.peak = max(u.peak, u.held)
 	u.mu.Unlock()
+	u.filling = b
 	return b, nil
+}
+
+// release gives back the buffer the reader holds, if any.
+func (u *upload) release() {
+	if u.filling != nil {
+		u.put(u.filling)
+		u.filling = nil
+	}
 }
 
 func (u *upload) put(b []byte) {
@@ -182,6 +195,7 @@ func (u *upload) run(ctx context.Context, body io.Reader) (w jobs.Written, err e
 		if r := recover(); r != nil {
 			err = jobs.Recovered(fmt.Sprintf("sink: writing s3://%s/%s", s.bucket, u.obj.Key), r)
 		}
+		u.release()
 		if u.g != nil {
 			// Parts still in flight (a failure of the reader) are stopped and waited for, so
 			// that none is stored after the abort.
@@ -206,7 +220,7 @@ func (u *upload) run(ctx context.Context, body io.Reader) (w jobs.Written, err e
 		defer smallBufs.Put(sp)
 		return u.putObject(ctx, small[:n])
 	}
-	first, err := u.get(ctx, s.partSize(1))
+	first, err := u.take(ctx, s.partSize(1))
 	if err != nil {
 		smallBufs.Put(sp)
 		return jobs.Written{}, err
@@ -216,11 +230,11 @@ func (u *upload) run(ctx context.Context, body io.Reader) (w jobs.Written, err e
 	m, eof, err := readPart(ctx, body, first[n:])
 	n += m
 	if err != nil {
-		u.put(first)
+		u.release()
 		return jobs.Written{}, err
 	}
 	if eof {
-		defer u.put(first)
+		defer u.release()
 		return u.putObject(ctx, first[:n])
 	}
 
@@ -251,7 +265,7 @@ func (u *upload) run(ctx context.Context, body io.Reader) (w jobs.Written, err e
 	}
 	out, err := s.client.CreateMultipartUpload(ctx, create, s.timeouts)
 	if err != nil {
-		u.put(first)
+		u.release()
 		return jobs.Written{}, s.classify(fmt.Errorf("sink: create multipart upload s3://%s/%s: %w", s.bucket, u.obj.Key, err))
 	}
 	u.uploadID = aws.ToString(out.UploadId)
@@ -281,12 +295,14 @@ func (u *upload) uploadParts(ctx context.Context, body io.Reader, first []byte) 
 	g, gctx := errgroup.WithContext(gctx)
 	g.SetLimit(s.opts.Concurrency)
 	u.g, u.stop = g, stop
-	send := func(n int, part []byte) {
+	send := func(n int, buf []byte, used int) {
+		u.filling = nil // the part's goroutine gives it back
+		part := buf[:used]
 		u.full.Write(part)
 		u.size += int64(len(part))
 		u.parts = n
 		g.Go(func() (err error) {
-			defer u.put(part)
+			defer u.put(buf)
 			defer func() {
 				if r := recover(); r != nil {
 					err = jobs.Recovered(fmt.Sprintf("sink: uploading part %d of s3://%s/%s", n, s.bucket, u.obj.Key), r)
@@ -295,26 +311,26 @@ func (u *upload) uploadParts(ctx context.Context, body io.Reader, first []byte) 
 			return u.uploadPart(gctx, n, part)
 		})
 	}
-	send(1, first)
+	send(1, first, len(first))
 	var readErr error
 	for n := 2; ; n++ {
-		buf, err := u.get(gctx, s.partSize(n))
+		buf, err := u.take(gctx, s.partSize(n))
 		if err != nil {
 			readErr = err
 			break
 		}
 		got, eof, err := readPart(gctx, body, buf)
 		if err != nil || got == 0 {
-			u.put(buf)
+			u.release()
 			readErr = err
 			break
 		}
 		if n > MaxParts {
-			u.put(buf)
+			u.release()
 			readErr = jobs.Permanentf("too_large", "sink: s3://%s/%s: the export is larger than %d parts of up to %d bytes (%d bytes)", s.bucket, u.obj.Key, MaxParts, PartSize(s.opts.PartSize, MaxParts), Capacity(s.opts.PartSize))
 			break
 		}
-		send(n, buf[:got])
+		send(n, buf, got)
 		if eof {
 			break
 		}

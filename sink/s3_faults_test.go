@@ -149,12 +149,13 @@ func TestS3PanicsFailThePut(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	bucket := b.env["EXPORT_BUCKET"]
-	sk := NewS3(b.s3Client(b.base.Credentials, nil), bucket, S3Options{PartSize: 5 << 20, Concurrency: 2})
+	pool := NewBufferPool(64 << 20)
+	sk := NewS3(b.s3Client(b.base.Credentials, nil), bucket, S3Options{PartSize: 5 << 20, Concurrency: 2, Buffers: pool})
 	panicky := NewS3(s3.NewFromConfig(b.base, func(o *s3.Options) {
 		o.BaseEndpoint = aws.String(b.env["AWS_ENDPOINT_URL_S3"])
 		o.UsePathStyle = true
 		o.HTTPClient = panicOnPart{inner: awshttp.NewBuildableClient()}
-	}), bucket, S3Options{PartSize: 5 << 20, Concurrency: 2})
+	}), bucket, S3Options{PartSize: 5 << 20, Concurrency: 2, Buffers: pool})
 	for _, tc := range []struct {
 		name string
 		sk   *S3
@@ -173,6 +174,10 @@ func TestS3PanicsFailThePut(t *testing.T) {
 			}
 			if b.exists(t, bucket, key) {
 				t.Errorf("%s exists", key)
+			}
+			// Every part buffer came back: a panic does not shrink the process's budget.
+			if st := pool.Stats(); st.InUse != 0 {
+				t.Errorf("%d bytes of part buffers still in use after the panic", st.InUse)
 			}
 		})
 	}
