@@ -57,8 +57,9 @@ type Written struct {
 }
 
 // Sink stores one object from a stream of unknown length. The object must become visible only
-// when complete: if body returns an error or ctx ends, Put fails and leaves no object (and no
-// unfinished multipart upload) behind.
+// when complete: body ends only when it returns io.EOF itself; if it returns any other error
+// (one that wraps io.EOF included: see StreamError) or ctx ends, Put fails and leaves no object
+// (and no unfinished multipart upload) behind.
 type Sink interface {
 	Put(ctx context.Context, obj Object, body io.Reader) (Written, error)
 }
@@ -156,7 +157,7 @@ func Run(ctx context.Context, src Source, newEnc func(io.Writer) (Encoder, error
 		err = produce(ctx, src, newEnc, &countingWriter{w: pw, h: h, n: &prog.BytesCompressed}, level, prog)
 	}()
 
-	written, sinkErr := sink.Put(ctx, obj, pr)
+	written, sinkErr := put(ctx, sink, obj, pr)
 	_ = pr.CloseWithError(errSinkDone)
 	prodErr := <-prodDone
 
@@ -175,6 +176,17 @@ func Run(ctx context.Context, src Source, newEnc func(io.Writer) (Encoder, error
 	}
 	stats.SHA256 = hex.EncodeToString(h.Sum(nil))
 	return stats, written, nil
+}
+
+// put is sink.Put with a panic made an error, so that the pipe is closed and the producer,
+// blocked writing to it, is not left behind.
+func put(ctx context.Context, sink Sink, obj Object, body io.Reader) (w Written, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = Recovered("jobs: sink", r)
+		}
+	}()
+	return sink.Put(ctx, obj, body)
 }
 
 func produce(ctx context.Context, src Source, newEnc func(io.Writer) (Encoder, error), out io.Writer, level int, prog *Progress) error {

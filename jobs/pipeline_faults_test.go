@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -178,4 +179,30 @@ func noisyDocs(tb testing.TB, n int) []bson.Raw {
 		docs[i] = bson.D{{Key: "_id", Value: hex.EncodeToString(b[:20])}, {Key: "fan", Value: bson.D{{Key: "email", Value: hex.EncodeToString(b[20:])}}}}
 	}
 	return marshalAll(tb, docs)
+}
+
+type panicSink struct{}
+
+func (panicSink) Put(_ context.Context, _ jobs.Object, body io.Reader) (jobs.Written, error) {
+	_, _ = body.Read(make([]byte, 10))
+	panic("sink exploded")
+}
+
+// A sink that panics fails the job (reason "panic"), and the producer, which was writing to it,
+// is not left blocked: Run returns.
+func TestPipelineSinkPanicFailsTheJob(t *testing.T) {
+	t.Parallel()
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := jobs.Run(context.Background(), &memSource{docs: rawRegistrations(t, 100), n: 100000}, csvEncoder(t), panicSink{}, jobs.Object{Key: "k"}, jobs.PipelineOptions{})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if reason, _ := jobs.IsPermanent(err); reason != "panic" {
+			t.Fatalf("Run = %v, want a permanent panic error", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return")
+	}
 }
