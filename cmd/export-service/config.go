@@ -35,6 +35,7 @@ type config struct {
 	GzipLevel         int
 	S3PathStyle       bool
 	PartSizeMB        int
+	BufferBudgetMB    int
 	LogLevel          string
 	Debug             string
 	WorkerID          string
@@ -156,6 +157,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		GzipLevel:         r.int("GZIP_LEVEL", 6, 1, 9),
 		S3PathStyle:       r.bool("S3_FORCE_PATH_STYLE", false),
 		PartSizeMB:        r.int("S3_PART_SIZE_MB", 8, 5, 5120),
+		BufferBudgetMB:    r.int("S3_BUFFER_BUDGET_MB", 0, 0, 1<<20),
 		LogLevel:          r.str("LOG_LEVEL", "info"),
 		Debug:             r.str("DEBUG", ""),
 		WorkerID:          r.str("WORKER_ID", defaultWorkerID()),

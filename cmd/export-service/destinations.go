@@ -84,6 +84,10 @@ func buildDestinations(awsCfg aws.Config, cfg config, metrics *worker.Metrics, l
 		}
 		metrics.AssumeRole.WithLabelValues(dest, result).Inc()
 	}
+	// One budget of part buffers for every sink of the process: jobs wait on it instead of
+	// growing past the container's memory (made after GOMEMLIMIT was applied).
+	buffers := sink.NewBufferPool(int64(cfg.BufferBudgetMB) << 20)
+	log.Info().Int64("bytes", buffers.Limit()).Msg("part buffer budget")
 	out := make(map[string]jobs.Destination, len(cfg.Destinations))
 	for name, d := range cfg.Destinations {
 		region := d.Region
@@ -98,6 +102,7 @@ func buildDestinations(awsCfg aws.Config, cfg config, metrics *worker.Metrics, l
 			StorageClass:        d.StorageClass,
 			Checksum:            d.Checksum,
 			Destination:         name,
+			Buffers:             buffers,
 		}
 		var creds *aws.CredentialsCache
 		if d.RoleARN != "" {
