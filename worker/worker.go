@@ -438,6 +438,10 @@ func (w *Worker) process(jobsCtx context.Context, m *Message) {
 			log.Warn().Err(err).Msg("job canceled by shutdown; message released to the queue (as a copy)")
 		}
 	default:
+		if pe := (*jobs.PanicError)(nil); errors.As(err, &pe) {
+			// A goroutine of the job panicked: its stack travels in the error, not in the DLQ.
+			log.Error().Str("where", pe.Where).Str("stack", string(pe.Stack)).Msg("job panicked")
+		}
 		if reason, ok := jobs.IsPermanent(err); ok {
 			outcome = OutcomeFailedPermanent
 			if derr := w.deadLetter(actx, m, reason, err); derr != nil {
