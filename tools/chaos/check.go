@@ -288,7 +288,7 @@ func (c *Checker) Check(ctx context.Context) error {
 				c.violate("dlq", id, "%d dead-letter messages", len(dl))
 			}
 			if len(d) > 0 || len(m) > 0 {
-				c.violate("dlq", id, "dead-lettered (%s: %s) but it has %d object(s) and %d manifest(s); ledger %q", dl[0].Reason, dl[0].Error, len(d), len(m), status)
+				c.violate("dlq", id, "dead-lettered (%s: %s) but it has %d object(s) and %d manifest(s); ledger %q%s", dl[0].Reason, dl[0].Error, len(d), len(m), status, c.describe(ctx, j, d))
 			}
 			if status == "succeeded" || status == "running" {
 				c.violate("ledger", id, "dead-lettered (%s) but the ledger says %q", dl[0].Reason, status)
@@ -302,7 +302,7 @@ func (c *Checker) Check(ctx context.Context) error {
 			c.violate("object", id, "%d data objects: %v", len(d), d)
 		}
 		if len(m) != 1 {
-			c.violate("orphan", id, "%d manifests for %d data object(s): %v", len(m), len(d), append(d, m...))
+			c.violate("orphan", id, "%d manifests for %d data object(s): %v%s", len(m), len(d), append(d, m...), c.describe(ctx, j, d))
 		}
 		if len(d) != 1 || len(m) != 1 {
 			continue
@@ -333,6 +333,40 @@ func (c *Checker) Check(ctx context.Context) error {
 	}
 	c.Counts["notices"] = len(notices)
 	return nil
+}
+
+// describe says what the data objects hold (for objects that should not be there): whether
+// each is a whole gzip stream, and its rows against MongoDB's.
+func (c *Checker) describe(ctx context.Context, j *Job, objs []Object) string {
+	var parts []string
+	for _, o := range objs {
+		body, err := c.get(ctx, o)
+		if err != nil {
+			parts = append(parts, err.Error())
+			continue
+		}
+		docs, err := expectedDocs(ctx, c.DB, j)
+		if err != nil {
+			parts = append(parts, err.Error())
+			continue
+		}
+		plain, gzErr := gunzipAll(body)
+		n, rowsErr := compareRows(j, plain, docs)
+		s := fmt.Sprintf("%s: %d bytes", o.Key, len(body))
+		if gzErr != nil {
+			s += fmt.Sprintf(", not a whole gzip stream (%v)", gzErr)
+		}
+		if rowsErr != nil {
+			s += fmt.Sprintf(", rows: %v", rowsErr)
+		} else {
+			s += fmt.Sprintf(", all %d rows right", n)
+		}
+		parts = append(parts, s)
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "; object " + strings.Join(parts, "; ")
 }
 
 // reruns finds, in events sorted by time, an "export started" after the export's first

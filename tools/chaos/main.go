@@ -52,6 +52,7 @@ type config struct {
 	duration    time.Duration
 	settle      time.Duration
 	gap         time.Duration
+	sendOver    time.Duration
 	mongo       string
 	bin         string
 	race        bool
@@ -69,9 +70,10 @@ func main() {
 	flag.IntVar(&cfg.workers, "workers", 3, "worker processes")
 	flag.IntVar(&cfg.concurrency, "concurrency", 3, "WORKER_CONCURRENCY of each worker")
 	flag.IntVar(&cfg.xlRows, "xl-rows", 50000, "registrations of the big campaign (the largest export)")
-	flag.DurationVar(&cfg.duration, "duration", 0, "longest time faults are injected (default 60s + 10s per export); they stop earlier when every export has ended")
+	flag.DurationVar(&cfg.duration, "duration", 0, "longest time faults are injected (default -send-over + 60s + 8s per export); they stop earlier when every export has ended")
 	flag.DurationVar(&cfg.settle, "settle", 4*time.Minute, "after the faults, how long the exports in flight may take to end")
 	flag.DurationVar(&cfg.gap, "gap", 5*time.Second, "mean time between two faults")
+	flag.DurationVar(&cfg.sendOver, "send-over", 0, "the jobs are sent at random times over this long (default 2s per export, at least 60s)")
 	flag.StringVar(&cfg.mongo, "mongo", "private", "private: a FerretDB of the campaign's own, which it restarts; stack: the stack's FerretDB (a restart is then a cut of the proxy)")
 	flag.StringVar(&cfg.bin, "bin", "", "export-service binary (default: go build ./cmd/export-service into the campaign's directory)")
 	flag.BoolVar(&cfg.race, "race", false, "build the binary with the race detector")
@@ -90,8 +92,11 @@ func main() {
 		}
 		cfg.seed = s
 	}
+	if cfg.sendOver == 0 {
+		cfg.sendOver = max(60*time.Second, time.Duration(cfg.n)*2*time.Second)
+	}
 	if cfg.duration == 0 {
-		cfg.duration = 60*time.Second + time.Duration(cfg.n)*10*time.Second
+		cfg.duration = cfg.sendOver + 60*time.Second + time.Duration(cfg.n)*8*time.Second
 	}
 	if cfg.mongo != "private" && cfg.mongo != "stack" {
 		fmt.Fprintln(os.Stderr, "chaos: -mongo must be private or stack")
@@ -343,7 +348,7 @@ func run(ctx context.Context, cfg config) (int, error) {
 	}
 
 	// The jobs, sent over the first part of the campaign.
-	jobs := makeJobs(rand.New(rand.NewPCG(cfg.seed, 0x10b5)), cfg.n, run, time.Duration(cfg.n)*time.Second)
+	jobs := makeJobs(rand.New(rand.NewPCG(cfg.seed, 0x10b5)), cfg.n, run, cfg.sendOver)
 	checker.Jobs = jobs
 	jf, _ := os.Create(filepath.Join(dir, "jobs.txt"))
 	for _, j := range jobs {
