@@ -295,7 +295,8 @@ func (c *Checker) Check(ctx context.Context) error {
 			}
 			continue
 		case len(d) == 0 && len(m) == 0:
-			c.violate("settled", id, "neither an object nor a dead-letter message; ledger status %q, worker %v, attempts %v, error %v", status, le["worker_id"], le["attempts"], le["error"])
+			c.violate("settled", id, "neither an object nor a dead-letter message (and no message left in the jobs queue); ledger: status %q, worker %v, attempts %v, message %v, lease expires %v, error %q",
+				status, le["worker_id"], le["attempts"], le["message_id"], leaseOf(le), le["error"])
 			continue
 		}
 		if len(d) != 1 {
@@ -459,6 +460,13 @@ func (c *Checker) checkObject(ctx context.Context, j *Job, obj, man Object, le b
 	c.Rows[id] = int64(n)
 	c.Counts["objects verified"]++
 	return nil
+}
+
+func leaseOf(le bson.M) string {
+	if d, ok := le["lease_expires"].(bson.DateTime); ok {
+		return d.Time().UTC().Format("15:04:05.000")
+	}
+	return "?"
 }
 
 func asInt64(v any) (int64, bool) {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -113,6 +114,7 @@ type Driver struct {
 	drain   time.Duration
 	gap     time.Duration // mean time between faults
 	verbose bool
+	log     io.Writer // faults.txt, written as they happen
 
 	mu     sync.Mutex
 	faults []Fault
@@ -123,6 +125,9 @@ type Driver struct {
 func (d *Driver) record(f Fault) {
 	d.mu.Lock()
 	d.faults = append(d.faults, f)
+	if d.log != nil {
+		fmt.Fprintln(d.log, f)
+	}
 	d.mu.Unlock()
 	if d.verbose {
 		fmt.Println("chaos: fault", f)
@@ -278,7 +283,10 @@ func (d *Driver) cut(ctx context.Context, u stacktest.Upstream) {
 func (d *Driver) signal(sig syscall.Signal) {
 	w := d.workers[d.r.IntN(len(d.workers))]
 	after := d.dur(500*time.Millisecond, 4*time.Second)
-	if !d.claim(w.Name) || !w.Running() {
+	if !d.claim(w.Name) {
+		return // a kill of this worker is in progress
+	}
+	if !w.Running() {
 		d.release(w.Name)
 		return
 	}

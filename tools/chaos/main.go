@@ -60,6 +60,7 @@ type config struct {
 	sabotage    bool
 	verbose     bool
 	noFaults    bool
+	serialize   bool
 }
 
 func main() {
@@ -81,6 +82,7 @@ func main() {
 	flag.BoolVar(&cfg.sabotage, "sabotage", false, "after the campaign, corrupt an object, delete a manifest and leave a multipart upload, to show that the checker catches them")
 	flag.BoolVar(&cfg.verbose, "v", false, "print each fault as it is injected")
 	flag.BoolVar(&cfg.noFaults, "no-faults", false, "inject no faults (a baseline)")
+	flag.BoolVar(&cfg.serialize, "serialize-writes", true, "let the workers' write commands reach FerretDB one at a time, as MongoDB's per-document atomicity would (see mongoserial.go); false shows FerretDB's lost updates")
 	flag.Parse()
 	if seedStr == "" {
 		cfg.seed = rand.Uint64() % 1_000_000_000
@@ -228,6 +230,19 @@ func run(ctx context.Context, cfg config) (int, error) {
 		upEnv[k] = v
 	}
 	upEnv["MONGO_URI"] = mongoURI
+	if cfg.serialize {
+		// The workers' MongoDB traffic: proxy -> write serializer -> FerretDB.
+		up, err := stacktest.UpstreamAddr(map[string]string{"MONGO_URI": mongoURI}, stacktest.Mongo)
+		if err != nil {
+			return 0, err
+		}
+		ser, err := NewWriteSerializer(up)
+		if err != nil {
+			return 0, err
+		}
+		clean.add(ser.Close)
+		upEnv["MONGO_URI"] = "mongodb://" + ser.Addr() + "/"
+	}
 
 	mc, err := mongo.Connect(options.Client().ApplyURI(mongoURI).SetServerSelectionTimeout(20 * time.Second))
 	if err != nil {
@@ -361,6 +376,12 @@ func run(ctx context.Context, cfg config) (int, error) {
 
 	driver := &Driver{r: rand.New(rand.NewPCG(cfg.seed, 0xfa017)), start: start, proxies: proxies, workers: fleet, mongo: mongoSrv,
 		drain: drain, gap: cfg.gap, verbose: cfg.verbose, busy: map[string]bool{}}
+	faultLog, err := os.Create(filepath.Join(dir, "faults.txt"))
+	if err != nil {
+		return 0, err
+	}
+	defer faultLog.Close()
+	driver.log = faultLog
 	fctx, fcancel := context.WithTimeout(ctx, cfg.duration)
 	faultsDone := make(chan struct{})
 	if cfg.noFaults {
@@ -373,6 +394,7 @@ func run(ctx context.Context, cfg config) (int, error) {
 	allSent := false
 	settledDuringFaults := false
 	lastProgress := time.Now()
+	endedStreak := 0
 	for !settledDuringFaults {
 		select {
 		case err := <-sent:
@@ -387,9 +409,13 @@ func run(ctx context.Context, cfg config) (int, error) {
 		if fctx.Err() != nil {
 			break
 		}
+		// Twice in a row, some seconds apart: SQS's counts are approximate, and lag a send.
 		if allSent && ended(ctx, sqsc, db, jobsURL, len(jobs)) {
-			settledDuringFaults = true
+			endedStreak++
+		} else {
+			endedStreak = 0
 		}
+		settledDuringFaults = endedStreak >= 2
 		if time.Since(lastProgress) >= 30*time.Second {
 			lastProgress = time.Now()
 			logf("t+%.0fs: %s; %d faults so far", time.Since(start).Seconds(), ledgerCounts(ctx, db), len(driver.Faults()))
@@ -413,12 +439,18 @@ func run(ctx context.Context, cfg config) (int, error) {
 		map[bool]string{true: "every export had ended", false: "fault window over"}[settledDuringFaults], cfg.settle)
 	settled := false
 	deadline := time.Now().Add(cfg.settle)
+	endedStreak = 0
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		if ended(ctx, sqsc, db, jobsURL, len(jobs)) {
+			endedStreak++
+		} else {
+			endedStreak = 0
+		}
+		if endedStreak >= 2 {
 			settled = true
 			break
 		}
-		time.Sleep(2 * time.Second)
+		time.Sleep(3 * time.Second)
 		if time.Since(lastProgress) >= 30*time.Second {
 			lastProgress = time.Now()
 			logf("t+%.0fs: %s", time.Since(start).Seconds(), ledgerCounts(ctx, db))
@@ -500,7 +532,9 @@ func sendJobs(ctx context.Context, c *sqs.Client, url string, jobs []*Job, start
 }
 
 // ended says whether every export has ended: the jobs queue holds no message (visible, in
-// flight or delayed) and the ledger has no running export.
+// flight or delayed) and the ledger has no running export. It also says ended when the queue
+// is empty and every export still running in the ledger has had its lease expired for a
+// minute: no message carries it any more, nothing will ever end it (the checker reports it).
 func ended(ctx context.Context, c *sqs.Client, db *mongo.Database, url string, n int) bool {
 	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -515,8 +549,9 @@ func ended(ctx context.Context, c *sqs.Client, db *mongo.Database, url string, n
 			return false
 		}
 	}
-	running, err := db.Collection("exports").CountDocuments(qctx, bson.D{{Key: "status", Value: "running"}})
-	return err == nil && running == 0
+	live, err := db.Collection("exports").CountDocuments(qctx, bson.D{{Key: "status", Value: "running"},
+		{Key: "lease_expires", Value: bson.D{{Key: "$gt", Value: time.Now().Add(-time.Minute)}}}})
+	return err == nil && live == 0
 }
 
 // ledgerCounts summarizes the ledger's statuses.
@@ -635,11 +670,6 @@ func report(cfg config, run, dir string, jobs []*Job, faults []Fault, c *Checker
 		byKind[f.Kind]++
 		byTarget[f.Target]++
 	}
-	ff, _ := os.Create(filepath.Join(dir, "faults.txt"))
-	for _, f := range faults {
-		fmt.Fprintln(ff, f)
-	}
-	ff.Close()
 	logf("faults injected: %d over %.0fs (%s); by kind %v; by target %v; %d could not be injected or undone",
 		len(faults)-failed, faultTime.Seconds(), filepath.Join(dir, "faults.txt"), sortedMap(byKind), sortedMap(byTarget), failed)
 	// Invariants.
