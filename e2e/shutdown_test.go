@@ -88,3 +88,30 @@ func checkReachable(t *testing.T, uri string) {
 		t.Fatalf("ping MongoDB through the proxy: %v", err)
 	}
 }
+
+// SIGTERM while the worker is still starting (MongoDB unreachable, its start-up ping waiting)
+// is a clean stop: exit 0, like a SIGTERM at any other time.
+func TestSIGTERMDuringStartUpExitsZero(t *testing.T) {
+	t.Parallel()
+	st := stacktest.New(t)
+	queues := st.NewQueues(t, 30*time.Second, 5)
+	proxy := st.Proxy(t, stacktest.Mongo)
+	proxy.Cut(t)
+	env := st.WorkerEnv(stacktest.ProxyEnv(map[string]string{
+		"EXPORT_QUEUE_URL": queues.JobsURL,
+		"EXPORT_DLQ_URL":   queues.DLQURL,
+		"GORACE":           "atexit_sleep_ms=0",
+	}, proxy))
+	// No HTTP_ADDR: Start would wait for a /heartbeat that start-up never reaches. (The side
+	// server's default :8080 is never bound: it starts after MongoDB answered.)
+	delete(env, "HTTP_ADDR")
+	p := stacktest.Start(t, env, "worker")
+	time.Sleep(2 * time.Second) // well inside the 15 s start-up ping
+	p.Signal(syscall.SIGTERM)
+	if code := p.Wait(15 * time.Second); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM during start-up, want 0\n%s", code, p.Output())
+	}
+	if !strings.Contains(p.Output(), "stopped before it started") {
+		t.Errorf("no line says why it stopped:\n%s", p.Output())
+	}
+}

@@ -179,6 +179,12 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 
 	mongoClient, err := connectMongo(ctx, cfg.MongoURI)
 	if err != nil {
+		if ctx.Err() != nil {
+			// SIGTERM while still starting (MongoDB slow or away): nothing runs yet, so this is
+			// a clean stop like any other, not a failure for systemd to restart.
+			log.Info().Err(err).Msg("export-service stopped before it started: shutdown requested during start-up")
+			return nil
+		}
 		return err
 	}
 	disconnectMongo := sync.OnceValue(func() error { return disconnectBounded(ctx, mongoClient) })
