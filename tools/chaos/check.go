@@ -37,8 +37,8 @@ import (
 //	ledger     the ledger agrees: succeeded exports are succeeded with the object's key and
 //	           rows; nothing is left running
 //	notice     every complete export's completion notice reached the results queue
-//	process    no worker exited on its own, or with a non-zero code after SIGTERM, or hung on
-//	           shutdown; no fatal or non-JSON output
+//	process    no running worker exited on its own, or with a non-zero code after SIGTERM, or
+//	           hung on shutdown; no panic or fatal output (start-up failures are notes)
 //	settled    every export ended (complete or dead-lettered) before the campaign's deadline
 
 // Violation is a broken invariant.

@@ -486,7 +486,17 @@ func run(ctx context.Context, cfg config) (int, error) {
 		}
 	}
 	for _, s := range checker.Logs.Odd() {
-		checker.violate("process", "", "fatal or non-JSON output: %.300s", s)
+		checker.violate("process", "", "panic or fatal output: %.300s", s)
+	}
+	var notes []string
+	for _, w := range fleet {
+		notes = append(notes, w.StartFailures...)
+	}
+	checker.Counts["worker start-up failures"] = len(notes)
+	checker.Counts["plain output lines"] = len(checker.Logs.Notes())
+	notes = append(notes, checker.Logs.Notes()...)
+	for _, n := range notes {
+		logf("note: %.300s", n)
 	}
 
 	report(cfg, run, dir, jobs, driver.Faults(), checker, faultTime, campaign, time.Since(t0))

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -29,16 +30,31 @@ type LogEvent struct {
 type Logs struct {
 	mu     sync.Mutex
 	events []LogEvent
-	// Odd lines: not JSON (a panic's stack, a runtime fatal error) or level error/fatal/panic.
+	// Odd lines: a panic, a runtime fatal error, or a log line of level fatal or panic.
 	odd []string
+	// Notes: other lines that are not JSON.
+	notes []string
+}
+
+// Notes returns the plain lines that were not panics.
+func (l *Logs) Notes() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.notes...)
 }
 
 func (l *Logs) add(worker string, line []byte) {
 	var m map[string]any
 	if err := json.Unmarshal(line, &m); err != nil {
 		l.mu.Lock()
-		if len(l.odd) < 200 {
-			l.odd = append(l.odd, worker+": "+string(line))
+		// A panic or a runtime fatal error; other plain lines (a start-up error printed
+		// before exiting 1) are kept as notes.
+		if bytes.HasPrefix(line, []byte("panic:")) || bytes.HasPrefix(line, []byte("fatal error:")) || bytes.HasPrefix(line, []byte("goroutine ")) {
+			if len(l.odd) < 200 {
+				l.odd = append(l.odd, worker+": "+string(line))
+			}
+		} else if len(l.notes) < 200 {
+			l.notes = append(l.notes, worker+": "+string(line))
 		}
 		l.mu.Unlock()
 		return
@@ -87,15 +103,21 @@ type Worker struct {
 	dir  string
 	logs *Logs
 
-	mu     sync.Mutex
-	gen    int
-	cmd    *exec.Cmd
-	done   chan struct{}
-	exit   *os.ProcessState
-	signal string // the signal the driver sent, if any
-	// Unexpected exits: the process ended without a signal from the driver, or with a code
-	// other than 0 after SIGTERM.
+	mu       sync.Mutex
+	gen      int
+	cmd      *exec.Cmd
+	done     chan struct{}
+	exit     *os.ProcessState
+	signal   string // the signal the driver sent, if any
+	ready    bool   // the current process logged "worker started"
+	stopping bool   // the campaign is over: no more restarts
+	// Unexpected exits of a running worker: it ended without a signal from the driver, or
+	// with a code other than 0 after SIGTERM.
 	Unexpected []string
+	// StartFailures: a process that ended before it logged "worker started" (MongoDB
+	// unreachable for its start-up ping, or SIGTERM during it). Like an orchestrator, the
+	// campaign starts a new one; they are reported, not counted as violations.
+	StartFailures []string
 }
 
 func freePort() (string, error) {
@@ -131,13 +153,20 @@ func (w *Worker) Start() error {
 	}
 	fmt.Fprintf(f, "=== %s: %s started (pid %d)\n", time.Now().UTC().Format(time.RFC3339Nano), id, cmd.Process.Pid)
 	done := make(chan struct{})
-	w.cmd, w.done, w.exit, w.signal = cmd, done, nil, ""
+	w.cmd, w.done, w.exit, w.signal, w.ready = cmd, done, nil, "", false
+	scanned := make(chan struct{})
 	go func() {
+		defer close(scanned)
 		sc := bufio.NewScanner(pr)
 		sc.Buffer(make([]byte, 1<<20), 4<<20)
 		for sc.Scan() {
 			f.Write(sc.Bytes())
 			f.Write([]byte{'\n'})
+			if bytes.Contains(sc.Bytes(), []byte(`"message":"worker started"`)) {
+				w.mu.Lock()
+				w.ready = true
+				w.mu.Unlock()
+			}
 			w.logs.add(id, sc.Bytes())
 		}
 		_, _ = io.Copy(io.Discard, pr)
@@ -145,19 +174,36 @@ func (w *Worker) Start() error {
 	go func() {
 		err := cmd.Wait()
 		pw.Close()
+		<-scanned
 		w.mu.Lock()
 		w.exit = cmd.ProcessState
-		sig := w.signal
+		sig, ready, stopping := w.signal, w.ready, w.stopping
 		w.mu.Unlock()
 		fmt.Fprintf(f, "=== %s: %s exited: %v (signal sent: %q)\n", time.Now().UTC().Format(time.RFC3339Nano), id, err, sig)
 		f.Close()
 		switch {
+		case !ready && (sig == "" || sig == "SIGTERM" && cmd.ProcessState.ExitCode() != 0):
+			w.mu.Lock()
+			w.StartFailures = append(w.StartFailures, fmt.Sprintf("%s ended during start-up: %v (signal sent: %q)", id, err, sig))
+			w.mu.Unlock()
 		case sig == "":
 			w.note(fmt.Sprintf("%s exited on its own: %v", id, err))
 		case sig == "SIGTERM" && cmd.ProcessState.ExitCode() != 0:
 			w.note(fmt.Sprintf("%s exited with %v after SIGTERM (README: the process exits 0)", id, err))
 		}
 		close(done)
+		if sig == "" && !stopping {
+			// Nobody asked it to stop: start a new one, as an orchestrator would.
+			time.Sleep(time.Second)
+			w.mu.Lock()
+			again := !w.stopping && w.cmd == cmd
+			w.mu.Unlock()
+			if again {
+				if err := w.Start(); err != nil {
+					w.note(fmt.Sprintf("%s: restart after it ended: %v", w.Name, err))
+				}
+			}
+		}
 	}()
 	return nil
 }
@@ -210,6 +256,9 @@ func (w *Worker) Kill(sig syscall.Signal, wait time.Duration) bool {
 // Stop ends the process: SIGTERM, and SIGKILL after grace. It reports whether SIGTERM was
 // enough.
 func (w *Worker) Stop(grace time.Duration) bool {
+	w.mu.Lock()
+	w.stopping = true
+	w.mu.Unlock()
 	if !w.Running() {
 		return true
 	}
