@@ -228,12 +228,18 @@ func TestStalledS3FailsTheJobInsteadOfHanging(t *testing.T) {
 
 // An attempt that runs past MAX_EXPORT_DURATION (a day less than the bucket's rule that
 // aborts unfinished uploads) fails permanently instead of running on while the rule aborts
-// its upload under it.
+// its upload under it; an object without a manifest left at its key is removed.
 func TestExportPastItsMaximumDurationFails(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 30)
 	stacktest.Start(t, b.workerEnv(t, map[string]string{"MAX_EXPORT_DURATION": "2s", "EXPORT_FAULT_ROW_DELAY": "200ms"}), "worker") // ~6s
 	id, campaign := "overtime-"+stacktest.RandomID(), fixtures.Campaigns[0]
+	// What an earlier attempt that completed the object and died before its manifest leaves:
+	// the export failing for good must not leave it for a reader to take as its result.
+	if _, err := b.st.S3.PutObject(context.Background(), &s3.PutObjectInput{Bucket: aws.String(b.st.Env["EXPORT_BUCKET"]),
+		Key: aws.String(regKey(id, campaign)), Body: strings.NewReader("left by a dead attempt")}); err != nil {
+		t.Fatal(err)
+	}
 	b.send(t, regJob(t, id, campaign))
 	got := b.drainDLQ(t, 1, 60*time.Second)
 	if len(got) != 1 || got[0].Attrs["reason"] != "timeout" {

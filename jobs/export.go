@@ -170,6 +170,11 @@ type ObjectReader interface {
 	ReadObject(ctx context.Context, key string, limit int64) ([]byte, error)
 }
 
+// ObjectDeleter is implemented by sinks that can delete an object they wrote.
+type ObjectDeleter interface {
+	DeleteObject(ctx context.Context, key string) error
+}
+
 // ErrNoObject is ReadObject's answer for a key that holds no object.
 var ErrNoObject = errors.New("no such object")
 
@@ -194,6 +199,31 @@ func (e *Exporter) FindManifest(ctx context.Context, job *Job) (*Manifest, error
 		return nil, nil // not this export's: it will be overwritten by the run
 	}
 	return &m, nil
+}
+
+// DiscardIncomplete deletes the job's data object if it has no manifest: an attempt that
+// completed the object and died before its manifest leaves it, and an export that then fails
+// for good must not leave a file a reader could take for its result. It reports whether it
+// deleted something. A sink that cannot read or delete leaves the object (its missing manifest
+// says it is incomplete).
+func (e *Exporter) DiscardIncomplete(ctx context.Context, job *Job) (bool, error) {
+	r, okr := job.Destination.Sink.(ObjectReader)
+	d, okd := job.Destination.Sink.(ObjectDeleter)
+	if !okr || !okd {
+		return false, nil
+	}
+	if m, err := e.FindManifest(ctx, job); err != nil || m != nil {
+		return false, err // complete, or unknown: leave it
+	}
+	if _, err := r.ReadObject(ctx, job.Key, 1); errors.Is(err, ErrNoObject) {
+		return false, nil
+	} else if err != nil {
+		return false, fmt.Errorf("jobs: look for the incomplete object of export %s: %w", job.Message.ExportID, err)
+	}
+	if err := d.DeleteObject(ctx, job.Key); err != nil {
+		return false, fmt.Errorf("jobs: delete the incomplete object of export %s: %w", job.Message.ExportID, err)
+	}
+	return true, nil
 }
 
 // CursorSource adapts a *mongo.Cursor to Source.

@@ -169,7 +169,7 @@ func (l *Ledger) Claim(ctx context.Context, job *Job, o ClaimOptions) (ClaimResu
 					if err := l.exhaust(ctx, e, failures, now); err != nil {
 						continue
 					}
-					e.Status, e.Failures, e.Reason = StatusFailed, failures, ReasonMaxAttempts
+					e.Status, e.Failures, e.Reason, e.Error = StatusFailed, failures, ReasonMaxAttempts, crashedError
 				}
 				return Exhausted, e, info, nil
 			}
@@ -227,11 +227,14 @@ func (l *Ledger) Claim(ctx context.Context, job *Job, o ClaimOptions) (ClaimResu
 // ReasonMaxAttempts is the failure reason of an export that failed MaxFailures times.
 const ReasonMaxAttempts = "max_attempts"
 
+// crashedError is the error recorded for an export whose last attempt died.
+const crashedError = "the attempt's worker stopped without recording an outcome (killed?), and the export used up its attempts"
+
 // exhaust records that the crashed attempt of e was the last one it may have.
 func (l *Ledger) exhaust(ctx context.Context, e LedgerEntry, failures int, now time.Time) error {
 	res, err := l.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: e.ExportID}, {Key: "attempts", Value: e.Attempts}, {Key: "status", Value: StatusRunning}},
 		bson.D{{Key: "$set", Value: bson.D{{Key: "status", Value: StatusFailed}, {Key: "failures", Value: failures},
-			{Key: "reason", Value: ReasonMaxAttempts}, {Key: "error", Value: "the attempt's worker stopped without recording an outcome (killed?), and the export used up its attempts"},
+			{Key: "reason", Value: ReasonMaxAttempts}, {Key: "error", Value: crashedError},
 			{Key: "updated_at", Value: now}, {Key: "finished_at", Value: now}}}})
 	if err != nil {
 		return fmt.Errorf("jobs: ledger: record the end of export %s: %w", e.ExportID, err)

@@ -34,3 +34,18 @@ func (s *S3) ReadObject(ctx context.Context, key string, limit int64) ([]byte, e
 	}
 	return b, nil
 }
+
+var _ jobs.ObjectDeleter = (*S3)(nil)
+
+// DeleteObject implements jobs.ObjectDeleter: it removes the object at key (no error when there
+// is none). On a versioned bucket the object becomes a delete marker.
+func (s *S3) DeleteObject(ctx context.Context, key string) error {
+	_, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{
+		Bucket: aws.String(s.bucket), Key: aws.String(key),
+		ExpectedBucketOwner: optional(s.opts.ExpectedBucketOwner),
+	}, s.timeouts)
+	if err != nil {
+		return fmt.Errorf("sink: delete s3://%s/%s: %w", s.bucket, key, err)
+	}
+	return nil
+}

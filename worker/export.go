@@ -112,6 +112,7 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Message) error {
 			reason = jobs.ReasonMaxAttempts
 		}
 		log.Warn().Str("message_id", m.ID).Str("reason", reason).Int("failures", entry.Failures).Msg("export failed for good: its message goes to the dead-letter queue")
+		h.discardIncomplete(ctx, job, log)
 		return jobs.Permanentf(reason, "export %s failed %d time(s) and may not run again: %s", m.ExportID, entry.Failures, entry.Error)
 	}
 
@@ -189,6 +190,9 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Message) error {
 	case errors.Is(cause, errMaxDuration):
 		err = jobs.Permanentf("timeout", "export %s ran longer than MAX_EXPORT_DURATION (%s), before the bucket's lifecycle rule would abort its upload: %w", m.ExportID, h.MaxDuration, err)
 		m.Failures = entry.Failures + 1
+		if fence(lctx) == nil {
+			h.discardIncomplete(lctx, job, log)
+		}
 		finish(jobs.StatusFailed, "timeout", err)
 	default:
 		reason, permanent := jobs.IsPermanent(err)
@@ -199,6 +203,9 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Message) error {
 				reason = jobs.ReasonMaxAttempts
 				err = jobs.Permanent(reason, fmt.Errorf("export %s failed %d times; the last failure: %w", m.ExportID, m.Failures, err))
 			}
+		}
+		if _, permanent := jobs.IsPermanent(err); permanent && fence(lctx) == nil {
+			h.discardIncomplete(lctx, job, log)
 		}
 		finish(jobs.StatusFailed, reason, err)
 	}
@@ -231,6 +238,18 @@ func (h *ExportHandler) finishSucceeded(ctx context.Context, entry jobs.LedgerEn
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 10*time.Second)
+	}
+}
+
+// discardIncomplete deletes an object left without its manifest by an earlier attempt of an
+// export that now fails for good (see Exporter.DiscardIncomplete).
+func (h *ExportHandler) discardIncomplete(ctx context.Context, job *jobs.Job, log zerolog.Logger) {
+	deleted, err := h.Exporter.DiscardIncomplete(ctx, job)
+	switch {
+	case err != nil:
+		log.Warn().Err(err).Str("key", job.Key).Msg("could not remove the object an earlier attempt left without a manifest")
+	case deleted:
+		log.Warn().Str("key", job.Key).Msg("removed the object an earlier attempt left without a manifest: the export failed for good")
 	}
 }
 
