@@ -124,7 +124,7 @@ func seed(ctx context.Context, db *mongo.Database, campaigns []string, rows int,
 				return fmt.Errorf("insert into %s: %w", c, err)
 			}
 			inserted += len(docs)
-			if rows > batch {
+			if rows > batch && (i+len(docs))%50_000 == 0 {
 				logf("seeded %d/%d registrations of %s (%.0f/s)", i+len(docs), rows, c, float64(inserted)/time.Since(start).Seconds())
 			}
 		}
