@@ -48,6 +48,9 @@ type Job struct {
 	// RequestedAt is when the job was requested (the SQS message's SentTimestamp): stable
 	// across redeliveries, unlike the time a delivery runs.
 	RequestedAt time.Time
+	// Attempt is the ledger's number of this attempt; 0 if unknown. The first attempt of an
+	// export has no earlier upload to clean up.
+	Attempt int
 }
 
 // IncompleteAborter is implemented by sinks that can abort unfinished uploads of a key left
@@ -117,7 +120,7 @@ func (j *Job) objectKey() (string, error) {
 // commit (an attempt that lost its claim on the export must not write either).
 func (e *Exporter) Run(ctx context.Context, job *Job, prog *Progress, fence func(context.Context) error) (Result, error) {
 	res := Result{Bucket: job.Destination.Bucket, Key: job.Key, Started: time.Now().UTC()}
-	if a, ok := job.Destination.Sink.(IncompleteAborter); ok {
+	if a, ok := job.Destination.Sink.(IncompleteAborter); ok && job.Attempt != 1 {
 		n, err := a.AbortIncomplete(ctx, job.Key)
 		res.AbortedUploads = n
 		if err != nil {

@@ -142,70 +142,51 @@ func newToken() string {
 // It returns the entry as it is after the claim (or as found, when not claimed).
 func (l *Ledger) Claim(ctx context.Context, job *Job, o ClaimOptions) (ClaimResult, LedgerEntry, ClaimInfo, error) {
 	id := job.Message.ExportID
+	// Most claims are of a new export: create its entry first, one round trip; an entry that
+	// exists already answers DuplicateKey, and the claim decides on what it says.
+	create := true
 	for range 5 {
 		now := time.Now().UTC().Truncate(time.Millisecond)
+		if create {
+			e, err := l.insertClaim(ctx, job, o, now)
+			if err == nil {
+				return Claimed, e, ClaimInfo{}, nil
+			}
+			if !mongo.IsDuplicateKeyError(err) {
+				return 0, e, ClaimInfo{}, fmt.Errorf("jobs: ledger: claim export %s: %w", id, err)
+			}
+		}
 		e, err := l.Get(ctx, id)
-		exists := err == nil
-		if err != nil && !errors.Is(err, ErrNotFound) {
+		if create = errors.Is(err, ErrNotFound); create {
+			continue // deleted since (by an operator): create it again
+		}
+		if err != nil {
 			return 0, e, ClaimInfo{}, err
 		}
 		info := ClaimInfo{TookOver: e.Status}
 		failures := e.Failures
-		if exists {
-			switch {
-			case e.Status == StatusSucceeded:
-				return AlreadyDone, e, info, nil
-			case e.Status == StatusRunning && !e.LeaseExpires.Before(now):
-				return Busy, e, info, nil
-			case e.Status == StatusRunning:
-				info.Crashed = true
-				failures++
-			case e.Status == StatusFailed && e.MessageID != o.MessageID && e.DeadLettered:
-				failures = 0 // redriven from the dead-letter queue: a new budget
-			}
-			if e.MessageID == o.MessageID && (e.Permanent && e.Status == StatusFailed || o.MaxFailures > 0 && failures >= o.MaxFailures) {
-				if info.Crashed {
-					// Record the crashed attempt, so the entry says why the export stopped.
-					if err := l.exhaust(ctx, e, failures, now); err != nil {
-						continue
-					}
-					e.Status, e.Failures, e.Reason, e.Error = StatusFailed, failures, ReasonMaxAttempts, crashedError
+		switch {
+		case e.Status == StatusSucceeded:
+			return AlreadyDone, e, info, nil
+		case e.Status == StatusRunning && !e.LeaseExpires.Before(now):
+			return Busy, e, info, nil
+		case e.Status == StatusRunning:
+			info.Crashed = true
+			failures++
+		case e.Status == StatusFailed && e.MessageID != o.MessageID && e.DeadLettered:
+			failures = 0 // redriven from the dead-letter queue: a new budget
+		}
+		if e.MessageID == o.MessageID && (e.Permanent && e.Status == StatusFailed || o.MaxFailures > 0 && failures >= o.MaxFailures) {
+			if info.Crashed {
+				// Record the crashed attempt, so the entry says why the export stopped.
+				if err := l.exhaust(ctx, e, failures, now); err != nil {
+					continue
 				}
-				return Exhausted, e, info, nil
+				e.Status, e.Failures, e.Reason, e.Error = StatusFailed, failures, ReasonMaxAttempts, crashedError
 			}
+			return Exhausted, e, info, nil
 		}
-		set := bson.D{
-			{Key: "status", Value: StatusRunning},
-			{Key: "token", Value: newToken()},
-			{Key: "failures", Value: failures},
-			{Key: "worker_id", Value: o.WorkerID},
-			{Key: "message_id", Value: o.MessageID},
-			{Key: "lease_expires", Value: now.Add(o.Lease)},
-			{Key: "kind", Value: job.Plan.Kind.Name},
-			{Key: "destination", Value: job.Destination.Name},
-			{Key: "bucket", Value: job.Destination.Bucket},
-			{Key: "key", Value: job.Key},
-			{Key: "rows", Value: int64(0)},
-			{Key: "bytes_uncompressed", Value: int64(0)},
-			{Key: "bytes", Value: int64(0)},
-			{Key: "error", Value: ""},
-			{Key: "reason", Value: ""},
-			{Key: "permanent", Value: false},
-			{Key: "dead_lettered", Value: false},
-			{Key: "started_at", Value: now},
-			{Key: "updated_at", Value: now},
-		}
-		if !exists {
-			doc := append(set, bson.E{Key: "_id", Value: id}, bson.E{Key: "attempts", Value: 1}, bson.E{Key: "created_at", Value: now})
-			if _, err := l.coll.InsertOne(ctx, doc); err != nil {
-				if mongo.IsDuplicateKeyError(err) {
-					continue // a concurrent claim created it: decide again on what it wrote
-				}
-				return 0, e, info, fmt.Errorf("jobs: ledger: claim export %s: %w", id, err)
-			}
-			e, err = l.Get(ctx, id)
-			return Claimed, e, info, err
-		}
+		set := claimSet(job, o, failures, now)
 		// Exactly the version read: the attempt counter changes with every claim, the lease
 		// with every renewal, the status with every outcome.
 		filter := bson.D{{Key: "_id", Value: id}, {Key: "attempts", Value: e.Attempts},
@@ -222,6 +203,47 @@ func (l *Ledger) Claim(ctx context.Context, job *Job, o ClaimOptions) (ClaimResu
 		return Claimed, after, info, nil
 	}
 	return 0, LedgerEntry{}, ClaimInfo{}, fmt.Errorf("jobs: ledger: claim export %s: the entry kept changing under concurrent claims", id)
+}
+
+// claimSet is what a claim writes into the entry.
+func claimSet(job *Job, o ClaimOptions, failures int, now time.Time) bson.D {
+	return bson.D{
+		{Key: "status", Value: StatusRunning},
+		{Key: "token", Value: newToken()},
+		{Key: "failures", Value: failures},
+		{Key: "worker_id", Value: o.WorkerID},
+		{Key: "message_id", Value: o.MessageID},
+		{Key: "lease_expires", Value: now.Add(o.Lease)},
+		{Key: "kind", Value: job.Plan.Kind.Name},
+		{Key: "destination", Value: job.Destination.Name},
+		{Key: "bucket", Value: job.Destination.Bucket},
+		{Key: "key", Value: job.Key},
+		{Key: "rows", Value: int64(0)},
+		{Key: "bytes_uncompressed", Value: int64(0)},
+		{Key: "bytes", Value: int64(0)},
+		{Key: "error", Value: ""},
+		{Key: "reason", Value: ""},
+		{Key: "permanent", Value: false},
+		{Key: "dead_lettered", Value: false},
+		{Key: "started_at", Value: now},
+		{Key: "updated_at", Value: now},
+	}
+}
+
+// insertClaim creates the entry of a new export, claimed by this attempt, and returns it as
+// written.
+func (l *Ledger) insertClaim(ctx context.Context, job *Job, o ClaimOptions, now time.Time) (LedgerEntry, error) {
+	doc := append(claimSet(job, o, 0, now), bson.E{Key: "_id", Value: job.Message.ExportID},
+		bson.E{Key: "attempts", Value: 1}, bson.E{Key: "created_at", Value: now})
+	var e LedgerEntry
+	if _, err := l.coll.InsertOne(ctx, doc); err != nil {
+		return e, err
+	}
+	raw, err := bson.Marshal(doc)
+	if err == nil {
+		err = bson.Unmarshal(raw, &e)
+	}
+	return e, err
 }
 
 // ReasonMaxAttempts is the failure reason of an export that failed MaxFailures times.

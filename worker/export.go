@@ -116,6 +116,7 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Message) error {
 		return jobs.Permanentf(reason, "export %s failed %d time(s) and may not run again: %s", m.ExportID, entry.Failures, entry.Error)
 	}
 
+	job.Attempt = entry.Attempts
 	fence := func(ctx context.Context) error { return h.Ledger.Fence(ctx, entry, h.Lease) }
 	if info.Crashed {
 		// The attempt before this one died without recording its outcome: perhaps after its
