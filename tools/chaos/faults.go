@@ -113,8 +113,10 @@ type Driver struct {
 	mongo   *MongoServer // nil when the campaign uses the stack's FerretDB
 	drain   time.Duration
 	gap     time.Duration // mean time between faults
-	verbose bool
-	log     io.Writer // faults.txt, written as they happen
+	// calmAfter: after this long (the send window), the mean time between faults doubles.
+	calmAfter time.Duration
+	verbose   bool
+	log       io.Writer // faults.txt, written as they happen
 
 	mu     sync.Mutex
 	faults []Fault
@@ -168,7 +170,13 @@ func (d *Driver) dur(lo, hi time.Duration) time.Duration {
 // Every random choice is drawn here, on one goroutine, so a seed gives one sequence of faults.
 func (d *Driver) Run(ctx context.Context) {
 	for {
-		gap := d.dur(d.gap/2, d.gap*3/2)
+		mean := d.gap
+		if time.Since(d.start) > d.calmAfter {
+			// Every job has been sent: faults come half as often, so that the exports still
+			// running can drain between them instead of being restarted for ever.
+			mean = 2 * d.gap
+		}
+		gap := d.dur(mean/2, mean*3/2)
 		select {
 		case <-ctx.Done():
 			d.wg.Wait()

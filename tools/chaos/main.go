@@ -73,7 +73,7 @@ func main() {
 	flag.IntVar(&cfg.xlRows, "xl-rows", 50000, "registrations of the big campaign (the largest export)")
 	flag.DurationVar(&cfg.duration, "duration", 0, "longest time faults are injected (default -send-over + 60s + 8s per export); they stop earlier when every export has ended")
 	flag.DurationVar(&cfg.settle, "settle", 4*time.Minute, "after the faults, how long the exports in flight may take to end")
-	flag.DurationVar(&cfg.gap, "gap", 5*time.Second, "mean time between two faults")
+	flag.DurationVar(&cfg.gap, "gap", 5*time.Second, "mean time between two faults while jobs are being sent (twice that afterwards)")
 	flag.DurationVar(&cfg.sendOver, "send-over", 0, "the jobs are sent at random times over this long (default 2s per export, at least 60s)")
 	flag.StringVar(&cfg.mongo, "mongo", "private", "private: a FerretDB of the campaign's own, which it restarts; stack: the stack's FerretDB (a restart is then a cut of the proxy)")
 	flag.StringVar(&cfg.bin, "bin", "", "export-service binary (default: go build ./cmd/export-service into the campaign's directory)")
@@ -375,7 +375,7 @@ func run(ctx context.Context, cfg config) (int, error) {
 	go func() { sent <- sendJobs(ctx, sqsc, jobsURL, jobs, start) }()
 
 	driver := &Driver{r: rand.New(rand.NewPCG(cfg.seed, 0xfa017)), start: start, proxies: proxies, workers: fleet, mongo: mongoSrv,
-		drain: drain, gap: cfg.gap, verbose: cfg.verbose, busy: map[string]bool{}}
+		drain: drain, gap: cfg.gap, calmAfter: cfg.sendOver, verbose: cfg.verbose, busy: map[string]bool{}}
 	faultLog, err := os.Create(filepath.Join(dir, "faults.txt"))
 	if err != nil {
 		return 0, err
