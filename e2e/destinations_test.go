@@ -39,6 +39,7 @@ import (
 	"github.com/verifiedfan/export-service/internal/fixtures"
 	"github.com/verifiedfan/export-service/internal/stacktest"
 	"github.com/verifiedfan/export-service/jobs"
+	"github.com/verifiedfan/export-service/jobs/encode"
 )
 
 // awsRecorder is a loopback reverse proxy in front of SeaweedFS's S3 and STS endpoint, given to
@@ -243,7 +244,7 @@ type checkedExport struct {
 // checkManifest waits for key's manifest, downloads it and the object independently (admin
 // credentials), and checks that the manifest describes the object: size, SHA-256, S3 checksum
 // (computed here, and as the server reports it), rows, bytes, columns and identity.
-func (d *destBundle) checkManifest(t *testing.T, bucket, key, exportID, kind, dest string, format jobs.Format) checkedExport {
+func (d *destBundle) checkManifest(t *testing.T, bucket, key, exportID, kind, dest string, format encode.Format) checkedExport {
 	t.Helper()
 	raw := d.waitObject(t, bucket, key+".manifest.json", 120*time.Second)
 	var c checkedExport
@@ -263,7 +264,7 @@ func (d *destBundle) checkManifest(t *testing.T, bucket, key, exportID, kind, de
 	var rows int64
 	var header []string
 	switch format {
-	case jobs.FormatNDJSON:
+	case encode.FormatNDJSON:
 		sc := bufio.NewScanner(bytes.NewReader(c.Plain))
 		sc.Buffer(make([]byte, 1<<20), 1<<24)
 		for sc.Scan() {
@@ -398,17 +399,17 @@ func TestExportsLandInPartnerBuckets(t *testing.T) {
 	day := time.Now().UTC().Format(time.DateOnly)
 	d.send(t, jobBody(t, jobs.Message{ExportID: sfmcID, Kind: "registrations", Destination: "sfmc", RequestedBy: "e2e",
 		Params: json.RawMessage(fmt.Sprintf(`{"campaign_id":%q}`, campaign))}))
-	d.send(t, jobBody(t, jobs.Message{ExportID: tmolID, Kind: "access_codes", Destination: "tmol", Format: jobs.FormatNDJSON,
+	d.send(t, jobBody(t, jobs.Message{ExportID: tmolID, Kind: "access_codes", Destination: "tmol", Format: encode.FormatNDJSON,
 		Params: json.RawMessage(fmt.Sprintf(`{"campaign_id":%q}`, campaign))}))
 	if after := time.Now().UTC().Format(time.DateOnly); after != day {
 		t.Skipf("the UTC date changed while sending (%s -> %s): the {date} key is ambiguous", day, after)
 	}
 
 	sfmcKey := fmt.Sprintf("%sregistrations/%s/%s.csv.gz", d.prefix, campaign, sfmcID)
-	sfmc := d.checkManifest(t, env["SFMC_BUCKET"], sfmcKey, sfmcID, "registrations", "sfmc", jobs.FormatCSV)
+	sfmc := d.checkManifest(t, env["SFMC_BUCKET"], sfmcKey, sfmcID, "registrations", "sfmc", encode.FormatCSV)
 	// The {date} of the TMOL template is the day the message was sent (SentTimestamp).
 	tmolKey := fmt.Sprintf("%sdt=%s/access_codes/%s.ndjson.gz", d.prefix, day, tmolID)
-	tmol := d.checkManifest(t, env["TMOL_BUCKET"], tmolKey, tmolID, "access_codes", "tmol", jobs.FormatNDJSON)
+	tmol := d.checkManifest(t, env["TMOL_BUCKET"], tmolKey, tmolID, "access_codes", "tmol", encode.FormatNDJSON)
 
 	// Rows are what the database holds, counted here from the seed.
 	var wantRegs, wantCodes int64
@@ -569,7 +570,7 @@ func TestCredentialsRefreshedDuringLongUpload(t *testing.T) {
 	started := time.Now()
 	d.send(t, jobBody(t, jobs.Message{ExportID: id, Kind: "registrations", Destination: "sfmc", Params: json.RawMessage(fmt.Sprintf(`{"campaign_id":%q}`, campaign))}))
 	key := fmt.Sprintf("%sregistrations/%s/%s.csv.gz", d.prefix, campaign, id)
-	c := d.checkManifest(t, d.st.Env["SFMC_BUCKET"], key, id, "registrations", "sfmc", jobs.FormatCSV)
+	c := d.checkManifest(t, d.st.Env["SFMC_BUCKET"], key, id, "registrations", "sfmc", encode.FormatCSV)
 	took := time.Since(started)
 	if c.Manifest.Rows != 4500 || c.Manifest.Parts < 3 {
 		t.Fatalf("manifest: %d rows in %d parts, want 4500 rows in at least 3 parts", c.Manifest.Rows, c.Manifest.Parts)

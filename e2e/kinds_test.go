@@ -18,6 +18,7 @@ import (
 	"github.com/verifiedfan/export-service/internal/fixtures"
 	"github.com/verifiedfan/export-service/internal/stacktest"
 	"github.com/verifiedfan/export-service/jobs"
+	"github.com/verifiedfan/export-service/jobs/encode"
 )
 
 // `export-service indexes` run twice in a row succeeds both times, and afterwards every index
@@ -84,7 +85,7 @@ func TestIndexesCommandTwice(t *testing.T) {
 type kindCase struct {
 	name       string
 	kind       string
-	format     jobs.Format
+	format     encode.Format
 	params     string
 	campaign   string // the key's campaign folder
 	collection string
@@ -158,35 +159,35 @@ func TestKindsExportExactlyTheirDocuments(t *testing.T) {
 		}
 	}
 	cases := []kindCase{
-		{name: "registrations by status and time, csv", kind: "registrations", format: jobs.FormatCSV, campaign: c0,
+		{name: "registrations by status and time, csv", kind: "registrations", format: encode.FormatCSV, campaign: c0,
 			params:     fmt.Sprintf(`{"campaign_id":%q,"status":"verified","created_from":%q,"created_to":%q}`, c0, from.Format(time.RFC3339), to.Format(time.RFC3339)),
 			collection: "registrations", filter: bson.D{{Key: "campaign_id", Value: c0}, {Key: "status", Value: "verified"}, {Key: "created_at", Value: bson.D{{Key: "$gte", Value: from}, {Key: "$lt", Value: to}}}},
 			header: regHeader, rowID: regRow, docID: regDoc},
-		{name: "registrations of a campaign, ndjson", kind: "registrations", format: jobs.FormatNDJSON, campaign: c1,
+		{name: "registrations of a campaign, ndjson", kind: "registrations", format: encode.FormatNDJSON, campaign: c1,
 			params:     fmt.Sprintf(`{"campaign_id":%q}`, c1),
 			collection: "registrations", filter: bson.D{{Key: "campaign_id", Value: c1}},
 			header: regHeader, rowID: regRow, docID: regDoc},
-		{name: "assigned access codes, csv", kind: "access_codes", format: jobs.FormatCSV, campaign: c2,
+		{name: "assigned access codes, csv", kind: "access_codes", format: encode.FormatCSV, campaign: c2,
 			params:     fmt.Sprintf(`{"campaign_id":%q}`, c2),
 			collection: "access_codes", filter: bson.D{{Key: "campaign_id", Value: c2}, {Key: "status", Value: "assigned"}},
 			header: codeHeader, rowID: codeRow, docID: codeDoc},
-		{name: "access codes of a tier, ndjson", kind: "access_codes", format: jobs.FormatNDJSON, campaign: tierCase[0],
+		{name: "access codes of a tier, ndjson", kind: "access_codes", format: encode.FormatNDJSON, campaign: tierCase[0],
 			params:     fmt.Sprintf(`{"campaign_id":%q,"status":"assigned","tier":%q}`, tierCase[0], tierCase[1]),
 			collection: "access_codes", filter: bson.D{{Key: "campaign_id", Value: tierCase[0]}, {Key: "status", Value: "assigned"}, {Key: "tier", Value: tierCase[1]}},
 			header: codeHeader, rowID: codeRow, docID: codeDoc},
-		{name: "ops: registration fields of a campaign, csv", kind: "collection_fields", format: jobs.FormatCSV, campaign: c1,
+		{name: "ops: registration fields of a campaign, csv", kind: "collection_fields", format: encode.FormatCSV, campaign: c1,
 			params:     fmt.Sprintf(`{"collection":"registrations","campaign_id":%q,"fields":["_id","status","fan.country","created_at"]}`, c1),
 			collection: "registrations", filter: bson.D{{Key: "campaign_id", Value: c1}},
 			header: []string{"_id", "status", "fan.country", "created_at"}, rowID: idRow, docID: regDoc},
-		{name: "ops: access codes of a campaign, any status, csv", kind: "collection_fields", format: jobs.FormatCSV, campaign: c2,
+		{name: "ops: access codes of a campaign, any status, csv", kind: "collection_fields", format: encode.FormatCSV, campaign: c2,
 			params:     fmt.Sprintf(`{"collection":"access_codes","campaign_id":%q}`, c2),
 			collection: "access_codes", filter: bson.D{{Key: "campaign_id", Value: c2}},
 			header: acFields, rowID: idRow, docID: regDoc},
-		{name: "ops: all campaigns, ndjson", kind: "collection_fields", format: jobs.FormatNDJSON, campaign: "all",
+		{name: "ops: all campaigns, ndjson", kind: "collection_fields", format: encode.FormatNDJSON, campaign: "all",
 			params:     `{"collection":"campaigns","fields":["_id","name","starts_at"]}`,
 			collection: "campaigns", filter: bson.D{},
 			header: []string{"_id", "name", "starts_at"}, rowID: idRow, docID: regDoc},
-		{name: "ops: venues, csv", kind: "collection_fields", format: jobs.FormatCSV, campaign: "all",
+		{name: "ops: venues, csv", kind: "collection_fields", format: encode.FormatCSV, campaign: "all",
 			params:     `{"collection":"venues","fields":["_id","city","capacity"]}`,
 			collection: "venues", filter: bson.D{},
 			header: []string{"_id", "city", "capacity"}, rowID: idRow, docID: regDoc},
@@ -205,7 +206,7 @@ func TestKindsExportExactlyTheirDocuments(t *testing.T) {
 			data := b.waitObject(t, b.st.Env["EXPORT_BUCKET"], keys[i], 90*time.Second)
 			var header []string
 			var rows []map[string]string
-			if c.format == jobs.FormatCSV {
+			if c.format == encode.FormatCSV {
 				recs := gunzipCSV(t, data)
 				header = recs[0]
 				for _, r := range recs[1:] {

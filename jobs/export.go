@@ -11,6 +11,8 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/verifiedfan/export-service/jobs/encode"
 )
 
 // Destination is a named place exports may be written to.
@@ -142,8 +144,8 @@ func (e *Exporter) Run(ctx context.Context, job *Job, prog *Progress, fence func
 	}
 	defer func() { _ = src.Close(context.WithoutCancel(ctx)) }()
 
-	newEnc := func(w io.Writer) (Encoder, error) {
-		return NewEncoder(job.Message.Format, w, p.Columns, job.Message.EncoderOptions())
+	newEnc := func(w io.Writer) (encode.Encoder, error) {
+		return encode.New(job.Message.Format, w, p.Columns, job.Message.EncoderOptions())
 	}
 	obj := Object{
 		Key:             job.Key,

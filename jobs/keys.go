@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/verifiedfan/export-service/jobs/encode"
 )
 
 // DefaultKeyTemplate is the object key template of a destination that configures none. It
@@ -151,7 +153,7 @@ type KeyVars struct {
 	ExportID string
 	Kind     string
 	Campaign string
-	Format   Format
+	Format   encode.Format
 	// Date is the time the export was requested; only its UTC date is used.
 	Date time.Time
 }

@@ -5,11 +5,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/verifiedfan/export-service/jobs/encode"
 )
 
 func TestKeyTemplateRender(t *testing.T) {
 	t.Parallel()
-	vars := KeyVars{ExportID: "sfmc-2026-11-26.coldplay_1", Kind: "registrations", Campaign: "cmp-coldplay-spheres", Format: FormatCSV,
+	vars := KeyVars{ExportID: "sfmc-2026-11-26.coldplay_1", Kind: "registrations", Campaign: "cmp-coldplay-spheres", Format: encode.FormatCSV,
 		Date: time.Date(2026, 11, 26, 23, 30, 0, 0, time.FixedZone("EST", -5*3600))}
 	for _, tc := range []struct {
 		tmpl, prefix, want string
@@ -30,7 +32,7 @@ func TestKeyTemplateRender(t *testing.T) {
 		}
 	}
 	// A kind without a campaign renders "all".
-	got, err := KeyTemplate{}.Render("", KeyVars{ExportID: "e1", Kind: "k", Format: FormatNDJSON})
+	got, err := KeyTemplate{}.Render("", KeyVars{ExportID: "e1", Kind: "k", Format: encode.FormatNDJSON})
 	if err != nil || got != "k/all/e1.ndjson.gz" {
 		t.Errorf("no campaign: %q, %v", got, err)
 	}
@@ -40,7 +42,7 @@ func TestKeyTemplateRender(t *testing.T) {
 // variable, not rewritten into something that merely looks safe.
 func TestKeyTemplateRefusesEscapes(t *testing.T) {
 	t.Parallel()
-	base := KeyVars{ExportID: "e1", Kind: "registrations", Campaign: "c1", Format: FormatCSV, Date: time.Now()}
+	base := KeyVars{ExportID: "e1", Kind: "registrations", Campaign: "c1", Format: encode.FormatCSV, Date: time.Now()}
 	for _, tc := range []struct {
 		name    string
 		mutate  func(*KeyVars)
@@ -108,7 +110,7 @@ func TestKeyTemplateNeverRendersAManifestKey(t *testing.T) {
 		tmpl := MustParseKeyTemplate(src)
 		for _, id := range ids {
 			for _, c := range campaigns {
-				key, err := tmpl.Render("p/", KeyVars{ExportID: id, Kind: "k", Campaign: c, Format: FormatCSV, Date: time.Now()})
+				key, err := tmpl.Render("p/", KeyVars{ExportID: id, Kind: "k", Campaign: c, Format: encode.FormatCSV, Date: time.Now()})
 				if err != nil {
 					if reason, _ := IsPermanent(err); reason != "invalid_key" || !strings.Contains(err.Error(), ManifestSuffix) {
 						t.Errorf("%q with id %q, campaign %q: %v, want only the manifest-key refusal", src, id, c, err)

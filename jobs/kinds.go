@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/verifiedfan/export-service/jobs/encode"
 )
 
 // Kind is one thing that can be exported: which collection, which parameters a message may
@@ -22,7 +24,7 @@ type Kind struct {
 	// Collection is the collection the kind queries; empty when the message names it
 	// (collection_fields).
 	Collection string
-	Formats    []Format
+	Formats    []encode.Format
 	// Indexes are the indexes the kind's queries need; `export-service indexes` creates them.
 	Indexes []Index
 	// plan decodes the kind's parameters strictly and builds the query.
@@ -43,7 +45,7 @@ type Plan struct {
 	// Sort is always by _id so a cursor streams in a stable order served by an index.
 	Sort       bson.D
 	Projection bson.D
-	Columns    []Column
+	Columns    []encode.Column
 	// Params are the typed, validated parameters (for the manifest and the ledger).
 	Params any
 	// Vars are the values object key templates may use (already sanitized).
@@ -105,7 +107,7 @@ func (r *Registry) Plan(m Message) (*Plan, error) {
 	return p, nil
 }
 
-func projection(cols []Column) bson.D {
+func projection(cols []encode.Column) bson.D {
 	seen := map[string]bool{}
 	var d bson.D
 	for _, c := range cols {
@@ -195,7 +197,7 @@ var RegistrationStatuses = []string{"registered", "verified", "selected", "waitl
 
 // RegistrationsKind exports a campaign's fan registrations (for SFMC e-mailing).
 func RegistrationsKind() *Kind {
-	cols := []Column{
+	cols := []encode.Column{
 		{Header: "registration_id", Path: "_id"},
 		{Header: "campaign_id", Path: "campaign_id"},
 		{Header: "email", Path: "fan.email"},
@@ -215,7 +217,7 @@ func RegistrationsKind() *Kind {
 		Name:        "registrations",
 		Description: "fan registrations of one campaign, optionally by status and creation time (SFMC e-mailing)",
 		Collection:  "registrations",
-		Formats:     []Format{FormatCSV, FormatNDJSON},
+		Formats:     []encode.Format{encode.FormatCSV, encode.FormatNDJSON},
 		Indexes: []Index{
 			{Name: "campaign_id_1__id_1", Keys: []string{"campaign_id", "_id"}},
 			{Name: "campaign_id_1_status_1__id_1", Keys: []string{"campaign_id", "status", "_id"}},
@@ -271,7 +273,7 @@ var tierPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
 
 // AccessCodesKind exports the presale access codes of a campaign (for TMOL presales).
 func AccessCodesKind() *Kind {
-	cols := []Column{
+	cols := []encode.Column{
 		{Header: "code", Path: "code"},
 		{Header: "campaign_id", Path: "campaign_id"},
 		{Header: "event_id", Path: "event_id"},
@@ -286,7 +288,7 @@ func AccessCodesKind() *Kind {
 		Name:        "access_codes",
 		Description: "presale access codes of one campaign by status (default assigned), optionally of one tier (TMOL presales)",
 		Collection:  "access_codes",
-		Formats:     []Format{FormatCSV, FormatNDJSON},
+		Formats:     []encode.Format{encode.FormatCSV, encode.FormatNDJSON},
 		Indexes: []Index{
 			{Name: "campaign_id_1_status_1__id_1", Keys: []string{"campaign_id", "status", "_id"}},
 			// collection_fields on access_codes of one campaign, any status.

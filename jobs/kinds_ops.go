@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/verifiedfan/export-service/jobs/encode"
 )
 
 // OpsCollection is a collection the collection_fields kind may export and the only fields of it
@@ -73,7 +75,7 @@ func CollectionFieldsKind() *Kind {
 		// The message names the collection; its indexes are declared by the kinds of that
 		// collection (see OpsCollection.CampaignField).
 		Collection: "",
-		Formats:    []Format{FormatCSV, FormatNDJSON},
+		Formats:    []encode.Format{encode.FormatCSV, encode.FormatNDJSON},
 		plan: func(raw json.RawMessage) (*Plan, error) {
 			o, err := parseParams(raw, "collection", "fields", "campaign_id")
 			if err != nil {
@@ -115,9 +117,9 @@ func CollectionFieldsKind() *Kind {
 			if p.Fields == nil {
 				p.Fields = slices.Clone(coll.Fields)
 			}
-			cols := make([]Column, len(p.Fields))
+			cols := make([]encode.Column, len(p.Fields))
 			for i, f := range p.Fields {
-				cols[i] = Column{Header: f, Path: f}
+				cols[i] = encode.Column{Header: f, Path: f}
 			}
 			filter := bson.D{}
 			if p.CampaignID != "" {

@@ -7,11 +7,13 @@ import (
 	"testing"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/verifiedfan/export-service/jobs/encode"
 )
 
 func planOf(t *testing.T, kind, params string) (*Plan, error) {
 	t.Helper()
-	return DefaultRegistry().Plan(Message{Kind: kind, Format: FormatCSV, Params: json.RawMessage(params)})
+	return DefaultRegistry().Plan(Message{Kind: kind, Format: encode.FormatCSV, Params: json.RawMessage(params)})
 }
 
 func TestCollectionFieldsPlan(t *testing.T) {

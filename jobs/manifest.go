@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/verifiedfan/export-service/internal/buildinfo"
+	"github.com/verifiedfan/export-service/jobs/encode"
 )
 
 // ManifestVersion is the version of the manifest document.
@@ -17,13 +18,13 @@ const ManifestVersion = 1
 // <key>.manifest.json once the data object is complete, so its presence means the export is
 // complete; a partner can check the object against it (size, SHA-256, S3 checksum, rows).
 type Manifest struct {
-	ManifestVersion int    `json:"manifest_version"`
-	ExportID        string `json:"export_id"`
-	Kind            string `json:"kind"`
-	Format          Format `json:"format"`
-	Destination     string `json:"destination"`
-	Bucket          string `json:"bucket"`
-	Key             string `json:"key"`
+	ManifestVersion int           `json:"manifest_version"`
+	ExportID        string        `json:"export_id"`
+	Kind            string        `json:"kind"`
+	Format          encode.Format `json:"format"`
+	Destination     string        `json:"destination"`
+	Bucket          string        `json:"bucket"`
+	Key             string        `json:"key"`
 	// Params are the job's parameters as the message gave them.
 	Params      json.RawMessage `json:"params"`
 	RequestedBy string          `json:"requested_by,omitempty"`

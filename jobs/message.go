@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+
+	"github.com/verifiedfan/export-service/jobs/encode"
 )
 
 // MaxMessageBytes bounds a job message. Jobs are small requests; anything larger is a mistake.
@@ -23,7 +25,7 @@ type Message struct {
 	Version     int             `json:"version"`
 	ExportID    string          `json:"export_id"`
 	Kind        string          `json:"kind"`
-	Format      Format          `json:"format,omitempty"`
+	Format      encode.Format   `json:"format,omitempty"`
 	Destination string          `json:"destination,omitempty"`
 	Params      json.RawMessage `json:"params"`
 	// CSV are options of the CSV format, for partners whose importers need them.
@@ -47,26 +49,14 @@ var CSVDelimiters = []string{",", ";", "\t", "|"}
 
 // NDJSONOptions are the message's "ndjson" object.
 type NDJSONOptions struct {
-	// Mode is how values are written; default NDJSONPlain.
-	Mode NDJSONMode `json:"mode,omitempty"`
+	// Mode is how values are written; default encode.NDJSONPlain.
+	Mode encode.NDJSONMode `json:"mode,omitempty"`
 }
 
-// NDJSONMode selects how NDJSON values are written.
-type NDJSONMode string
-
-// The NDJSON modes.
-const (
-	// NDJSONPlain writes plain typed JSON: dates and ObjectIds as strings (see the README).
-	NDJSONPlain NDJSONMode = "plain"
-	// NDJSONRelaxedExtJSON writes MongoDB relaxed Extended JSON v2: {"$oid": ...},
-	// {"$date": ...}, {"$numberDecimal": ...}, so that types survive a round trip.
-	NDJSONRelaxedExtJSON NDJSONMode = "relaxed_extjson"
-)
-
 // EncoderOptions are the encoder options the message asks for (its "csv" and "ndjson"
-// objects), for NewEncoder. Decode has validated them.
-func (m Message) EncoderOptions() EncoderOptions {
-	var o EncoderOptions
+// objects), for encode.New. Decode has validated them.
+func (m Message) EncoderOptions() encode.Options {
+	var o encode.Options
 	if m.CSV != nil {
 		switch m.CSV.Delimiter {
 		case "\t":
@@ -129,10 +119,10 @@ func Decode(body []byte) (Message, error) {
 	} else if !o.has("kind") {
 		o.invalidf("kind", "required")
 	}
-	m.Format = FormatCSV
+	m.Format = encode.FormatCSV
 	if s, ok := o.string("format"); ok {
-		m.Format = Format(s)
-		if m.Format != FormatCSV && m.Format != FormatNDJSON {
+		m.Format = encode.Format(s)
+		if m.Format != encode.FormatCSV && m.Format != encode.FormatNDJSON {
 			o.invalidf("format", "%q is not one of csv, ndjson", truncate(s, 40))
 		}
 	}
@@ -156,13 +146,13 @@ func Decode(body []byte) (Message, error) {
 	}
 	if raw, ok := o.object("csv"); ok {
 		m.CSV = decodeCSVOptions(o, raw)
-		if m.Format != FormatCSV {
+		if m.Format != encode.FormatCSV {
 			o.invalidf("csv", "only with format csv")
 		}
 	}
 	if raw, ok := o.object("ndjson"); ok {
 		m.NDJSON = decodeNDJSONOptions(o, raw)
-		if m.Format != FormatNDJSON {
+		if m.Format != encode.FormatNDJSON {
 			o.invalidf("ndjson", "only with format ndjson")
 		}
 	}
@@ -206,8 +196,8 @@ func decodeNDJSONOptions(parent *jsonObject, raw json.RawMessage) *NDJSONOptions
 	}
 	var n NDJSONOptions
 	if s, ok := o.string("mode"); ok {
-		n.Mode = NDJSONMode(s)
-		if n.Mode != NDJSONPlain && n.Mode != NDJSONRelaxedExtJSON {
+		n.Mode = encode.NDJSONMode(s)
+		if n.Mode != encode.NDJSONPlain && n.Mode != encode.NDJSONRelaxedExtJSON {
 			o.invalidf("mode", "%q is not one of plain, relaxed_extjson", truncate(s, 40))
 		}
 	}

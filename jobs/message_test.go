@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+
+	"github.com/verifiedfan/export-service/jobs/encode"
 )
 
 func TestDecodeValid(t *testing.T) {
@@ -11,7 +13,7 @@ func TestDecodeValid(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.Format != FormatCSV || m.Destination != DefaultDestination {
+	if m.Format != encode.FormatCSV || m.Destination != DefaultDestination {
 		t.Errorf("defaults not applied: %+v", m)
 	}
 	p, err := DefaultRegistry().Plan(m)
@@ -122,12 +124,12 @@ func TestPlanRefuses(t *testing.T) {
 
 // The message's csv and ndjson objects become the encoder's options.
 func TestMessageEncoderOptions(t *testing.T) {
-	for body, want := range map[string]EncoderOptions{
+	for body, want := range map[string]encode.Options{
 		`{"version":1,"export_id":"e","kind":"k","params":{}}`:                                                       {},
 		`{"version":1,"export_id":"e","kind":"k","csv":{"delimiter":";","bom":true},"params":{}}`:                    {Delimiter: ';', BOM: true},
 		`{"version":1,"export_id":"e","kind":"k","csv":{"delimiter":"\t"},"params":{}}`:                              {Delimiter: '\t'},
 		`{"version":1,"export_id":"e","kind":"k","csv":{"delimiter":"|"},"params":{}}`:                               {Delimiter: '|'},
-		`{"version":1,"export_id":"e","kind":"k","format":"ndjson","ndjson":{"mode":"relaxed_extjson"},"params":{}}`: {NDJSONMode: NDJSONRelaxedExtJSON},
+		`{"version":1,"export_id":"e","kind":"k","format":"ndjson","ndjson":{"mode":"relaxed_extjson"},"params":{}}`: {NDJSONMode: encode.NDJSONRelaxedExtJSON},
 		`{"version":1,"export_id":"e","kind":"k","format":"ndjson","ndjson":{},"params":{}}`:                         {},
 	} {
 		m, err := Decode([]byte(body))
@@ -138,8 +140,8 @@ func TestMessageEncoderOptions(t *testing.T) {
 			t.Errorf("%s: EncoderOptions() = %+v, want %+v", body, got, want)
 		}
 		var buf bytes.Buffer
-		if _, err := NewEncoder(m.Format, &buf, []Column{{"a", "a"}}, m.EncoderOptions()); err != nil {
-			t.Errorf("%s: NewEncoder refuses the options: %v", body, err)
+		if _, err := encode.New(m.Format, &buf, []encode.Column{{Header: "a", Path: "a"}}, m.EncoderOptions()); err != nil {
+			t.Errorf("%s: encode.New refuses the options: %v", body, err)
 		}
 	}
 }

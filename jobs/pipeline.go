@@ -15,6 +15,8 @@ import (
 
 	"github.com/klauspost/compress/gzip"
 	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/verifiedfan/export-service/jobs/encode"
 )
 
 // Source yields the documents of an export in order. *mongo.Cursor satisfies it through
@@ -126,7 +128,7 @@ var errSinkDone = errors.New("jobs: sink stopped reading")
 // Memory does not grow with the export: documents flow through an io.Pipe in bounded buffers.
 // If the source or encoder fails, the sink sees a read error and must not complete the object;
 // the source's error is returned (it is the cause), not the sink's report of it.
-func Run(ctx context.Context, src Source, newEnc func(io.Writer) (Encoder, error), sink Sink, obj Object, opts PipelineOptions) (Stats, Written, error) {
+func Run(ctx context.Context, src Source, newEnc func(io.Writer) (encode.Encoder, error), sink Sink, obj Object, opts PipelineOptions) (Stats, Written, error) {
 	level := opts.GzipLevel
 	if level == 0 {
 		level = 6
@@ -189,7 +191,7 @@ func put(ctx context.Context, sink Sink, obj Object, body io.Reader) (w Written,
 	return sink.Put(ctx, obj, body)
 }
 
-func produce(ctx context.Context, src Source, newEnc func(io.Writer) (Encoder, error), out io.Writer, level int, prog *Progress) error {
+func produce(ctx context.Context, src Source, newEnc func(io.Writer) (encode.Encoder, error), out io.Writer, level int, prog *Progress) error {
 	// gzip writes a few hundred bytes at a time; each write through the io.Pipe is a goroutine
 	// switch, so gather them into blocks first.
 	zout := bufio.NewWriterSize(out, 64<<10)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/verifiedfan/export-service/internal/fixtures"
 	"github.com/verifiedfan/export-service/jobs"
+	"github.com/verifiedfan/export-service/jobs/encode"
 )
 
 // memSource replays raw BSON documents from memory, n times over.
@@ -87,7 +88,7 @@ var benchKinds = []benchKind{
 // docsPerRun is the number of documents of one pipeline run (one benchmark op).
 const docsPerRun = 20000
 
-func (k benchKind) plan(tb testing.TB, f jobs.Format) *jobs.Plan {
+func (k benchKind) plan(tb testing.TB, f encode.Format) *jobs.Plan {
 	tb.Helper()
 	plan, err := jobs.DefaultRegistry().Plan(jobs.Message{Kind: k.name, Format: f, Params: json.RawMessage(k.params)})
 	if err != nil {
@@ -97,10 +98,10 @@ func (k benchKind) plan(tb testing.TB, f jobs.Format) *jobs.Plan {
 }
 
 // encodeAll returns what the encoder writes for one run: the bytes gzip gets in the pipeline.
-func encodeAll(tb testing.TB, f jobs.Format, plan *jobs.Plan, docs []bson.Raw) []byte {
+func encodeAll(tb testing.TB, f encode.Format, plan *jobs.Plan, docs []bson.Raw) []byte {
 	tb.Helper()
 	var buf bytes.Buffer
-	enc, err := jobs.NewEncoder(f, &buf, plan.Columns, jobs.EncoderOptions{})
+	enc, err := encode.New(f, &buf, plan.Columns, encode.Options{})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -148,10 +149,10 @@ func BenchmarkPipelineCSV(b *testing.B) {
 	for _, k := range benchKinds {
 		b.Run(k.name, func(b *testing.B) {
 			docs := k.docs(b)
-			plan := k.plan(b, jobs.FormatCSV)
-			csvBytes := encodeAll(b, jobs.FormatCSV, plan, docs)
-			newEnc := func(w io.Writer) (jobs.Encoder, error) {
-				return jobs.NewEncoder(jobs.FormatCSV, w, plan.Columns, jobs.EncoderOptions{})
+			plan := k.plan(b, encode.FormatCSV)
+			csvBytes := encodeAll(b, encode.FormatCSV, plan, docs)
+			newEnc := func(w io.Writer) (encode.Encoder, error) {
+				return encode.New(encode.FormatCSV, w, plan.Columns, encode.Options{})
 			}
 			var gzipTime time.Duration
 			var mallocs uint64
@@ -195,7 +196,7 @@ func BenchmarkPipelineCSV(b *testing.B) {
 func BenchmarkGzipAlone(b *testing.B) {
 	for _, k := range benchKinds {
 		b.Run(k.name, func(b *testing.B) {
-			csvBytes := encodeAll(b, jobs.FormatCSV, k.plan(b, jobs.FormatCSV), k.docs(b))
+			csvBytes := encodeAll(b, encode.FormatCSV, k.plan(b, encode.FormatCSV), k.docs(b))
 			b.SetBytes(int64(len(csvBytes)))
 			b.ReportAllocs()
 			b.ResetTimer()
@@ -213,17 +214,17 @@ func BenchmarkEncode(b *testing.B) {
 		docs := k.docs(b)
 		for _, v := range []struct {
 			name string
-			f    jobs.Format
-			opts jobs.EncoderOptions
+			f    encode.Format
+			opts encode.Options
 		}{
-			{"csv", jobs.FormatCSV, jobs.EncoderOptions{}},
-			{"ndjson", jobs.FormatNDJSON, jobs.EncoderOptions{}},
-			{"extjson", jobs.FormatNDJSON, jobs.EncoderOptions{NDJSONMode: jobs.NDJSONRelaxedExtJSON}},
+			{"csv", encode.FormatCSV, encode.Options{}},
+			{"ndjson", encode.FormatNDJSON, encode.Options{}},
+			{"extjson", encode.FormatNDJSON, encode.Options{NDJSONMode: encode.NDJSONRelaxedExtJSON}},
 		} {
 			b.Run(k.name+"/"+v.name, func(b *testing.B) {
 				plan := k.plan(b, v.f)
 				var out countWriter
-				enc, err := jobs.NewEncoder(v.f, &out, plan.Columns, v.opts)
+				enc, err := encode.New(v.f, &out, plan.Columns, v.opts)
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/verifiedfan/export-service/internal/stacktest"
 	"github.com/verifiedfan/export-service/jobs"
+	"github.com/verifiedfan/export-service/jobs/encode"
 	"github.com/verifiedfan/export-service/sink"
 )
 
@@ -42,7 +43,7 @@ func (s *failingSource) Err() error { return s.err }
 
 // panicEncoder panics on its row'th document.
 type panicEncoder struct {
-	jobs.Encoder
+	encode.Encoder
 	row, n int
 }
 
@@ -53,10 +54,10 @@ func (p *panicEncoder) Encode(doc bson.Raw) error {
 	return p.Encoder.Encode(doc)
 }
 
-func csvEncoder(tb testing.TB) func(io.Writer) (jobs.Encoder, error) {
-	plan := benchKinds[0].plan(tb, jobs.FormatCSV)
-	return func(w io.Writer) (jobs.Encoder, error) {
-		return jobs.NewEncoder(jobs.FormatCSV, w, plan.Columns, jobs.EncoderOptions{})
+func csvEncoder(tb testing.TB) func(io.Writer) (encode.Encoder, error) {
+	plan := benchKinds[0].plan(tb, encode.FormatCSV)
+	return func(w io.Writer) (encode.Encoder, error) {
+		return encode.New(encode.FormatCSV, w, plan.Columns, encode.Options{})
 	}
 }
 
@@ -141,10 +142,10 @@ func TestPipelinePanicsFailTheJob(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		src    jobs.Source
-		newEnc func(io.Writer) (jobs.Encoder, error)
+		newEnc func(io.Writer) (encode.Encoder, error)
 	}{
 		{"source", &failingSource{memSource: memSource{docs: docs, n: 1000}, panicAt: 500}, enc},
-		{"encoder", &memSource{docs: docs, n: 1000}, func(w io.Writer) (jobs.Encoder, error) {
+		{"encoder", &memSource{docs: docs, n: 1000}, func(w io.Writer) (encode.Encoder, error) {
 			inner, err := enc(w)
 			return &panicEncoder{Encoder: inner, row: 700}, err
 		}},

@@ -1,9 +1,7 @@
 package jobs
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -17,6 +15,9 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/verifiedfan/export-service/internal/jsontest"
+	"github.com/verifiedfan/export-service/jobs/encode"
 )
 
 // The schema in docs/ is checked with a small JSON Schema 2020-12 evaluator below rather than a
@@ -37,7 +38,7 @@ func loadSchema(tb testing.TB) any {
 			schemaErr = err
 			return
 		}
-		schemaDoc, schemaErr = decodeJSONValue(b)
+		schemaDoc, schemaErr = jsontest.Decode(b)
 	})
 	if schemaErr != nil {
 		tb.Fatalf("load docs/job-message.schema.json: %v", schemaErr)
@@ -45,28 +46,11 @@ func loadSchema(tb testing.TB) any {
 	return schemaDoc
 }
 
-// decodeJSONValue decodes one JSON value with numbers kept as json.Number, nothing after it.
-func decodeJSONValue(b []byte) (any, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return nil, err
-	}
-	if dec.More() {
-		return nil, errors.New("data after the value")
-	}
-	if _, err := dec.Token(); err == nil {
-		return nil, errors.New("data after the value")
-	}
-	return v, nil
-}
-
 // schemaValidate reports the problems of instance (raw JSON) against the schema; nil means
 // valid. Invalid JSON is a problem too.
 func schemaValidate(tb testing.TB, instance []byte) []string {
 	root := loadSchema(tb)
-	v, err := decodeJSONValue(instance)
+	v, err := jsontest.Decode(instance)
 	if err != nil {
 		return []string{"not JSON: " + err.Error()}
 	}
@@ -137,11 +121,11 @@ func (ev *evaluator) keyword(s map[string]any, k string, arg, v any, path string
 			ev.fail(path, fmt.Sprintf("not of type %v", arg))
 		}
 	case "enum":
-		if !slices.ContainsFunc(arg.([]any), func(e any) bool { return jsonEqual(e, v) }) {
+		if !slices.ContainsFunc(arg.([]any), func(e any) bool { return jsontest.Equal(e, v) }) {
 			ev.fail(path, "not in enum")
 		}
 	case "const":
-		if !jsonEqual(arg, v) {
+		if !jsontest.Equal(arg, v) {
 			ev.fail(path, "not the const")
 		}
 	case "properties":
@@ -214,7 +198,7 @@ func (ev *evaluator) keyword(s map[string]any, k string, arg, v any, path string
 		if isArr && arg == true {
 			for i := range arr {
 				for j := range i {
-					if jsonEqual(arr[i], arr[j]) {
+					if jsontest.Equal(arr[i], arr[j]) {
 						ev.fail(path, "items not unique")
 					}
 				}
@@ -299,7 +283,7 @@ func jsonTypeIs(v any, t string) bool {
 		if !ok {
 			return false
 		}
-		_, digits, point := normalizeNumber(string(n))
+		_, digits, point := jsontest.NormalizeNumber(string(n))
 		return digits == "" || int64(len(digits)) <= point
 	}
 	return false
@@ -308,70 +292,6 @@ func jsonTypeIs(v any, t string) bool {
 func jsonInt(v any) int {
 	n, _ := strconv.Atoi(string(v.(json.Number)))
 	return n
-}
-
-// jsonEqual is JSON Schema equality: numbers by value, objects and arrays deeply.
-func jsonEqual(a, b any) bool {
-	an, aok := a.(json.Number)
-	bn, bok := b.(json.Number)
-	if aok || bok {
-		if !aok || !bok {
-			return false
-		}
-		n1, d1, p1 := normalizeNumber(string(an))
-		n2, d2, p2 := normalizeNumber(string(bn))
-		return d1 == d2 && (d1 == "" || n1 == n2 && p1 == p2)
-	}
-	switch a := a.(type) {
-	case map[string]any:
-		bm, ok := b.(map[string]any)
-		if !ok || len(a) != len(bm) {
-			return false
-		}
-		for k, av := range a {
-			bv, ok := bm[k]
-			if !ok || !jsonEqual(av, bv) {
-				return false
-			}
-		}
-		return true
-	case []any:
-		ba, ok := b.([]any)
-		if !ok || len(a) != len(ba) {
-			return false
-		}
-		for i := range a {
-			if !jsonEqual(a[i], ba[i]) {
-				return false
-			}
-		}
-		return true
-	}
-	return reflect.DeepEqual(a, b)
-}
-
-// normalizeNumber writes a JSON number as sign, significant digits (no leading or trailing
-// zeros; "" for zero) and the position of the decimal point: value = 0.digits * 10^point.
-func normalizeNumber(s string) (neg bool, digits string, point int64) {
-	neg = strings.HasPrefix(s, "-")
-	s = strings.TrimPrefix(s, "-")
-	mant, exp, _ := strings.Cut(strings.ToLower(s), "e")
-	ip, fp, _ := strings.Cut(mant, ".")
-	e, err := strconv.ParseInt(exp, 10, 64)
-	if err != nil && exp != "" {
-		e = 1 << 40 // absurd exponents: keep them distinct from every sane number
-		if strings.HasPrefix(exp, "-") {
-			e = -e
-		}
-	}
-	digits = ip + fp
-	point = int64(len(ip)) + e
-	for len(digits) > 0 && digits[0] == '0' {
-		digits = digits[1:]
-		point--
-	}
-	digits = strings.TrimRight(digits, "0")
-	return neg, digits, point
 }
 
 // decoderAccepts is the service's verdict on a message: Decode, then the kind's parameters.
@@ -587,7 +507,7 @@ func TestSchemaMatchesCode(t *testing.T) {
 	if got := strs(props["kind"].(map[string]any)["enum"]); !slices.Equal(got, kinds) {
 		t.Errorf("kind enum %v, registry %v", got, kinds)
 	}
-	if got := strs(props["format"].(map[string]any)["enum"]); !slices.Equal(got, []string{string(FormatCSV), string(FormatNDJSON)}) {
+	if got := strs(props["format"].(map[string]any)["enum"]); !slices.Equal(got, []string{string(encode.FormatCSV), string(encode.FormatNDJSON)}) {
 		t.Errorf("format enum %v", got)
 	}
 	csvProps := props["csv"].(map[string]any)["properties"].(map[string]any)
@@ -595,7 +515,7 @@ func TestSchemaMatchesCode(t *testing.T) {
 		t.Errorf("csv.delimiter enum %q, code %q", got, CSVDelimiters)
 	}
 	ndProps := props["ndjson"].(map[string]any)["properties"].(map[string]any)
-	if got := strs(ndProps["mode"].(map[string]any)["enum"]); !slices.Equal(got, []string{string(NDJSONPlain), string(NDJSONRelaxedExtJSON)}) {
+	if got := strs(ndProps["mode"].(map[string]any)["enum"]); !slices.Equal(got, []string{string(encode.NDJSONPlain), string(encode.NDJSONRelaxedExtJSON)}) {
 		t.Errorf("ndjson.mode enum %v", got)
 	}
 	for _, k := range kinds {

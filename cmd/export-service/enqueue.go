@@ -20,6 +20,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/verifiedfan/export-service/jobs"
+	"github.com/verifiedfan/export-service/jobs/encode"
 )
 
 const enqueueHelp = `Usage: export-service enqueue --kind KIND --param key=value ... [flags]
@@ -162,7 +163,7 @@ func buildMessage(o enqueueOptions, getenv func(string) string) (jobs.Message, *
 	if err != nil {
 		return m, nil, err
 	}
-	m = jobs.Message{Version: jobs.CurrentVersion, ExportID: o.exportID, Kind: o.kind, Format: jobs.Format(o.format),
+	m = jobs.Message{Version: jobs.CurrentVersion, ExportID: o.exportID, Kind: o.kind, Format: encode.Format(o.format),
 		Destination: o.destination, Params: params, RequestedBy: o.requestedBy}
 	if m.ExportID == "" {
 		m.ExportID = newExportID(o.kind, time.Now())
@@ -171,7 +172,7 @@ func buildMessage(o enqueueOptions, getenv func(string) string) (jobs.Message, *
 		m.CSV = &jobs.CSVOptions{Delimiter: o.csvDelimiter, BOM: o.csvBOM}
 	}
 	if o.ndjsonMode != "" {
-		m.NDJSON = &jobs.NDJSONOptions{Mode: jobs.NDJSONMode(o.ndjsonMode)}
+		m.NDJSON = &jobs.NDJSONOptions{Mode: encode.NDJSONMode(o.ndjsonMode)}
 	}
 	body, err := m.Encode()
 	if err != nil {

@@ -34,6 +34,7 @@ import (
 
 	"github.com/verifiedfan/export-service/internal/fixtures"
 	"github.com/verifiedfan/export-service/jobs"
+	"github.com/verifiedfan/export-service/jobs/encode"
 )
 
 func main() {
@@ -104,7 +105,7 @@ func enqueue(ctx context.Context, args []string) error {
 	campaign := fs.String("campaign", fixtures.Campaigns[0], "campaign to export")
 	id := fs.String("export-id", fmt.Sprintf("demo-%s", time.Now().UTC().Format("20060102T150405Z")), "export id")
 	_ = fs.Parse(args)
-	m := jobs.Message{Version: jobs.CurrentVersion, ExportID: *id, Kind: "registrations", Format: jobs.FormatCSV,
+	m := jobs.Message{Version: jobs.CurrentVersion, ExportID: *id, Kind: "registrations", Format: encode.FormatCSV,
 		Params: json.RawMessage(fmt.Sprintf(`{"campaign_id":%q}`, *campaign)), RequestedBy: "demo"}
 	body, err := m.Encode()
 	if err != nil {

@@ -22,6 +22,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/verifiedfan/export-service/jobs"
+	"github.com/verifiedfan/export-service/jobs/encode"
 )
 
 // result is one run of one binary.
@@ -436,7 +437,7 @@ func runOnce(ctx context.Context, cfg config, st *stack, db *mongo.Database, cam
 		if len(campaigns) > 1 {
 			c = campaigns[i]
 		}
-		msg := jobs.Message{Version: jobs.CurrentVersion, ExportID: ids[i], Kind: "registrations", Format: jobs.Format(cfg.format),
+		msg := jobs.Message{Version: jobs.CurrentVersion, ExportID: ids[i], Kind: "registrations", Format: encode.Format(cfg.format),
 			Params: json.RawMessage(fmt.Sprintf(`{"campaign_id":%q}`, c)), RequestedBy: "loadbench"}
 		body, err := msg.Encode()
 		if err != nil {

@@ -1,4 +1,4 @@
-package jobs
+package encode_test
 
 import (
 	"bufio"
@@ -14,6 +14,9 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/verifiedfan/export-service/jobs"
+	"github.com/verifiedfan/export-service/jobs/encode"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden/")
@@ -131,19 +134,19 @@ var goldenParams = map[string]string{
 
 var goldenVariants = []struct {
 	name   string
-	format Format
-	opts   EncoderOptions
+	format encode.Format
+	opts   encode.Options
 }{
-	{"csv", FormatCSV, EncoderOptions{}},
-	{"semicolon-bom.csv", FormatCSV, EncoderOptions{Delimiter: ';', BOM: true}},
-	{"ndjson", FormatNDJSON, EncoderOptions{}},
-	{"relaxed-extjson.ndjson", FormatNDJSON, EncoderOptions{NDJSONMode: NDJSONRelaxedExtJSON}},
+	{"csv", encode.FormatCSV, encode.Options{}},
+	{"semicolon-bom.csv", encode.FormatCSV, encode.Options{Delimiter: ';', BOM: true}},
+	{"ndjson", encode.FormatNDJSON, encode.Options{}},
+	{"relaxed-extjson.ndjson", encode.FormatNDJSON, encode.Options{NDJSONMode: encode.NDJSONRelaxedExtJSON}},
 }
 
 // Each kind's output, in each format, is exactly the golden file. Run with -update after a
 // deliberate change and review the diff.
 func TestGolden(t *testing.T) {
-	reg := DefaultRegistry()
+	reg := jobs.DefaultRegistry()
 	for _, k := range reg.Kinds() {
 		docs, ok := goldenDocs[k.Name]
 		if !ok {
@@ -155,12 +158,12 @@ func TestGolden(t *testing.T) {
 				if !slices.Contains(k.Formats, v.format) {
 					t.Skipf("kind %s has no format %s", k.Name, v.format)
 				}
-				plan, err := reg.Plan(Message{Kind: k.Name, Format: v.format, Params: json.RawMessage(goldenParams[k.Name])})
+				plan, err := reg.Plan(jobs.Message{Kind: k.Name, Format: v.format, Params: json.RawMessage(goldenParams[k.Name])})
 				if err != nil {
 					t.Fatal(err)
 				}
 				var buf bytes.Buffer
-				enc, err := NewEncoder(v.format, &buf, plan.Columns, v.opts)
+				enc, err := encode.New(v.format, &buf, plan.Columns, v.opts)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -168,7 +171,7 @@ func TestGolden(t *testing.T) {
 					t.Fatal(err)
 				}
 				for _, d := range docs {
-					if err := enc.Encode(mustRaw(t, d)); err != nil {
+					if err := enc.Encode(encode.MustRaw(t, d)); err != nil {
 						t.Fatal(err)
 					}
 				}
@@ -198,10 +201,10 @@ func TestGolden(t *testing.T) {
 // checkWellFormed checks what a golden file must be whatever its content: CSV that
 // encoding/csv reads as a header and one row per document of the columns' width; NDJSON lines
 // that are each a JSON object with the columns' keys in order.
-func checkWellFormed(t *testing.T, f Format, opts EncoderOptions, out []byte, cols []Column, docs int) {
+func checkWellFormed(t *testing.T, f encode.Format, opts encode.Options, out []byte, cols []encode.Column, docs int) {
 	t.Helper()
 	switch f {
-	case FormatCSV:
+	case encode.FormatCSV:
 		if opts.BOM != bytes.HasPrefix(out, []byte("\xEF\xBB\xBF")) {
 			t.Errorf("BOM: want %v", opts.BOM)
 		}
@@ -217,7 +220,7 @@ func checkWellFormed(t *testing.T, f Format, opts EncoderOptions, out []byte, co
 		if len(recs) != docs+1 {
 			t.Errorf("%d records, want %d", len(recs), docs+1)
 		}
-	case FormatNDJSON:
+	case encode.FormatNDJSON:
 		sc := bufio.NewScanner(bytes.NewReader(out))
 		lines := 0
 		for sc.Scan() {

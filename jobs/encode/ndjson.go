@@ -1,4 +1,4 @@
-package jobs
+package encode
 
 import (
 	"fmt"
@@ -20,7 +20,7 @@ type ndjsonEncoder struct {
 	line  []byte
 }
 
-func newNDJSONEncoder(w io.Writer, cols []Column, opts EncoderOptions) (*ndjsonEncoder, error) {
+func newNDJSONEncoder(w io.Writer, cols []Column, opts Options) (*ndjsonEncoder, error) {
 	e := &ndjsonEncoder{w: w, line: make([]byte, 0, 1024)}
 	switch opts.NDJSONMode {
 	case "", NDJSONPlain:
@@ -28,7 +28,7 @@ func newNDJSONEncoder(w io.Writer, cols []Column, opts EncoderOptions) (*ndjsonE
 	case NDJSONRelaxedExtJSON:
 		e.value = appendExtJSON
 	default:
-		return nil, fmt.Errorf("jobs: unknown ndjson mode %q", opts.NDJSONMode)
+		return nil, fmt.Errorf("encode: unknown ndjson mode %q", opts.NDJSONMode)
 	}
 	var headers []string
 	headers, e.m, e.slots = compile(cols)
@@ -55,7 +55,7 @@ func (e *ndjsonEncoder) Encode(doc bson.Raw) error {
 	line = append(line, '}', '\n')
 	e.line = line
 	if _, err := e.w.Write(line); err != nil {
-		return fmt.Errorf("jobs: write ndjson line: %w", err)
+		return fmt.Errorf("encode: write ndjson line: %w", err)
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package jobs
+package encode
 
 import (
 	"bytes"
@@ -11,6 +11,8 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/x/bsonx/bsoncore"
+
+	"github.com/verifiedfan/export-service/internal/jsontest"
 )
 
 func TestAppendISOMillisMatchesTime(t *testing.T) {
@@ -107,12 +109,12 @@ func TestExtJSONMatchesDriver(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		gotV, err1 := decodeJSONValue(append(append([]byte(`{"v":`), got...), '}'))
-		wantV, err2 := decodeJSONValue(want)
+		gotV, err1 := jsontest.Decode(append(append([]byte(`{"v":`), got...), '}'))
+		wantV, err2 := jsontest.Decode(want)
 		if err1 != nil || err2 != nil {
 			t.Fatalf("%#v: invalid JSON %s (%v) / %s (%v)", v, got, err1, want, err2)
 		}
-		if !jsonEqual(normalizeDates(gotV), normalizeDates(wantV)) {
+		if !jsontest.Equal(normalizeDates(gotV), normalizeDates(wantV)) {
 			t.Errorf("%#v:\n got %s\nwant %s", v, got, want)
 		}
 		// And the driver reads it back as the same value.
@@ -155,7 +157,7 @@ func TestNDJSONModes(t *testing.T) {
 		NDJSONRelaxedExtJSON: `{"id":{"$oid":"65f1a2b3c4d5e6f708192a3b"},"when":{"$date":"2026-11-26T09:05:07.123Z"},"n":3,"missing":null}` + "\n",
 	} {
 		var buf bytes.Buffer
-		enc, err := NewEncoder(FormatNDJSON, &buf, cols, EncoderOptions{NDJSONMode: mode})
+		enc, err := New(FormatNDJSON, &buf, cols, Options{NDJSONMode: mode})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -172,38 +174,7 @@ func TestNDJSONModes(t *testing.T) {
 			t.Errorf("mode %q: not JSON", mode)
 		}
 	}
-	if _, err := NewEncoder(FormatNDJSON, &bytes.Buffer{}, cols, EncoderOptions{NDJSONMode: "canonical"}); err == nil {
+	if _, err := New(FormatNDJSON, &bytes.Buffer{}, cols, Options{NDJSONMode: "canonical"}); err == nil {
 		t.Error("an unknown mode must be refused")
 	}
 }
-
-// Encoding a document allocates nothing.
-func TestEncodersDoNotAllocate(t *testing.T) {
-	reg := DefaultRegistry()
-	doc := mustRaw(t, bson.D{
-		{Key: "_id", Value: bson.NewObjectID()}, {Key: "campaign_id", Value: "c"},
-		{Key: "fan", Value: bson.D{{Key: "email", Value: "a@example.com"}, {Key: "first_name", Value: "=Zoë, \"x\""}, {Key: "phone", Value: "+15555550123"}}},
-		{Key: "status", Value: "verified"}, {Key: "marketing_opt_in", Value: true}, {Key: "score", Value: int32(5)},
-		{Key: "tags", Value: bson.A{"vip", "app"}}, {Key: "created_at", Value: time.Now()},
-	})
-	plan, err := reg.Plan(Message{Kind: "registrations", Format: FormatCSV, Params: []byte(`{"campaign_id":"c"}`)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, opts := range []struct {
-		f Format
-		o EncoderOptions
-	}{{FormatCSV, EncoderOptions{}}, {FormatCSV, EncoderOptions{Delimiter: ';'}}, {FormatNDJSON, EncoderOptions{}}, {FormatNDJSON, EncoderOptions{NDJSONMode: NDJSONRelaxedExtJSON}}} {
-		enc, err := NewEncoder(opts.f, discard{}, plan.Columns, opts.o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n := testing.AllocsPerRun(100, func() { _ = enc.Encode(doc) }); n != 0 {
-			t.Errorf("%s %+v: %v allocations per document", opts.f, opts.o, n)
-		}
-	}
-}
-
-type discard struct{}
-
-func (discard) Write(p []byte) (int, error) { return len(p), nil }

@@ -1,4 +1,4 @@
-package jobs
+package encode
 
 import (
 	"bytes"
@@ -37,7 +37,7 @@ type csvEncoder struct {
 	cell      []byte
 }
 
-func newCSVEncoder(w io.Writer, cols []Column, opts EncoderOptions) (*csvEncoder, error) {
+func newCSVEncoder(w io.Writer, cols []Column, opts Options) (*csvEncoder, error) {
 	delim := opts.Delimiter
 	if delim == 0 {
 		delim = ','
@@ -45,7 +45,7 @@ func newCSVEncoder(w io.Writer, cols []Column, opts EncoderOptions) (*csvEncoder
 	// A quote would be ambiguous, CR and LF end rows, a single quote is the formula prefix
 	// (which is not quoted), and a multi-byte UTF-8 rune is not a byte.
 	if delim == '"' || delim == '\'' || delim == '\r' || delim == '\n' || delim >= 0x80 {
-		return nil, fmt.Errorf("jobs: csv delimiter %q is not allowed", delim)
+		return nil, fmt.Errorf("encode: csv delimiter %q is not allowed", delim)
 	}
 	e := &csvEncoder{
 		w:      w,
@@ -80,7 +80,7 @@ func (e *csvEncoder) Begin() error {
 	}
 	e.line = append(e.line, '\r', '\n')
 	if _, err := e.w.Write(e.line); err != nil {
-		return fmt.Errorf("jobs: write csv header: %w", err)
+		return fmt.Errorf("encode: write csv header: %w", err)
 	}
 	return nil
 }
@@ -133,7 +133,7 @@ func (e *csvEncoder) Encode(doc bson.Raw) error {
 	line = append(line, '\r', '\n')
 	e.line = line
 	if _, err := e.w.Write(line); err != nil {
-		return fmt.Errorf("jobs: write csv row: %w", err)
+		return fmt.Errorf("encode: write csv row: %w", err)
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package jobs
+package encode
 
 import (
 	"encoding/binary"
@@ -50,8 +50,20 @@ type Encoder interface {
 	Encode(doc bson.Raw) error
 }
 
-// EncoderOptions configure NewEncoder.
-type EncoderOptions struct {
+// NDJSONMode selects how NDJSON values are written.
+type NDJSONMode string
+
+// The NDJSON modes.
+const (
+	// NDJSONPlain writes plain typed JSON: dates and ObjectIds as strings (see the README).
+	NDJSONPlain NDJSONMode = "plain"
+	// NDJSONRelaxedExtJSON writes MongoDB relaxed Extended JSON v2: {"$oid": ...},
+	// {"$date": ...}, {"$numberDecimal": ...}, so that types survive a round trip.
+	NDJSONRelaxedExtJSON NDJSONMode = "relaxed_extjson"
+)
+
+// Options configure New.
+type Options struct {
 	// Delimiter separates CSV cells; default ','.
 	Delimiter byte
 	// BOM writes a UTF-8 byte order mark before the CSV header (some partners' importers need it).
@@ -63,15 +75,15 @@ type EncoderOptions struct {
 	NDJSONMode NDJSONMode
 }
 
-// NewEncoder returns an encoder of format f writing columns to w.
-func NewEncoder(f Format, w io.Writer, cols []Column, opts EncoderOptions) (Encoder, error) {
+// New returns an encoder of format f writing columns to w.
+func New(f Format, w io.Writer, cols []Column, opts Options) (Encoder, error) {
 	switch f {
 	case FormatCSV:
 		return newCSVEncoder(w, cols, opts)
 	case FormatNDJSON:
 		return newNDJSONEncoder(w, cols, opts)
 	default:
-		return nil, fmt.Errorf("jobs: unknown format %q", f)
+		return nil, fmt.Errorf("encode: unknown format %q", f)
 	}
 }
 

@@ -1,4 +1,4 @@
-package jobs
+package encode
 
 import (
 	"bytes"
@@ -19,10 +19,10 @@ func mustRaw(t testing.TB, d bson.D) bson.Raw {
 	return b
 }
 
-func encodeCSV(t testing.TB, cols []Column, opts EncoderOptions, docs ...bson.D) string {
+func encodeCSV(t testing.TB, cols []Column, opts Options, docs ...bson.D) string {
 	t.Helper()
 	var buf bytes.Buffer
-	enc, err := NewEncoder(FormatCSV, &buf, cols, opts)
+	enc, err := New(FormatCSV, &buf, cols, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +54,7 @@ func TestCSVCells(t *testing.T) {
 		{Key: "tags", Value: bson.A{"vip", int32(3), bson.D{{Key: "k", Value: "v"}}}},
 		{Key: "null", Value: nil},
 	}
-	got := encodeCSV(t, cols, EncoderOptions{}, doc)
+	got := encodeCSV(t, cols, Options{}, doc)
 	recs, err := csv.NewReader(strings.NewReader(got)).ReadAll()
 	if err != nil {
 		t.Fatalf("output does not parse: %v\n%s", err, got)
@@ -97,7 +97,7 @@ func TestCSVFormulaEscaping(t *testing.T) {
 		{int32(-5), "-5"}, // numbers are never escaped
 		{-0.5, "-0.5"},
 	} {
-		got := encodeCSV(t, cols, EncoderOptions{}, bson.D{{Key: "v", Value: tc.in}})
+		got := encodeCSV(t, cols, Options{}, bson.D{{Key: "v", Value: tc.in}})
 		recs, err := csv.NewReader(strings.NewReader(got)).ReadAll()
 		if err != nil {
 			t.Fatalf("%q: %v", tc.in, err)
@@ -106,20 +106,20 @@ func TestCSVFormulaEscaping(t *testing.T) {
 			t.Errorf("%#v -> %q, want %q", tc.in, recs[1][0], tc.want)
 		}
 	}
-	got := encodeCSV(t, cols, EncoderOptions{NoFormulaEscape: true}, bson.D{{Key: "v", Value: "=1+1"}})
+	got := encodeCSV(t, cols, Options{NoFormulaEscape: true}, bson.D{{Key: "v", Value: "=1+1"}})
 	if !strings.Contains(got, "\r\n=1+1\r\n") {
 		t.Errorf("with escaping off, got %q", got)
 	}
 }
 
 func TestCSVDelimiterAndBOM(t *testing.T) {
-	got := encodeCSV(t, []Column{{"a", "a"}, {"b", "b"}}, EncoderOptions{Delimiter: ';', BOM: true},
+	got := encodeCSV(t, []Column{{"a", "a"}, {"b", "b"}}, Options{Delimiter: ';', BOM: true},
 		bson.D{{Key: "a", Value: "x;y"}, {Key: "b", Value: "z,w"}})
 	want := "\xEF\xBB\xBFa;b\r\n\"x;y\";z,w\r\n"
 	if got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
-	if _, err := NewEncoder(FormatCSV, &bytes.Buffer{}, nil, EncoderOptions{Delimiter: '"'}); err == nil {
+	if _, err := New(FormatCSV, &bytes.Buffer{}, nil, Options{Delimiter: '"'}); err == nil {
 		t.Error("a quote as delimiter must be refused")
 	}
 }
