@@ -17,6 +17,7 @@ import (
 	"github.com/verifiedfan/export-service/internal/fixtures"
 	"github.com/verifiedfan/export-service/internal/stacktest"
 	"github.com/verifiedfan/export-service/jobs"
+	"github.com/verifiedfan/export-service/ledger"
 )
 
 // waitOutput waits until the process's output has n lines containing substr.
@@ -38,7 +39,7 @@ func TestReleasesAtShutdownDoNotUseUpReceives(t *testing.T) {
 	slow := map[string]string{"DRAIN_TIMEOUT": "0s", "EXPORT_FAULT_ROW_DELAY": "100ms", "VISIBILITY_TIMEOUT": "60s"}
 	for i := range 3 { // three deploys in the middle of the export
 		p := stacktest.Start(t, b.workerEnv(t, slow), "worker")
-		b.waitLedger(t, id, 30*time.Second, func(e jobs.LedgerEntry) bool { return e.Status == jobs.StatusRunning && e.Attempts == i+1 })
+		b.waitLedger(t, id, 30*time.Second, func(e ledger.Entry) bool { return e.Status == ledger.Running && e.Attempts == i+1 })
 		p.Signal(syscall.SIGTERM)
 		if code := p.Wait(20 * time.Second); code != 0 {
 			t.Fatalf("deploy %d: exit code %d", i+1, code)
@@ -46,7 +47,7 @@ func TestReleasesAtShutdownDoNotUseUpReceives(t *testing.T) {
 	}
 	stacktest.Start(t, b.workerEnv(t, map[string]string{"VISIBILITY_TIMEOUT": "60s"}), "worker")
 	b.waitObject(t, b.st.Env["EXPORT_BUCKET"], regKey(id, campaign), 60*time.Second)
-	e := b.waitLedger(t, id, 10*time.Second, func(e jobs.LedgerEntry) bool { return e.Status == jobs.StatusSucceeded })
+	e := b.waitLedger(t, id, 10*time.Second, func(e ledger.Entry) bool { return e.Status == ledger.Succeeded })
 	if e.Attempts != 4 || e.Failures != 0 {
 		t.Errorf("ledger: %d attempts, %d failures; want 4 attempts, 0 failures", e.Attempts, e.Failures)
 	}
@@ -66,8 +67,8 @@ func TestBrokenResultsQueueNeverRerunsTheExport(t *testing.T) {
 	id, campaign := "notice-"+stacktest.RandomID(), fixtures.Campaigns[0]
 	b.send(t, regJob(t, id, campaign))
 	b.waitObject(t, b.st.Env["EXPORT_BUCKET"], regKey(id, campaign), 60*time.Second)
-	e := b.waitLedger(t, id, 30*time.Second, func(e jobs.LedgerEntry) bool {
-		return e.Status == jobs.StatusSucceeded && e.Notice != nil && e.Notice.Attempts >= 3
+	e := b.waitLedger(t, id, 30*time.Second, func(e ledger.Entry) bool {
+		return e.Status == ledger.Succeeded && e.Notice != nil && e.Notice.Attempts >= 3
 	})
 	if !e.Notice.Pending || e.Notice.Error == "" {
 		t.Errorf("notice = %+v, want pending with the send's error", e.Notice)
@@ -90,7 +91,7 @@ func TestBrokenResultsQueueNeverRerunsTheExport(t *testing.T) {
 		}
 		return json.Unmarshal([]byte(aws.ToString(out.Messages[0].Body)), &notice) == nil
 	})
-	e = b.waitLedger(t, id, 10*time.Second, func(e jobs.LedgerEntry) bool { return e.Notice != nil && !e.Notice.Pending })
+	e = b.waitLedger(t, id, 10*time.Second, func(e ledger.Entry) bool { return e.Notice != nil && !e.Notice.Pending })
 	if notice.ExportID != id || notice.Rows != e.Rows || notice.SHA256 != e.SHA256 {
 		t.Errorf("notice = %+v, ledger rows %d sha %s", notice, e.Rows, e.SHA256)
 	}
@@ -122,7 +123,7 @@ func TestFailuresAfterAHandoverEndInTheDLQ(t *testing.T) {
 		s3p.Restore(t)
 	}
 	got := b.drainDLQ(t, 1, 60*time.Second)
-	if len(got) != 1 || !strings.Contains(got[0].Body, id) || got[0].Attrs["reason"] != jobs.ReasonMaxAttempts {
+	if len(got) != 1 || !strings.Contains(got[0].Body, id) || got[0].Attrs["reason"] != string(jobs.ReasonMaxAttempts) {
 		t.Fatalf("dead-letter queue = %+v, want the job with reason max_attempts", got)
 	}
 	time.Sleep(3 * time.Second) // room for a run that should not happen
@@ -130,7 +131,7 @@ func TestFailuresAfterAHandoverEndInTheDLQ(t *testing.T) {
 		t.Errorf("export started %d times, want 2 (MAX_ATTEMPTS)", n)
 	}
 	e, _ := b.ledger(t, id)
-	if e.Status != jobs.StatusFailed || e.Failures != 2 || !e.DeadLettered {
+	if e.Status != ledger.Failed || e.Failures != 2 || !e.DeadLettered {
 		t.Errorf("ledger = %s, %d failures, dead-lettered %v", e.Status, e.Failures, e.DeadLettered)
 	}
 }
@@ -147,15 +148,15 @@ func TestCompleteExportWhoseSuccessWasLostIsAdopted(t *testing.T) {
 	b.send(t, body)
 	key := regKey(id, campaign)
 	b.waitObject(t, b.st.Env["EXPORT_BUCKET"], key, 60*time.Second)
-	done := b.waitLedger(t, id, 10*time.Second, func(e jobs.LedgerEntry) bool { return e.Status == jobs.StatusSucceeded })
+	done := b.waitLedger(t, id, 10*time.Second, func(e ledger.Entry) bool { return e.Status == ledger.Succeeded })
 	before := b.lastModified(t, key)
 	// As if Finish(succeeded) had been lost: the entry still says running, its lease expired.
-	if _, err := b.db.Collection(jobs.LedgerCollection).UpdateOne(context.Background(), bson.D{{Key: "_id", Value: id}},
-		bson.D{{Key: "$set", Value: bson.D{{Key: "status", Value: jobs.StatusRunning}, {Key: "lease_expires", Value: time.Now().Add(-time.Second)}, {Key: "rows", Value: 0}}}}); err != nil {
+	if _, err := b.db.Collection(ledger.Collection).UpdateOne(context.Background(), bson.D{{Key: "_id", Value: id}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "status", Value: ledger.Running}, {Key: "lease_expires", Value: time.Now().Add(-time.Second)}, {Key: "rows", Value: 0}}}}); err != nil {
 		t.Fatal(err)
 	}
 	b.send(t, body) // the message comes back
-	e := b.waitLedger(t, id, 30*time.Second, func(e jobs.LedgerEntry) bool { return e.Status == jobs.StatusSucceeded })
+	e := b.waitLedger(t, id, 30*time.Second, func(e ledger.Entry) bool { return e.Status == ledger.Succeeded })
 	if e.Rows != done.Rows || e.SHA256 != done.SHA256 {
 		t.Errorf("adopted entry: rows %d sha %s; the export had %d, %s", e.Rows, e.SHA256, done.Rows, done.SHA256)
 	}
@@ -189,9 +190,9 @@ func TestTakenOverAttemptCommitsNoObject(t *testing.T) {
 	p := stacktest.Start(t, b.workerEnv(t, map[string]string{"VISIBILITY_TIMEOUT": "60s", "EXPORT_FAULT_ROW_DELAY": "100ms", "MAX_ATTEMPTS": "1"}), "worker")
 	id, campaign := "fenced-"+stacktest.RandomID(), fixtures.Campaigns[0]
 	b.send(t, regJob(t, id, campaign))
-	b.waitLedger(t, id, 30*time.Second, func(e jobs.LedgerEntry) bool { return e.Status == jobs.StatusRunning })
+	b.waitLedger(t, id, 30*time.Second, func(e ledger.Entry) bool { return e.Status == ledger.Running })
 	// Another attempt claims the export (as one whose clock runs ahead would).
-	if _, err := b.db.Collection(jobs.LedgerCollection).UpdateOne(context.Background(), bson.D{{Key: "_id", Value: id}},
+	if _, err := b.db.Collection(ledger.Collection).UpdateOne(context.Background(), bson.D{{Key: "_id", Value: id}},
 		bson.D{{Key: "$set", Value: bson.D{{Key: "token", Value: "another-attempt"}, {Key: "worker_id", Value: "elsewhere"}}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +203,7 @@ func TestTakenOverAttemptCommitsNoObject(t *testing.T) {
 	if n := b.unfinishedUploads(t, "exports/registrations/"+campaign+"/"+id); n != 0 {
 		t.Errorf("%d unfinished uploads left", n)
 	}
-	if e, _ := b.ledger(t, id); e.Token != "another-attempt" || e.Status != jobs.StatusRunning {
+	if e, _ := b.ledger(t, id); e.Token != "another-attempt" || e.Status != ledger.Running {
 		t.Errorf("the taken-over attempt changed the ledger: %s %s", e.Status, e.Token)
 	}
 }
@@ -221,7 +222,7 @@ func TestStalledS3FailsTheJobInsteadOfHanging(t *testing.T) {
 	// 20s per attempt by default; a hang shows as no outcome at all.
 	waitOutput(t, p, `"message":"retryable failure: message will come back"`, 1, 90*time.Second)
 	e, _ := b.ledger(t, id)
-	if e.Status != jobs.StatusFailed || e.Reason != "retryable" {
+	if e.Status != ledger.Failed || e.Reason != "retryable" {
 		t.Errorf("ledger = %s %q, want failed, retryable", e.Status, e.Reason)
 	}
 }

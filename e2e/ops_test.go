@@ -27,6 +27,7 @@ import (
 	"github.com/verifiedfan/export-service/internal/fixtures"
 	"github.com/verifiedfan/export-service/internal/stacktest"
 	"github.com/verifiedfan/export-service/jobs"
+	"github.com/verifiedfan/export-service/ledger"
 )
 
 // --- helpers -------------------------------------------------------------------------------
@@ -164,8 +165,8 @@ func TestMetricsMoveWithTheirEvents(t *testing.T) {
 		return q("in_flight") == 1 && q("visible") == 1 && q("delayed") == 1
 	})
 
-	e1 := b.waitLedger(t, id1, 60*time.Second, func(e jobs.LedgerEntry) bool { return e.Status == jobs.StatusSucceeded })
-	e2 := b.waitLedger(t, id2, 60*time.Second, func(e jobs.LedgerEntry) bool { return e.Status == jobs.StatusSucceeded })
+	e1 := b.waitLedger(t, id1, 60*time.Second, func(e ledger.Entry) bool { return e.Status == ledger.Succeeded })
+	e2 := b.waitLedger(t, id2, 60*time.Second, func(e ledger.Entry) bool { return e.Status == ledger.Succeeded })
 	succeeded := map[string]string{"kind": "registrations", "destination": "internal", "outcome": "succeeded"}
 	waitMetric("two jobs succeeded", "export_jobs_total", succeeded, eq(2))
 	waitMetric("export_jobs_in_flight back to 0", "export_jobs_in_flight", nil, eq(0))
@@ -294,7 +295,7 @@ func TestRetryableOutcomeCounted(t *testing.T) {
 		return stacktest.Sum(p.Metrics(t), "export_jobs_total", map[string]string{"outcome": "failed_retryable"}) >= 1
 	})
 	s3p.up.Store(true)
-	b.waitLedger(t, id, 60*time.Second, func(e jobs.LedgerEntry) bool { return e.Status == jobs.StatusSucceeded })
+	b.waitLedger(t, id, 60*time.Second, func(e ledger.Entry) bool { return e.Status == ledger.Succeeded })
 	eventually(t, 10*time.Second, "then succeeded", func() bool {
 		mfs := p.Metrics(t)
 		return stacktest.Sum(mfs, "export_jobs_total", map[string]string{"outcome": "succeeded"}) == 1 &&
@@ -451,7 +452,7 @@ func TestLogsCarryNoBodiesOrEmails(t *testing.T) {
 	if got := b.drainDLQ(t, len(poison), 60*time.Second); len(got) != len(poison) {
 		t.Fatalf("%d dead letters, want %d", len(got), len(poison))
 	}
-	e := b.waitLedger(t, good, 60*time.Second, func(e jobs.LedgerEntry) bool { return e.Status == jobs.StatusSucceeded })
+	e := b.waitLedger(t, good, 60*time.Second, func(e ledger.Entry) bool { return e.Status == ledger.Succeeded })
 	eventually(t, 10*time.Second, "every message handled", func() bool {
 		return stacktest.Sum(p.Metrics(t), "export_jobs_total", nil) == float64(len(poison)+1)
 	})
@@ -508,7 +509,7 @@ func TestEnqueueWaitAndStatusReportARealExport(t *testing.T) {
 		t.Fatalf("enqueue --wait: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
 	}
 	e, ok := b.ledger(t, id)
-	if !ok || e.Status != jobs.StatusSucceeded || e.Rows == 0 {
+	if !ok || e.Status != ledger.Succeeded || e.Rows == 0 {
 		t.Fatalf("ledger %+v", e)
 	}
 	m := sentIDs.FindStringSubmatch(out)

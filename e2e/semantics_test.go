@@ -21,6 +21,7 @@ import (
 	"github.com/verifiedfan/export-service/internal/fixtures"
 	"github.com/verifiedfan/export-service/internal/stacktest"
 	"github.com/verifiedfan/export-service/jobs"
+	"github.com/verifiedfan/export-service/ledger"
 )
 
 func regJob(t *testing.T, exportID, campaign string) string {
@@ -31,18 +32,18 @@ func regKey(exportID, campaign string) string {
 	return fmt.Sprintf("exports/registrations/%s/%s.csv.gz", campaign, exportID)
 }
 
-func (b *bundle) ledger(t *testing.T, exportID string) (jobs.LedgerEntry, bool) {
+func (b *bundle) ledger(t *testing.T, exportID string) (ledger.Entry, bool) {
 	t.Helper()
-	e, err := jobs.NewLedger(b.db).Get(context.Background(), exportID)
+	e, err := ledger.New(b.db).Get(context.Background(), exportID)
 	if err != nil {
 		return e, false
 	}
 	return e, true
 }
 
-func (b *bundle) waitLedger(t *testing.T, exportID string, within time.Duration, cond func(jobs.LedgerEntry) bool) jobs.LedgerEntry {
+func (b *bundle) waitLedger(t *testing.T, exportID string, within time.Duration, cond func(ledger.Entry) bool) ledger.Entry {
 	t.Helper()
-	var last jobs.LedgerEntry
+	var last ledger.Entry
 	eventually(t, within, "ledger entry of "+exportID, func() bool {
 		e, ok := b.ledger(t, exportID)
 		last = e
@@ -138,7 +139,7 @@ func TestDuplicateDeliveriesRunOnce(t *testing.T) {
 		b.send(t, regJob(t, id, campaign))
 	}
 	b.waitObject(t, b.st.Env["EXPORT_BUCKET"], regKey(id, campaign), 60*time.Second)
-	e := b.waitLedger(t, id, 30*time.Second, func(e jobs.LedgerEntry) bool { return e.Status == jobs.StatusSucceeded })
+	e := b.waitLedger(t, id, 30*time.Second, func(e ledger.Entry) bool { return e.Status == ledger.Succeeded })
 	eventually(t, 30*time.Second, "three deliveries handled", func() bool {
 		mfs := p.Metrics(t)
 		return stacktest.Sum(mfs, "export_jobs_total", map[string]string{"outcome": "succeeded"})+
@@ -293,10 +294,10 @@ func TestRetryableFailureRetriedThenSucceeds(t *testing.T) {
 	s3p := b.startWithS3Down(t, "2s", "3s")
 	id, campaign := "retry-"+stacktest.RandomID(), fixtures.Campaigns[3]
 	b.send(t, regJob(t, id, campaign))
-	b.waitLedger(t, id, 60*time.Second, func(e jobs.LedgerEntry) bool { return e.Status == jobs.StatusFailed && e.Reason == "retryable" })
+	b.waitLedger(t, id, 60*time.Second, func(e ledger.Entry) bool { return e.Status == ledger.Failed && e.Reason == "retryable" })
 	s3p.up.Store(true)
 	b.waitObject(t, b.st.Env["EXPORT_BUCKET"], regKey(id, campaign), 60*time.Second)
-	e := b.waitLedger(t, id, 10*time.Second, func(e jobs.LedgerEntry) bool { return e.Status == jobs.StatusSucceeded })
+	e := b.waitLedger(t, id, 10*time.Second, func(e ledger.Entry) bool { return e.Status == ledger.Succeeded })
 	if e.Attempts < 2 {
 		t.Errorf("attempts = %d, want at least 2", e.Attempts)
 	}
@@ -318,7 +319,7 @@ func TestRetryableFailureEndsInDLQAfterMaxReceives(t *testing.T) {
 		t.Fatalf("dead-letter queue = %v, want the job", got)
 	}
 	e, _ := b.ledger(t, id)
-	if e.Attempts != 5 || e.Status != jobs.StatusFailed {
+	if e.Attempts != 5 || e.Status != ledger.Failed {
 		t.Errorf("ledger = %d attempts, status %s; want 5 attempts (maxReceiveCount), failed", e.Attempts, e.Status)
 	}
 }
@@ -334,7 +335,7 @@ func TestLongJobKeepsItsLease(t *testing.T) {
 	id, campaign := "long-"+stacktest.RandomID(), fixtures.Campaigns[1]
 	b.send(t, regJob(t, id, campaign))
 	b.waitObject(t, b.st.Env["EXPORT_BUCKET"], regKey(id, campaign), 60*time.Second)
-	e := b.waitLedger(t, id, 10*time.Second, func(e jobs.LedgerEntry) bool { return e.Status == jobs.StatusSucceeded })
+	e := b.waitLedger(t, id, 10*time.Second, func(e ledger.Entry) bool { return e.Status == ledger.Succeeded })
 	if d := e.FinishedAt.Sub(e.StartedAt); d < 9*time.Second {
 		t.Fatalf("the export took %s; the test needs it to outlive the 3s visibility timeout three times", d)
 	}
@@ -353,7 +354,7 @@ func TestSIGTERMLetsJobFinish(t *testing.T) {
 	p := stacktest.Start(t, b.workerEnv(t, map[string]string{"DRAIN_TIMEOUT": "60s", "EXPORT_FAULT_ROW_DELAY": "200ms"}), "worker")
 	id, campaign := "drain-"+stacktest.RandomID(), fixtures.Campaigns[0]
 	b.send(t, regJob(t, id, campaign))
-	b.waitLedger(t, id, 30*time.Second, func(e jobs.LedgerEntry) bool { return e.Status == jobs.StatusRunning })
+	b.waitLedger(t, id, 30*time.Second, func(e ledger.Entry) bool { return e.Status == ledger.Running })
 	p.Signal(syscall.SIGTERM)
 	eventually(t, 5*time.Second, "heartbeat 503 while draining", func() bool {
 		code, body := p.Get("/heartbeat")
@@ -363,7 +364,7 @@ func TestSIGTERMLetsJobFinish(t *testing.T) {
 		t.Fatalf("exit code %d, want 0", code)
 	}
 	b.waitObject(t, b.st.Env["EXPORT_BUCKET"], regKey(id, campaign), time.Second)
-	if e, _ := b.ledger(t, id); e.Status != jobs.StatusSucceeded {
+	if e, _ := b.ledger(t, id); e.Status != ledger.Succeeded {
 		t.Errorf("ledger status %s, want succeeded", e.Status)
 	}
 	if v, f := b.st.QueueCounts(t, b.queues.JobsURL); v+f != 0 {
@@ -379,7 +380,7 @@ func TestSIGTERMShortDeadlineReleasesMessage(t *testing.T) {
 	p := stacktest.Start(t, b.workerEnv(t, map[string]string{"DRAIN_TIMEOUT": "1s", "EXPORT_FAULT_ROW_DELAY": "300ms", "VISIBILITY_TIMEOUT": "60s"}), "worker")
 	id, campaign := "release-"+stacktest.RandomID(), fixtures.Campaigns[2]
 	b.send(t, regJob(t, id, campaign))
-	b.waitLedger(t, id, 30*time.Second, func(e jobs.LedgerEntry) bool { return e.Status == jobs.StatusRunning })
+	b.waitLedger(t, id, 30*time.Second, func(e ledger.Entry) bool { return e.Status == ledger.Running })
 	p.Signal(syscall.SIGTERM)
 	if code := p.Wait(20 * time.Second); code != 0 {
 		t.Fatalf("exit code %d, want 0", code)
@@ -388,7 +389,7 @@ func TestSIGTERMShortDeadlineReleasesMessage(t *testing.T) {
 	// for a loaded machine).
 	eventually(t, 10*time.Second, "message visible again", func() bool { v, _ := b.st.QueueCounts(t, b.queues.JobsURL); return v == 1 })
 	e, _ := b.ledger(t, id)
-	if e.Status != jobs.StatusReleased || e.Reason != "shutdown" || !strings.Contains(e.Error, "shutdown") {
+	if e.Status != ledger.Released || e.Reason != "shutdown" || !strings.Contains(e.Error, "shutdown") {
 		t.Errorf("ledger = status %q reason %q error %q, want released by shutdown", e.Status, e.Reason, e.Error)
 	}
 	if keys := b.objects(t, "exports/registrations/"+campaign+"/"+id); len(keys) != 0 {
@@ -410,7 +411,7 @@ func TestSIGKILLMidExportIsCompletedByAnotherWorker(t *testing.T) {
 	p1 := stacktest.Start(t, slow, "worker")
 	id, campaign := "kill-"+stacktest.RandomID(), fixtures.Campaigns[3]
 	b.send(t, regJob(t, id, campaign))
-	b.waitLedger(t, id, 30*time.Second, func(e jobs.LedgerEntry) bool { return e.Status == jobs.StatusRunning && e.Rows > 5 })
+	b.waitLedger(t, id, 30*time.Second, func(e ledger.Entry) bool { return e.Status == ledger.Running && e.Rows > 5 })
 	p1.Signal(syscall.SIGKILL)
 	p1.Wait(10 * time.Second)
 	// An export this small never reaches its first 5 MiB part, so the killed worker had no
@@ -423,7 +424,7 @@ func TestSIGKILLMidExportIsCompletedByAnotherWorker(t *testing.T) {
 
 	p2 := stacktest.Start(t, b.workerEnv(t, env), "worker")
 	b.waitObject(t, b.st.Env["EXPORT_BUCKET"], regKey(id, campaign), 60*time.Second)
-	e := b.waitLedger(t, id, 10*time.Second, func(e jobs.LedgerEntry) bool { return e.Status == jobs.StatusSucceeded })
+	e := b.waitLedger(t, id, 10*time.Second, func(e ledger.Entry) bool { return e.Status == ledger.Succeeded })
 	if e.Attempts != 2 {
 		t.Errorf("attempts = %d, want 2 (the killed one and the one that finished)", e.Attempts)
 	}
@@ -455,7 +456,7 @@ func TestExportOutlivingMessageLeaseIsHandedOver(t *testing.T) {
 	id, campaign := "handover-"+stacktest.RandomID(), fixtures.Campaigns[0]
 	b.send(t, regJob(t, id, campaign))
 	b.waitObject(t, b.st.Env["EXPORT_BUCKET"], regKey(id, campaign), 60*time.Second)
-	e := b.waitLedger(t, id, 10*time.Second, func(e jobs.LedgerEntry) bool { return e.Status == jobs.StatusSucceeded })
+	e := b.waitLedger(t, id, 10*time.Second, func(e ledger.Entry) bool { return e.Status == ledger.Succeeded })
 	out := p1.Output() + p2.Output()
 	if e.Attempts != 1 || countLines(out, `"message":"export started"`) != 1 {
 		t.Errorf("attempts %d, started %d times; want 1", e.Attempts, countLines(out, `"message":"export started"`))
@@ -498,9 +499,9 @@ func TestLoad500Exports(t *testing.T) {
 			t.Fatalf("send batch: %v", err)
 		}
 	}
-	ledger := b.db.Collection(jobs.LedgerCollection)
+	exports := b.db.Collection(ledger.Collection)
 	eventually(t, 5*time.Minute, "500 succeeded ledger entries", func() bool {
-		c, err := ledger.CountDocuments(ctx, map[string]any{"status": jobs.StatusSucceeded})
+		c, err := exports.CountDocuments(ctx, map[string]any{"status": ledger.Succeeded})
 		return err == nil && c == n
 	})
 	took := time.Since(start)
@@ -513,7 +514,7 @@ func TestLoad500Exports(t *testing.T) {
 	if keys != n {
 		t.Errorf("%d objects, want %d", keys, n)
 	}
-	if c, _ := ledger.CountDocuments(ctx, map[string]any{"attempts": map[string]any{"$ne": 1}}); c != 0 {
+	if c, _ := exports.CountDocuments(ctx, map[string]any{"attempts": map[string]any{"$ne": 1}}); c != 0 {
 		t.Errorf("%d exports ran more than once", c)
 	}
 	if got := b.drainDLQ(t, 1, time.Second); len(got) != 0 {

@@ -94,7 +94,7 @@ func (e *Exporter) PrepareMessage(m Message, requestedAt time.Time) (*Job, error
 	}
 	dest, ok := e.Destinations[m.Destination]
 	if !ok {
-		return nil, Permanentf("unknown_destination", `field "destination": unknown destination %q`, m.Destination)
+		return nil, Permanentf(ReasonUnknownDestination, `field "destination": unknown destination %q`, m.Destination)
 	}
 	job := &Job{Message: m, Plan: plan, Destination: dest, RequestedAt: requestedAt}
 	if job.Key, err = job.objectKey(); err != nil {

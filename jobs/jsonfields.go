@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/verifiedfan/export-service/internal/clip"
 )
 
 // jsonObject reads the members of one JSON object strictly, field by field, so that every
@@ -64,7 +66,7 @@ func parseJSONObject(data []byte, path string, allowed ...string) (*jsonObject, 
 	slices.Sort(keys)
 	for _, k := range keys {
 		if !slices.Contains(allowed, k) {
-			o.shape = append(o.shape, fmt.Errorf("field %q: unknown field", o.name(truncate(k, 40))))
+			o.shape = append(o.shape, fmt.Errorf("field %q: unknown field", o.name(clip.String(k, 40))))
 		}
 	}
 	return o, nil
@@ -131,7 +133,7 @@ func duplicateKeys(data []byte, path string) []error {
 				if k, ok := tok.(string); ok {
 					top.seen[k]++
 					if top.seen[k] == 2 {
-						top.key = truncate(k, 40)
+						top.key = clip.String(k, 40)
 						errs = append(errs, fmt.Errorf("field %q: the key appears more than once (each key may appear once in an object)", childPath()))
 					}
 					top.key, top.expectKey = k, false

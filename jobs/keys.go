@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/verifiedfan/export-service/internal/clip"
 	"github.com/verifiedfan/export-service/jobs/encode"
 )
 
@@ -168,7 +169,7 @@ type KeyVars struct {
 func (t KeyTemplate) Render(prefix string, vars KeyVars) (string, error) {
 	t = t.orDefault()
 	if err := ValidateKeyPrefix(prefix); err != nil {
-		return "", Permanent("invalid_key", err)
+		return "", Permanent(ReasonInvalidKey, err)
 	}
 	campaign := vars.Campaign
 	if campaign == "" {
@@ -193,15 +194,15 @@ func (t KeyTemplate) Render(prefix string, vars KeyVars) (string, error) {
 		case !ok:
 			errs = append(errs, fmt.Errorf("key variable {%s}: no value: %w", p.v, ErrNoRequestTime))
 		case !keyValuePattern.MatchString(v) || strings.Contains(v, ".."):
-			errs = append(errs, fmt.Errorf("key variable {%s}: %q cannot be part of an object key: want 1-128 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit, without \"..\"", p.v, truncate(v, 40)))
+			errs = append(errs, fmt.Errorf("key variable {%s}: %q cannot be part of an object key: want 1-128 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit, without \"..\"", p.v, clip.String(v, 40)))
 		}
 	}
 	if len(errs) > 0 {
-		return "", Permanent("invalid_key", errors.Join(errs...))
+		return "", Permanent(ReasonInvalidKey, errors.Join(errs...))
 	}
 	key := prefix + t.render(func(name string) string { return values[name] })
 	if err := checkKey(key); err != nil {
-		return "", Permanent("invalid_key", err)
+		return "", Permanent(ReasonInvalidKey, err)
 	}
 	return key, nil
 }
@@ -226,19 +227,19 @@ func checkKey(key string) error {
 	case key == "":
 		return errors.New("object key is empty")
 	case strings.HasSuffix(key, ManifestSuffix):
-		return fmt.Errorf("object key %q ends with %q: it would be the manifest of the export at %q", truncate(key, 80), ManifestSuffix, truncate(strings.TrimSuffix(key, ManifestSuffix), 80))
+		return fmt.Errorf("object key %q ends with %q: it would be the manifest of the export at %q", clip.String(key, 80), ManifestSuffix, clip.String(strings.TrimSuffix(key, ManifestSuffix), 80))
 	case len(key) > MaxKeyBytes:
 		return fmt.Errorf("object key is %d bytes, more than %d", len(key), MaxKeyBytes)
 	case strings.HasPrefix(key, "/"):
-		return fmt.Errorf("object key %q must not start with /", truncate(key, 80))
+		return fmt.Errorf("object key %q must not start with /", clip.String(key, 80))
 	case strings.HasSuffix(key, "/"):
-		return fmt.Errorf("object key %q must not end with /", truncate(key, 80))
+		return fmt.Errorf("object key %q must not end with /", clip.String(key, 80))
 	case !keyLiteralPattern.MatchString(key):
-		return fmt.Errorf("object key %q has characters outside A-Z a-z 0-9 . _ - = /", truncate(key, 80))
+		return fmt.Errorf("object key %q has characters outside A-Z a-z 0-9 . _ - = /", clip.String(key, 80))
 	}
 	for seg := range strings.SplitSeq(key, "/") {
 		if seg == "" || seg == "." || seg == ".." {
-			return fmt.Errorf("object key %q has an empty, \".\" or \"..\" folder", truncate(key, 80))
+			return fmt.Errorf("object key %q has an empty, \".\" or \"..\" folder", clip.String(key, 80))
 		}
 	}
 	return nil
@@ -251,7 +252,7 @@ func ValidateKeyPrefix(prefix string) error {
 		return nil
 	}
 	if strings.HasPrefix(prefix, "/") || !keyLiteralPattern.MatchString(prefix) {
-		return fmt.Errorf("key prefix %q must not start with / and may use only A-Z a-z 0-9 . _ - = /", truncate(prefix, 80))
+		return fmt.Errorf("key prefix %q must not start with / and may use only A-Z a-z 0-9 . _ - = /", clip.String(prefix, 80))
 	}
 	segs := strings.Split(prefix, "/")
 	if strings.HasSuffix(prefix, "/") {
@@ -259,7 +260,7 @@ func ValidateKeyPrefix(prefix string) error {
 	}
 	for _, seg := range segs {
 		if seg == "" || seg == "." || seg == ".." {
-			return fmt.Errorf("key prefix %q has an empty, \".\" or \"..\" folder", truncate(prefix, 80))
+			return fmt.Errorf("key prefix %q has an empty, \".\" or \"..\" folder", clip.String(prefix, 80))
 		}
 	}
 	return nil

@@ -12,6 +12,7 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 
+	"github.com/verifiedfan/export-service/internal/clip"
 	"github.com/verifiedfan/export-service/jobs/encode"
 )
 
@@ -89,14 +90,14 @@ func (r *Registry) Plan(m Message) (*Plan, error) {
 		for _, k := range r.Kinds() {
 			names = append(names, k.Name)
 		}
-		return nil, Permanentf("unknown_kind", `field "kind": unknown kind %q (known: %s)`, m.Kind, strings.Join(names, ", "))
+		return nil, Permanentf(ReasonUnknownKind, `field "kind": unknown kind %q (known: %s)`, m.Kind, strings.Join(names, ", "))
 	}
 	if !slices.Contains(k.Formats, m.Format) {
-		return nil, Permanentf("invalid_message", `field "format": kind %q cannot be written as %q`, k.Name, m.Format)
+		return nil, Permanentf(ReasonInvalidMessage, `field "format": kind %q cannot be written as %q`, k.Name, m.Format)
 	}
 	p, err := k.plan(m.Params)
 	if err != nil {
-		return nil, Permanent("invalid_params", fmt.Errorf("kind %q: %w", k.Name, err))
+		return nil, Permanent(ReasonInvalidParams, fmt.Errorf("kind %q: %w", k.Name, err))
 	}
 	p.Kind = k
 	if p.Collection == "" {
@@ -152,7 +153,7 @@ func paramCampaignID(o *jsonObject, required bool) string {
 	case !ok && !o.has("campaign_id") && required:
 		o.invalidf("campaign_id", "required")
 	case ok && !campaignIDPattern.MatchString(id):
-		o.invalidf("campaign_id", "%q must be 1-64 characters of A-Z a-z 0-9 _ - starting with a letter or digit", truncate(id, 40))
+		o.invalidf("campaign_id", "%q must be 1-64 characters of A-Z a-z 0-9 _ - starting with a letter or digit", clip.String(id, 40))
 	}
 	return id
 }
@@ -161,7 +162,7 @@ func paramCampaignID(o *jsonObject, required bool) string {
 func paramEnum(o *jsonObject, k string, allowed ...string) string {
 	v, ok := o.string(k)
 	if ok && !slices.Contains(allowed, v) {
-		o.invalidf(k, "%q is not one of %s", truncate(v, 40), strings.Join(allowed, ", "))
+		o.invalidf(k, "%q is not one of %s", clip.String(v, 40), strings.Join(allowed, ", "))
 	}
 	return v
 }
@@ -174,7 +175,7 @@ func paramTime(o *jsonObject, k string) *time.Time {
 	}
 	var t time.Time
 	if !timestampPattern.MatchString(s) || t.UnmarshalText([]byte(s)) != nil {
-		o.invalidf(k, "%q is not an RFC 3339 date-time such as 2026-11-26T09:00:00Z", truncate(s, 40))
+		o.invalidf(k, "%q is not an RFC 3339 date-time such as 2026-11-26T09:00:00Z", clip.String(s, 40))
 		return nil
 	}
 	if t.Year() < MinParamYear || t.Year() > MaxParamYear {
@@ -309,7 +310,7 @@ func AccessCodesKind() *Kind {
 			if tier, ok := o.string("tier"); ok {
 				p.Tier = tier
 				if !tierPattern.MatchString(tier) {
-					o.invalidf("tier", "%q must be 1-32 characters of A-Z a-z 0-9 _ -", truncate(tier, 40))
+					o.invalidf("tier", "%q must be 1-32 characters of A-Z a-z 0-9 _ -", clip.String(tier, 40))
 				}
 			}
 			if err := paramsErr(o); err != nil {

@@ -7,6 +7,7 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 
+	"github.com/verifiedfan/export-service/internal/clip"
 	"github.com/verifiedfan/export-service/jobs/encode"
 )
 
@@ -86,7 +87,7 @@ func CollectionFieldsKind() *Kind {
 			if name, ok := o.string("collection"); ok {
 				p.Collection = name
 				if coll, known = opsCollection(name); !known {
-					o.invalidf("collection", "%q is not one of %s", truncate(name, 40), strings.Join(names, ", "))
+					o.invalidf("collection", "%q is not one of %s", clip.String(name, 40), strings.Join(names, ", "))
 				}
 			} else if !o.has("collection") {
 				o.invalidf("collection", "required")
@@ -99,9 +100,9 @@ func CollectionFieldsKind() *Kind {
 				for i, f := range fields {
 					switch {
 					case slices.Index(fields, f) < i:
-						o.invalidf("fields", "%q is named twice", truncate(f, 40))
+						o.invalidf("fields", "%q is named twice", clip.String(f, 40))
 					case known && !slices.Contains(coll.Fields, f):
-						o.invalidf("fields", "%q is not an exportable field of %s (allowed: %s)", truncate(f, 40), coll.Name, strings.Join(coll.Fields, ", "))
+						o.invalidf("fields", "%q is not an exportable field of %s (allowed: %s)", clip.String(f, 40), coll.Name, strings.Join(coll.Fields, ", "))
 					}
 				}
 			}

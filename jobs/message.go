@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"slices"
 
+	"github.com/verifiedfan/export-service/internal/clip"
 	"github.com/verifiedfan/export-service/jobs/encode"
 )
 
@@ -88,17 +89,17 @@ var messageFields = []string{"version", "export_id", "kind", "format", "destinat
 func Decode(body []byte) (Message, error) {
 	var m Message
 	if len(body) > MaxMessageBytes {
-		return m, Permanentf("oversize_message", "message is %d bytes, more than the %d allowed", len(body), MaxMessageBytes)
+		return m, Permanentf(ReasonOversizeMessage, "message is %d bytes, more than the %d allowed", len(body), MaxMessageBytes)
 	}
 	o, err := parseJSONObject(body, "", messageFields...)
 	if err != nil {
-		return m, Permanent("malformed_message", err)
+		return m, Permanent(ReasonMalformedMessage, err)
 	}
 	if n, ok := o.number("version"); ok {
 		if jsonNumberIsInt(n, CurrentVersion) {
 			m.Version = CurrentVersion
 		} else {
-			o.invalidf("version", "%s is not supported (want %d)", truncate(n, 20), CurrentVersion)
+			o.invalidf("version", "%s is not supported (want %d)", clip.String(n, 20), CurrentVersion)
 		}
 	} else if !o.has("version") {
 		o.invalidf("version", "required (%d)", CurrentVersion)
@@ -106,7 +107,7 @@ func Decode(body []byte) (Message, error) {
 	if s, ok := o.string("export_id"); ok {
 		m.ExportID = s
 		if !exportIDPattern.MatchString(s) {
-			o.invalidf("export_id", "%q must be 1-128 characters of A-Z a-z 0-9 . _ - starting with a letter or digit", truncate(s, 40))
+			o.invalidf("export_id", "%q must be 1-128 characters of A-Z a-z 0-9 . _ - starting with a letter or digit", clip.String(s, 40))
 		}
 	} else if !o.has("export_id") {
 		o.invalidf("export_id", "required")
@@ -114,7 +115,7 @@ func Decode(body []byte) (Message, error) {
 	if s, ok := o.string("kind"); ok {
 		m.Kind = s
 		if !namePattern.MatchString(s) {
-			o.invalidf("kind", "%q is not a kind name", truncate(s, 40))
+			o.invalidf("kind", "%q is not a kind name", clip.String(s, 40))
 		}
 	} else if !o.has("kind") {
 		o.invalidf("kind", "required")
@@ -123,20 +124,20 @@ func Decode(body []byte) (Message, error) {
 	if s, ok := o.string("format"); ok {
 		m.Format = encode.Format(s)
 		if m.Format != encode.FormatCSV && m.Format != encode.FormatNDJSON {
-			o.invalidf("format", "%q is not one of csv, ndjson", truncate(s, 40))
+			o.invalidf("format", "%q is not one of csv, ndjson", clip.String(s, 40))
 		}
 	}
 	m.Destination = DefaultDestination
 	if s, ok := o.string("destination"); ok {
 		m.Destination = s
 		if !namePattern.MatchString(s) {
-			o.invalidf("destination", "%q is not a destination name", truncate(s, 40))
+			o.invalidf("destination", "%q is not a destination name", clip.String(s, 40))
 		}
 	}
 	if s, ok := o.string("requested_by"); ok {
 		m.RequestedBy = s
 		if !requestedByPattern.MatchString(s) {
-			o.invalidf("requested_by", "%q must be 1-128 characters of A-Z a-z 0-9 . _ : / @ - starting with a letter or digit", truncate(s, 40))
+			o.invalidf("requested_by", "%q must be 1-128 characters of A-Z a-z 0-9 . _ : / @ - starting with a letter or digit", clip.String(s, 40))
 		}
 	}
 	if raw, ok := o.members["params"]; !ok || jsonKindByte(raw) == 'n' {
@@ -157,10 +158,10 @@ func Decode(body []byte) (Message, error) {
 		}
 	}
 	if len(o.shape) > 0 {
-		return m, Permanent("malformed_message", fmt.Errorf("malformed job message: %w", errors.Join(o.shape...)))
+		return m, Permanent(ReasonMalformedMessage, fmt.Errorf("malformed job message: %w", errors.Join(o.shape...)))
 	}
 	if len(o.invalid) > 0 {
-		return m, Permanent("invalid_message", fmt.Errorf("invalid job message: %w", errors.Join(o.invalid...)))
+		return m, Permanent(ReasonInvalidMessage, fmt.Errorf("invalid job message: %w", errors.Join(o.invalid...)))
 	}
 	return m, nil
 }
@@ -176,7 +177,7 @@ func decodeCSVOptions(parent *jsonObject, raw json.RawMessage) *CSVOptions {
 	if s, ok := o.string("delimiter"); ok {
 		c.Delimiter = s
 		if !slices.Contains(CSVDelimiters, s) {
-			o.invalidf("delimiter", "%q is not one of \",\" \";\" \"\\t\" (tab) \"|\"", truncate(s, 10))
+			o.invalidf("delimiter", "%q is not one of \",\" \";\" \"\\t\" (tab) \"|\"", clip.String(s, 10))
 		}
 	}
 	if b, ok := o.bool("bom"); ok {
@@ -198,7 +199,7 @@ func decodeNDJSONOptions(parent *jsonObject, raw json.RawMessage) *NDJSONOptions
 	if s, ok := o.string("mode"); ok {
 		n.Mode = encode.NDJSONMode(s)
 		if n.Mode != encode.NDJSONPlain && n.Mode != encode.NDJSONRelaxedExtJSON {
-			o.invalidf("mode", "%q is not one of plain, relaxed_extjson", truncate(s, 40))
+			o.invalidf("mode", "%q is not one of plain, relaxed_extjson", clip.String(s, 40))
 		}
 	}
 	parent.shape = append(parent.shape, o.shape...)
@@ -212,11 +213,4 @@ func (m Message) Encode() ([]byte, error) {
 		m.Version = CurrentVersion
 	}
 	return json.Marshal(m)
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
 }

@@ -47,7 +47,7 @@ func TestDecodeRefuses(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Decode([]byte(tc.body))
 			reason, ok := IsPermanent(err)
-			if !ok || reason != tc.reason || !strings.Contains(err.Error(), tc.mention) {
+			if !ok || string(reason) != tc.reason || !strings.Contains(err.Error(), tc.mention) {
 				t.Errorf("Decode(%.60q) = %v (reason %q), want a permanent %q error mentioning %q", tc.body, err, reason, tc.reason, tc.mention)
 			}
 		})
@@ -115,7 +115,7 @@ func TestPlanRefuses(t *testing.T) {
 				_, err = reg.Plan(m)
 			}
 			reason, ok := IsPermanent(err)
-			if !ok || reason != tc.reason || !strings.Contains(err.Error(), tc.mention) {
+			if !ok || string(reason) != tc.reason || !strings.Contains(err.Error(), tc.mention) {
 				t.Errorf("got %v (reason %q), want a permanent %q error mentioning %q", err, reason, tc.reason, tc.mention)
 			}
 		})

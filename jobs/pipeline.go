@@ -118,7 +118,7 @@ func (e *PanicError) Error() string { return fmt.Sprintf("%s: panic: %v", e.Wher
 // Recovered turns the value of recover() into a permanent error of reason "panic". Call it
 // from the deferred function that recovered, so that the stack is the panic's.
 func Recovered(where string, v any) error {
-	return Permanent("panic", &PanicError{Where: where, Value: v, Stack: debug.Stack()})
+	return Permanent(ReasonPanic, &PanicError{Where: where, Value: v, Stack: debug.Stack()})
 }
 
 // errSinkDone unblocks the producer when the sink returned before reading everything.

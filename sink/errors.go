@@ -10,19 +10,19 @@ import (
 )
 
 // permanentCodes are S3 error codes that retrying cannot fix.
-var permanentCodes = map[string]string{
-	"AccessDenied":          "access_denied",
-	"AllAccessDisabled":     "access_denied",
-	"InvalidAccessKeyId":    "access_denied",
-	"SignatureDoesNotMatch": "access_denied",
-	"AccountProblem":        "access_denied",
-	"NoSuchBucket":          "no_such_bucket",
-	"InvalidBucketName":     "no_such_bucket",
-	"InvalidStorageClass":   "invalid_destination",
-	"KMS.NotFoundException": "invalid_destination",
-	"KMS.DisabledException": "invalid_destination",
-	"InvalidArgument":       "invalid_destination",
-	"EntityTooLarge":        "too_large",
+var permanentCodes = map[string]jobs.Reason{
+	"AccessDenied":          jobs.ReasonAccessDenied,
+	"AllAccessDisabled":     jobs.ReasonAccessDenied,
+	"InvalidAccessKeyId":    jobs.ReasonAccessDenied,
+	"SignatureDoesNotMatch": jobs.ReasonAccessDenied,
+	"AccountProblem":        jobs.ReasonAccessDenied,
+	"NoSuchBucket":          jobs.ReasonNoSuchBucket,
+	"InvalidBucketName":     jobs.ReasonNoSuchBucket,
+	"InvalidStorageClass":   jobs.ReasonInvalidDestination,
+	"KMS.NotFoundException": jobs.ReasonInvalidDestination,
+	"KMS.DisabledException": jobs.ReasonInvalidDestination,
+	"InvalidArgument":       jobs.ReasonInvalidDestination,
+	"EntityTooLarge":        jobs.ReasonTooLarge,
 }
 
 // stsPermanentCodes are AssumeRole error codes that retrying cannot fix. Everything else
@@ -31,16 +31,16 @@ var permanentCodes = map[string]string{
 // sign the AssumeRole call) had expired, as when the instance's role credentials could not be
 // refreshed during an IMDS hiccup: the worker's credentials cache fetches new ones, and the
 // job succeeds when it comes back, where the dead-letter queue would lose a valid job.
-var stsPermanentCodes = map[string]string{
-	"AccessDenied":                "access_denied",
-	"InvalidClientTokenId":        "access_denied",
-	"SignatureDoesNotMatch":       "access_denied",
-	"UnrecognizedClientException": "access_denied",
-	"RegionDisabledException":     "access_denied",
-	"ValidationError":             "invalid_destination",
-	"InvalidParameterValue":       "invalid_destination",
-	"MalformedPolicyDocument":     "invalid_destination",
-	"PackedPolicyTooLarge":        "invalid_destination",
+var stsPermanentCodes = map[string]jobs.Reason{
+	"AccessDenied":                jobs.ReasonAccessDenied,
+	"InvalidClientTokenId":        jobs.ReasonAccessDenied,
+	"SignatureDoesNotMatch":       jobs.ReasonAccessDenied,
+	"UnrecognizedClientException": jobs.ReasonAccessDenied,
+	"RegionDisabledException":     jobs.ReasonAccessDenied,
+	"ValidationError":             jobs.ReasonInvalidDestination,
+	"InvalidParameterValue":       jobs.ReasonInvalidDestination,
+	"MalformedPolicyDocument":     jobs.ReasonInvalidDestination,
+	"PackedPolicyTooLarge":        jobs.ReasonInvalidDestination,
 }
 
 // expiredCodes are what S3 answers to temporary credentials that expired: ExpiredToken on AWS,

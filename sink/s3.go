@@ -327,7 +327,7 @@ func (u *upload) uploadParts(ctx context.Context, body io.Reader, first []byte) 
 		}
 		if n > MaxParts {
 			u.release()
-			readErr = jobs.Permanentf("too_large", "sink: s3://%s/%s: the export is larger than %d parts of up to %d bytes (%d bytes)", s.bucket, u.obj.Key, MaxParts, PartSize(s.opts.PartSize, MaxParts), Capacity(s.opts.PartSize))
+			readErr = jobs.Permanentf(jobs.ReasonTooLarge, "sink: s3://%s/%s: the export is larger than %d parts of up to %d bytes (%d bytes)", s.bucket, u.obj.Key, MaxParts, PartSize(s.opts.PartSize, MaxParts), Capacity(s.opts.PartSize))
 			break
 		}
 		send(n, buf, got)

@@ -284,7 +284,7 @@ func TestClassifyExpiredWorkerCredentialsIsRetryable(t *testing.T) {
 		{&smithy.GenericAPIError{Code: "InvalidClientTokenId"}, "access_denied"},
 	} {
 		reason, permanent := jobs.IsPermanent(Classify(wrap(tc.err)))
-		if reason != tc.reason || permanent != (tc.reason != "") {
+		if string(reason) != tc.reason || permanent != (tc.reason != "") {
 			t.Errorf("%v: reason %q (permanent %v), want %q", tc.err, reason, permanent, tc.reason)
 		}
 	}

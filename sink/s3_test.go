@@ -585,7 +585,7 @@ func TestClassifyAssumeRoleErrors(t *testing.T) {
 		"Throttling": "", "ServiceUnavailable": "", "InternalFailure": "", "IDPCommunicationError": "",
 	} {
 		reason, permanent := jobs.IsPermanent(Classify(wrap(code, 400)))
-		if reason != want || permanent != (want != "") {
+		if string(reason) != want || permanent != (want != "") {
 			t.Errorf("%s: reason %q permanent %v, want %q", code, reason, permanent, want)
 		}
 	}

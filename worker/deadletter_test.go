@@ -20,7 +20,7 @@ func TestDeadLetteredMessageKeepsItsRequestTime(t *testing.T) {
 	st := stacktest.New(t)
 	q := st.NewQueues(t, 30*time.Second, 5)
 	requested := time.Date(2026, 11, 3, 23, 59, 30, 0, time.UTC)
-	runWorker(t, st.SQS, q, HandlerFunc(func(ctx context.Context, m *Message) error {
+	runWorker(t, st.SQS, q, HandlerFunc(func(ctx context.Context, m *Delivery) error {
 		return jobs.Permanentf("unknown_kind", "no such kind")
 	}))
 	if _, err := st.SQS.SendMessage(context.Background(), &sqs.SendMessageInput{QueueUrl: aws.String(q.JobsURL), MessageBody: aws.String("x"),

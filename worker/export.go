@@ -11,13 +11,14 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/verifiedfan/export-service/jobs"
+	"github.com/verifiedfan/export-service/ledger"
 )
 
 // ExportHandler runs export job messages with an Exporter, under a lease in the export ledger
 // so that each export runs once however many times its message is delivered.
 type ExportHandler struct {
 	Exporter *jobs.Exporter
-	Ledger   *jobs.Ledger
+	Ledger   *ledger.Ledger
 	Metrics  *Metrics
 	Log      zerolog.Logger
 	// Outbox, if set, sends each succeeded export's completion notice.
@@ -65,7 +66,7 @@ func (h *ExportHandler) maxAttempts() int {
 }
 
 // Handle implements Handler.
-func (h *ExportHandler) Handle(ctx context.Context, m *Message) error {
+func (h *ExportHandler) Handle(ctx context.Context, m *Delivery) error {
 	msg, err := jobs.Decode([]byte(m.Body))
 	m.ExportID = msg.ExportID
 	if err != nil {
@@ -79,21 +80,23 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Message) error {
 	m.Kind, m.Destination = job.Plan.Kind.Name, job.Destination.Name
 	log := h.Log.With().Str("export_id", m.ExportID).Str("kind", m.Kind).Str("destination", m.Destination).Logger()
 
-	claim, entry, info, err := h.Ledger.Claim(ctx, job, jobs.ClaimOptions{WorkerID: h.WorkerID, MessageID: m.ID, Lease: h.Lease, MaxFailures: h.maxAttempts()})
+	claim, entry, info, err := h.Ledger.Claim(ctx, job, ledger.ClaimOptions{WorkerID: h.WorkerID, MessageID: m.ID, Lease: h.Lease, MaxFailures: h.maxAttempts(), Copy: m.CopyOf != ""})
 	if err != nil {
 		return err // MongoDB unreachable or the like: retryable
 	}
 	m.Failures = entry.Failures
-	log.Debug().Str("message_id", m.ID).Int("claim", int(claim)).Str("status", entry.Status).Int("attempts", entry.Attempts).Int("failures", entry.Failures).Msg("ledger claim")
+	log.Debug().Str("message_id", m.ID).Int("claim", int(claim)).Str("status", string(entry.Status)).Int("attempts", entry.Attempts).Int("failures", entry.Failures).Msg("ledger claim")
 	switch claim {
-	case jobs.AlreadyDone:
+	case ledger.AlreadyDone:
 		m.Outcome = OutcomeDuplicate
 		log.Info().Str("message_id", m.ID).Str("key", entry.Key).Msg("export already succeeded: duplicate message acknowledged")
 		return nil
-	case jobs.Busy:
-		if entry.MessageID != m.ID {
+	case ledger.Busy:
+		if entry.MessageID != m.ID && m.CopyOf == "" {
 			// Another delivery runs it and holds its own message, which comes back if that
-			// attempt dies: this one is a duplicate.
+			// attempt dies: this one is a duplicate. A copy the worker made is never dropped
+			// here: it was made of the attempt's carrier, and if the ledger's record of the
+			// carrier is stale, deleting it could leave the attempt without a message.
 			m.Outcome = OutcomeDuplicate
 			log.Info().Str("message_id", m.ID).Str("running_on", entry.WorkerID).Msg("export is running elsewhere: duplicate message acknowledged")
 			return nil
@@ -104,14 +107,14 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Message) error {
 			_, err := h.Ledger.HandOver(ctx, m.ExportID, m.ID, newID)
 			return err
 		}}
-	case jobs.Exhausted:
+	case ledger.Exhausted:
 		// The attempt this message carried failed for good, possibly after a handover, when
 		// it had no message to dead-letter: do it now, with what the ledger recorded.
 		reason := entry.Reason
 		if !entry.Permanent {
 			reason = jobs.ReasonMaxAttempts
 		}
-		log.Warn().Str("message_id", m.ID).Str("reason", reason).Int("failures", entry.Failures).Msg("export failed for good: its message goes to the dead-letter queue")
+		log.Warn().Str("message_id", m.ID).Str("reason", string(reason)).Int("failures", entry.Failures).Msg("export failed for good: its message goes to the dead-letter queue")
 		h.discardIncomplete(ctx, job, log)
 		return jobs.Permanentf(reason, "export %s failed %d time(s) and may not run again: %s", m.ExportID, entry.Failures, entry.Error)
 	}
@@ -162,9 +165,9 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Message) error {
 	h.Metrics.BytesUncompressed.WithLabelValues(m.Kind).Add(float64(res.Stats.BytesUncompressed))
 	lctx, lcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer lcancel()
-	finish := func(status, reason string, cause error) {
+	finish := func(status ledger.Status, reason jobs.Reason, cause error) {
 		if ferr := h.Ledger.Finish(lctx, entry, status, res, cause, reason, nil); ferr != nil {
-			log.Error().Err(ferr).Str("status", status).Msg("recording the export's outcome in the ledger failed")
+			log.Error().Err(ferr).Str("status", string(status)).Msg("recording the export's outcome in the ledger failed")
 		}
 	}
 	duration := time.Since(start).Milliseconds()
@@ -182,24 +185,24 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Message) error {
 			Int("aborted_uploads", res.AbortedUploads).Msg("export succeeded")
 		h.Outbox.SendNow(ctx, m.ExportID)
 		return nil
-	case errors.Is(cause, errLedgerLeaseLost), jobs.IsLeaseLost(err):
+	case errors.Is(cause, errLedgerLeaseLost), ledger.IsLeaseLost(err):
 		// Not ours any more: the new owner records the outcome.
 		log.Warn().Err(err).Msg("export attempt stopped: another attempt owns the export now")
 		return err
 	case errors.Is(cause, errDrainTimeout):
-		finish(jobs.StatusReleased, "shutdown", errors.New("canceled by shutdown after the drain deadline; message released"))
+		finish(ledger.Released, jobs.ReasonShutdown, errors.New("canceled by shutdown after the drain deadline; message released"))
 	case errors.Is(cause, errMaxDuration):
-		err = jobs.Permanentf("timeout", "export %s ran longer than MAX_EXPORT_DURATION (%s), before the bucket's lifecycle rule would abort its upload: %w", m.ExportID, h.MaxDuration, err)
+		err = jobs.Permanentf(jobs.ReasonTimeout, "export %s ran longer than MAX_EXPORT_DURATION (%s), before the bucket's lifecycle rule would abort its upload: %w", m.ExportID, h.MaxDuration, err)
 		m.Failures = entry.Failures + 1
 		if fence(lctx) == nil {
 			h.discardIncomplete(lctx, job, log)
 		}
-		finish(jobs.StatusFailed, "timeout", err)
+		finish(ledger.Failed, jobs.ReasonTimeout, err)
 	default:
 		reason, permanent := jobs.IsPermanent(err)
 		m.Failures = entry.Failures + 1
 		if !permanent {
-			reason = "retryable"
+			reason = jobs.ReasonRetryable
 			if m.Failures >= h.maxAttempts() {
 				reason = jobs.ReasonMaxAttempts
 				err = jobs.Permanent(reason, fmt.Errorf("export %s failed %d times; the last failure: %w", m.ExportID, m.Failures, err))
@@ -208,7 +211,7 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Message) error {
 		if _, permanent := jobs.IsPermanent(err); permanent && fence(lctx) == nil {
 			h.discardIncomplete(lctx, job, log)
 		}
-		finish(jobs.StatusFailed, reason, err)
+		finish(ledger.Failed, reason, err)
 	}
 	log.Warn().Err(err).Int64("duration", duration).Int64("rows", res.Stats.Rows).Int("failures", m.Failures).Msg("export failed")
 	return err
@@ -216,7 +219,7 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Message) error {
 
 // finishSucceeded records the success, retrying for up to FinishFor: the export is complete,
 // and a success left unrecorded costs a redelivery (which adopts the object) at best.
-func (h *ExportHandler) finishSucceeded(ctx context.Context, entry jobs.LedgerEntry, res jobs.Result, log zerolog.Logger) error {
+func (h *ExportHandler) finishSucceeded(ctx context.Context, entry ledger.Entry, res jobs.Result, log zerolog.Logger) error {
 	limit := h.FinishFor
 	if limit <= 0 {
 		limit = 2 * time.Minute
@@ -227,9 +230,9 @@ func (h *ExportHandler) finishSucceeded(ctx context.Context, entry jobs.LedgerEn
 	backoff := 250 * time.Millisecond
 	for {
 		actx, acancel := context.WithTimeout(fctx, 10*time.Second)
-		err := h.Ledger.Finish(actx, entry, jobs.StatusSucceeded, res, nil, "", notice)
+		err := h.Ledger.Finish(actx, entry, ledger.Succeeded, res, nil, "", notice)
 		acancel()
-		if err == nil || jobs.IsLeaseLost(err) {
+		if err == nil || ledger.IsLeaseLost(err) {
 			return err
 		}
 		log.Warn().Err(err).Dur("retry_in", backoff).Msg("recording the export's success failed; retrying")
@@ -269,18 +272,18 @@ func (h *ExportHandler) notice(m *jobs.Manifest, log zerolog.Logger) []byte {
 
 // DeadLettered implements DeadLetterObserver: the ledger remembers it, so that a message
 // redriven from the dead-letter queue gets a new budget of failures.
-func (h *ExportHandler) DeadLettered(ctx context.Context, m *Message, reason string) {
+func (h *ExportHandler) DeadLettered(ctx context.Context, m *Delivery, reason jobs.Reason) {
 	if m.ExportID == "" {
 		return
 	}
 	if err := h.Ledger.MarkDeadLettered(ctx, m.ExportID, m.ID); err != nil {
-		h.Log.Warn().Err(err).Str("export_id", m.ExportID).Str("reason", reason).Msg("recording the dead-lettering in the ledger failed")
+		h.Log.Warn().Err(err).Str("export_id", m.ExportID).Str("reason", string(reason)).Msg("recording the dead-lettering in the ledger failed")
 	}
 }
 
 // renewLease keeps the export's ledger lease alive (and its progress visible) until ctx ends;
 // if another attempt took the export over, it cancels this one.
-func (h *ExportHandler) renewLease(ctx context.Context, entry jobs.LedgerEntry, prog *jobs.Progress, cancel context.CancelCauseFunc, log zerolog.Logger) {
+func (h *ExportHandler) renewLease(ctx context.Context, entry ledger.Entry, prog *jobs.Progress, cancel context.CancelCauseFunc, log zerolog.Logger) {
 	t := time.NewTicker(min(h.Lease/3, 10*time.Second))
 	defer t.Stop()
 	expires := time.Now().Add(h.Lease)
@@ -299,7 +302,7 @@ func (h *ExportHandler) renewLease(ctx context.Context, entry jobs.LedgerEntry, 
 			expires = time.Now().Add(h.Lease)
 		case ctx.Err() != nil:
 			return
-		case jobs.IsLeaseLost(err) || time.Now().After(expires):
+		case ledger.IsLeaseLost(err) || time.Now().After(expires):
 			log.Error().Err(err).Msg("lost the export's ledger lease: canceling this attempt")
 			cancel(errLedgerLeaseLost)
 			return

@@ -62,7 +62,7 @@ func TestLeaseSurvivesAnSQSOutageShorterThanTheLease(t *testing.T) {
 	started := make(chan time.Time, 1)
 	var canceled, runs atomic.Int32
 	vt := 15 * time.Second
-	m := runWorker(t, sqsThrough(st, p), q, HandlerFunc(func(ctx context.Context, msg *Message) error {
+	m := runWorker(t, sqsThrough(st, p), q, HandlerFunc(func(ctx context.Context, msg *Delivery) error {
 		runs.Add(1)
 		started <- time.Now()
 		select {
@@ -115,7 +115,7 @@ func TestStalledVisibilityCallCancelsTheJobBeforeTheLeaseLapses(t *testing.T) {
 	started := make(chan time.Time, 1)
 	ended := make(chan time.Time, 1)
 	vt := 6 * time.Second
-	runWorker(t, sqsThrough(st, p), q, HandlerFunc(func(ctx context.Context, msg *Message) error {
+	runWorker(t, sqsThrough(st, p), q, HandlerFunc(func(ctx context.Context, msg *Delivery) error {
 		started <- time.Now()
 		select {
 		case <-time.After(40 * time.Second):

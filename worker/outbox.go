@@ -9,6 +9,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/verifiedfan/export-service/jobs"
+	"github.com/verifiedfan/export-service/ledger"
 )
 
 // Outbox sends the completion notices kept in the export ledger. A succeeded export's notice
@@ -17,7 +18,7 @@ import (
 // that cannot be sent never fails or re-runs its export. Delivery is at least once: a worker
 // that dies between sending and recording the send sends it again.
 type Outbox struct {
-	Ledger   *jobs.Ledger
+	Ledger   *ledger.Ledger
 	Notifier jobs.Notifier
 	Metrics  *Metrics
 	Log      zerolog.Logger
@@ -104,7 +105,7 @@ func (o *Outbox) sendDue(ctx context.Context) {
 	}
 }
 
-func (o *Outbox) send(ctx context.Context, e jobs.LedgerEntry) {
+func (o *Outbox) send(ctx context.Context, e ledger.Entry) {
 	_, base, most, call := o.defaults()
 	log := o.Log.With().Str("export_id", e.ExportID).Int("notice_attempts", e.Notice.Attempts+1).Logger()
 	var m jobs.Manifest

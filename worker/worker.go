@@ -58,7 +58,7 @@ type Config struct {
 	RetryMax  time.Duration
 	// MaxMessageLease is how long one delivery of a message may be held. SQS refuses to extend
 	// a message's visibility beyond 12 hours after it was received, so a job still running at
-	// this point hands its message over (see Message.SetOnHandOver). Default 11h.
+	// this point hands its message over (see Delivery.SetOnHandOver). Default 11h.
 	MaxMessageLease time.Duration
 	// HandOverDelay is the delivery delay of the copy sent by a handover or a hop (0: none).
 	// The caller chooses it; production uses 15m, the SQS maximum.
@@ -124,8 +124,9 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Message is one received job message.
-type Message struct {
+// Delivery is one received SQS message: a delivery of a job message (an export request,
+// jobs.Message, is what its body holds), with its receipt and what the handler learned of it.
+type Delivery struct {
 	ID            string
 	Body          string
 	ReceiptHandle string
@@ -137,6 +138,9 @@ type Message struct {
 	// a hop, the original's (carried in the "requested_at" attribute), so that anything derived
 	// from it (a {date} in an object key) is the same for every delivery.
 	RequestedAt time.Time
+	// CopyOf is the id of the delivery this message is a copy of (a handover, hop or release
+	// copy the worker sent: attribute handover_of), or "" for an original.
+	CopyOf string
 
 	// Filled in by the handler once it knows them, for logs, metrics and dead-letter attributes.
 	ExportID    string
@@ -161,7 +165,7 @@ type Message struct {
 }
 
 // SetOnHandOver sets the handover callback (see onHandOver).
-func (m *Message) SetOnHandOver(f func(ctx context.Context, newID string) error) {
+func (m *Delivery) SetOnHandOver(f func(ctx context.Context, newID string) error) {
 	m.onHandOver.Store(&f)
 }
 
@@ -181,20 +185,20 @@ func (e *HopError) Error() string { return "worker: hop: " + e.Reason }
 // Handler runs one message. Returning nil deletes the message; an error marked with
 // jobs.Permanent dead-letters it at once; any other error makes it come back after a backoff.
 type Handler interface {
-	Handle(ctx context.Context, m *Message) error
+	Handle(ctx context.Context, m *Delivery) error
 }
 
 // DeadLetterObserver is implemented by handlers that want to know when the worker sent one of
 // their messages to the dead-letter queue.
 type DeadLetterObserver interface {
-	DeadLettered(ctx context.Context, m *Message, reason string)
+	DeadLettered(ctx context.Context, m *Delivery, reason jobs.Reason)
 }
 
 // HandlerFunc adapts a function to Handler.
-type HandlerFunc func(ctx context.Context, m *Message) error
+type HandlerFunc func(ctx context.Context, m *Delivery) error
 
 // Handle implements Handler.
-func (f HandlerFunc) Handle(ctx context.Context, m *Message) error { return f(ctx, m) }
+func (f HandlerFunc) Handle(ctx context.Context, m *Delivery) error { return f(ctx, m) }
 
 // Worker receives job messages and runs them.
 type Worker struct {
@@ -307,7 +311,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	return nil
 }
 
-func (w *Worker) receive(ctx context.Context, n int) ([]*Message, error) {
+func (w *Worker) receive(ctx context.Context, n int) ([]*Delivery, error) {
 	// A long poll is not canceled by shutdown: the server would go on with it and could hand
 	// a message to a connection nobody reads, hiding it for a whole visibility timeout. It is
 	// let finish (at most WaitTime), and what it brings is released below.
@@ -331,9 +335,9 @@ func (w *Worker) receive(ctx context.Context, n int) ([]*Message, error) {
 		return nil, fmt.Errorf("worker: receive from %s: %w", w.cfg.QueueURL, err)
 	}
 	w.lastReceive.Store(now.UnixNano())
-	msgs := make([]*Message, 0, len(out.Messages))
+	msgs := make([]*Delivery, 0, len(out.Messages))
 	for _, sm := range out.Messages {
-		m := &Message{ID: aws.ToString(sm.MessageId), Body: aws.ToString(sm.Body), ReceiptHandle: aws.ToString(sm.ReceiptHandle), ReceivedAt: now}
+		m := &Delivery{ID: aws.ToString(sm.MessageId), Body: aws.ToString(sm.Body), ReceiptHandle: aws.ToString(sm.ReceiptHandle), ReceivedAt: now}
 		if v, err := strconv.Atoi(sm.Attributes[string(types.MessageSystemAttributeNameApproximateReceiveCount)]); err == nil {
 			m.ReceiveCount = v
 		}
@@ -342,11 +346,10 @@ func (w *Worker) receive(ctx context.Context, n int) ([]*Message, error) {
 			w.metrics.MessageAge.Observe(now.Sub(m.SentAt).Seconds())
 		}
 		m.RequestedAt = m.SentAt
-		if a, ok := sm.MessageAttributes["requested_at"]; ok {
-			if t, err := time.Parse(time.RFC3339Nano, aws.ToString(a.StringValue)); err == nil {
-				m.RequestedAt = t
-			}
+		if t := RequestedAt(sm.MessageAttributes); !t.IsZero() {
+			m.RequestedAt = t
 		}
+		m.CopyOf = aws.ToString(sm.MessageAttributes[AttrHandoverOf].StringValue)
 		msgs = append(msgs, m)
 	}
 	w.log.Debug().Int("asked", n).Int("received", len(msgs)).Msg("receive")
@@ -362,7 +365,7 @@ func (w *Worker) receive(ctx context.Context, n int) ([]*Message, error) {
 
 // process runs one message to its outcome. It never panics and never returns an error: every
 // outcome is an action on the message.
-func (w *Worker) process(jobsCtx context.Context, m *Message) {
+func (w *Worker) process(jobsCtx context.Context, m *Delivery) {
 	w.inFlight.Add(1)
 	w.metrics.InFlight.Inc()
 	defer func() {
@@ -446,10 +449,10 @@ func (w *Worker) process(jobsCtx context.Context, m *Message) {
 			outcome = OutcomeFailedPermanent
 			if derr := w.deadLetter(actx, m, reason, err); derr != nil {
 				// Leave the message: it comes back, and the redrive policy ends it in the DLQ.
-				log.Error().Err(derr).Str("reason", reason).Msg("permanent failure, but sending it to the dead-letter queue failed")
+				log.Error().Err(derr).Str("reason", string(reason)).Msg("permanent failure, but sending it to the dead-letter queue failed")
 				w.changeVisibility(actx, m, w.retryDelay(max(m.ReceiveCount, m.Failures)), log)
 			} else {
-				log.Error().Err(err).Str("reason", reason).Msg("permanent failure: message sent to the dead-letter queue")
+				log.Error().Err(err).Str("reason", string(reason)).Msg("permanent failure: message sent to the dead-letter queue")
 			}
 			break
 		}
@@ -474,11 +477,11 @@ func labelOr(v string) string {
 }
 
 // safeHandle turns a panic in a job into a permanent failure of that job.
-func (w *Worker) safeHandle(ctx context.Context, m *Message) (err error) {
+func (w *Worker) safeHandle(ctx context.Context, m *Delivery) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			w.log.Error().Str("message_id", m.ID).Str("export_id", m.ExportID).Str("stack", string(debug.Stack())).Msg("job panicked")
-			err = jobs.Permanentf("panic", "job panicked: %v", r)
+			err = jobs.Permanentf(jobs.ReasonPanic, "job panicked: %v", r)
 		}
 	}()
 	return w.handler.Handle(ctx, m)
@@ -489,7 +492,7 @@ func (w *Worker) safeHandle(ctx context.Context, m *Message) (err error) {
 // is canceled only when the lease is really gone (or SQS says the receipt is no longer valid):
 // another worker may then have the message. When the job outlives MaxMessageLease and the
 // handler can carry on without the message (SetOnHandOver), the message is handed over instead.
-func (w *Worker) holdLease(ctx context.Context, m *Message, cancel context.CancelCauseFunc) {
+func (w *Worker) holdLease(ctx context.Context, m *Delivery, cancel context.CancelCauseFunc) {
 	vt := w.cfg.VisibilityTimeout
 	// The lease is taken to be gone a little before it is: the server's clock started when it
 	// sent the message, before we saw it.
@@ -553,18 +556,15 @@ func (w *Worker) holdLease(ctx context.Context, m *Message, cancel context.Cance
 
 // hop sends a copy of m delayed by delay (at most 15m), tells onSent (if any) its id, and
 // deletes m.
-func (w *Worker) hop(ctx context.Context, m *Message, delay time.Duration, onSent func(ctx context.Context, newID string) error) error {
+func (w *Worker) hop(ctx context.Context, m *Delivery, delay time.Duration, onSent func(ctx context.Context, newID string) error) error {
 	delay = min(max(delay, 0), 15*time.Minute)
 	cctx, ccancel := context.WithTimeout(ctx, w.cfg.CallTimeout)
 	defer ccancel()
 	out, err := w.sqs.SendMessage(cctx, &sqs.SendMessageInput{
-		QueueUrl:     aws.String(w.cfg.QueueURL),
-		MessageBody:  aws.String(m.Body),
-		DelaySeconds: int32((delay + time.Second - 1) / time.Second),
-		MessageAttributes: map[string]types.MessageAttributeValue{
-			"handover_of":  {DataType: aws.String("String"), StringValue: aws.String(m.ID)},
-			"requested_at": {DataType: aws.String("String"), StringValue: aws.String(m.RequestedAt.UTC().Format(time.RFC3339Nano))},
-		},
+		QueueUrl:          aws.String(w.cfg.QueueURL),
+		MessageBody:       aws.String(m.Body),
+		DelaySeconds:      int32((delay + time.Second - 1) / time.Second),
+		MessageAttributes: CopyAttributes(AttrHandoverOf, m.ID, m.RequestedAt),
 	})
 	w.metrics.sqs("send_copy", err)
 	if err != nil {
@@ -591,7 +591,7 @@ func isGone(err error) bool {
 	return errors.As(err, &inv) || errors.As(err, &nif)
 }
 
-func (w *Worker) delete(ctx context.Context, m *Message) error {
+func (w *Worker) delete(ctx context.Context, m *Delivery) error {
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.CallTimeout)
 	defer cancel()
 	_, err := w.sqs.DeleteMessage(ctx, &sqs.DeleteMessageInput{
@@ -605,7 +605,7 @@ func (w *Worker) delete(ctx context.Context, m *Message) error {
 	return nil
 }
 
-func (w *Worker) changeVisibility(ctx context.Context, m *Message, d time.Duration, log zerolog.Logger) {
+func (w *Worker) changeVisibility(ctx context.Context, m *Delivery, d time.Duration, log zerolog.Logger) {
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.CallTimeout)
 	defer cancel()
 	_, err := w.sqs.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{
@@ -633,28 +633,14 @@ func (w *Worker) retryDelay(receiveCount int) time.Duration {
 }
 
 // deadLetter sends the message with its reason to the DLQ, then deletes it from the jobs queue.
-func (w *Worker) deadLetter(ctx context.Context, m *Message, reason string, cause error) error {
+func (w *Worker) deadLetter(ctx context.Context, m *Delivery, reason jobs.Reason, cause error) error {
 	if w.cfg.DLQURL == "" {
 		return errors.New("worker: no dead-letter queue configured")
 	}
-	attr := func(v string) types.MessageAttributeValue {
-		return types.MessageAttributeValue{DataType: aws.String("String"), StringValue: aws.String(v)}
-	}
-	attrs := map[string]types.MessageAttributeValue{
-		"reason":              attr(reason),
-		"error":               attr(truncate(cause.Error(), 1024)),
-		"original_message_id": attr(m.ID),
-		"receive_count":       {DataType: aws.String("Number"), StringValue: aws.String(strconv.Itoa(m.ReceiveCount))},
-		"failed_at":           attr(time.Now().UTC().Format(time.RFC3339)),
-		// The original request time: a redriven message keeps the {date} of its object key.
-		"requested_at": attr(m.RequestedAt.UTC().Format(time.RFC3339Nano)),
-	}
-	if m.Failures > 0 {
-		attrs["failures"] = types.MessageAttributeValue{DataType: aws.String("Number"), StringValue: aws.String(strconv.Itoa(m.Failures))}
-	}
-	if m.ExportID != "" {
-		attrs["export_id"] = attr(m.ExportID)
-	}
+	attrs := DeadLetter{
+		Reason: reason, Error: cause.Error(), ExportID: m.ExportID, OriginalMessageID: m.ID,
+		ReceiveCount: m.ReceiveCount, Failures: m.Failures, FailedAt: time.Now(), RequestedAt: m.RequestedAt,
+	}.Attributes()
 	body := m.Body
 	if body == "" {
 		body = "(empty message body)"
@@ -670,16 +656,9 @@ func (w *Worker) deadLetter(ctx context.Context, m *Message, reason string, caus
 	if err != nil {
 		return fmt.Errorf("worker: send message %s to the dead-letter queue: %w", m.ID, err)
 	}
-	w.metrics.DLQMessages.WithLabelValues(reason).Inc()
+	w.metrics.DLQMessages.WithLabelValues(string(reason)).Inc()
 	if o, ok := w.handler.(DeadLetterObserver); ok {
 		o.DeadLettered(ctx, m, reason)
 	}
 	return w.delete(ctx, m)
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
 }

@@ -107,7 +107,7 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 func TestPanicFailsTheJobNotTheWorker(t *testing.T) {
 	t.Parallel()
 	var ok atomic.Int32
-	tw := startWorker(t, 2, HandlerFunc(func(ctx context.Context, m *Message) error {
+	tw := startWorker(t, 2, HandlerFunc(func(ctx context.Context, m *Delivery) error {
 		if m.Body == "boom" {
 			panic("boom")
 		}
@@ -133,7 +133,7 @@ func TestReceivesOnlyForFreeSlots(t *testing.T) {
 	release := make(chan struct{})
 	var running, maxRunning atomic.Int32
 	var mu sync.Mutex
-	tw := startWorker(t, 2, HandlerFunc(func(ctx context.Context, m *Message) error {
+	tw := startWorker(t, 2, HandlerFunc(func(ctx context.Context, m *Delivery) error {
 		n := running.Add(1)
 		mu.Lock()
 		if n > maxRunning.Load() {
@@ -168,7 +168,7 @@ func TestReceivesOnlyForFreeSlots(t *testing.T) {
 func TestRetryableFailureComesBack(t *testing.T) {
 	t.Parallel()
 	var calls atomic.Int32
-	tw := startWorker(t, 1, HandlerFunc(func(ctx context.Context, m *Message) error {
+	tw := startWorker(t, 1, HandlerFunc(func(ctx context.Context, m *Delivery) error {
 		if calls.Add(1) == 1 {
 			return errors.New("mongo: server selection timeout")
 		}

@@ -27,6 +27,7 @@ import (
 	"github.com/verifiedfan/export-service/internal/buildinfo"
 	"github.com/verifiedfan/export-service/internal/logging"
 	"github.com/verifiedfan/export-service/jobs"
+	"github.com/verifiedfan/export-service/ledger"
 	"github.com/verifiedfan/export-service/worker"
 )
 
@@ -203,7 +204,7 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 		log.Warn().Dur("delay", cfg.FaultRowDelay).Msg("EXPORT_FAULT_ROW_DELAY is set: every row is slowed down (fault-injection tests only)")
 		exporter.WrapSource = func(src jobs.Source) jobs.Source { return jobs.SlowSource(src, cfg.FaultRowDelay) }
 	}
-	ledger := jobs.NewLedger(mongoClient.Database(cfg.MongoDatabase))
+	ledger := ledger.New(mongoClient.Database(cfg.MongoDatabase))
 	var outbox *worker.Outbox
 	if n := resultsNotifier(cfg, sqsClient, metrics); n != nil {
 		outbox = &worker.Outbox{Ledger: ledger, Notifier: n, Metrics: metrics, Log: logs.For("titan:outbox"),

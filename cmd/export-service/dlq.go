@@ -19,6 +19,8 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/verifiedfan/export-service/internal/awsx"
+	"github.com/verifiedfan/export-service/jobs"
+	"github.com/verifiedfan/export-service/worker"
 )
 
 const dlqHelp = `Usage: export-service dlq list|redrive [flags]
@@ -41,10 +43,6 @@ allowed to receive from the dead-letter queue (the operator policy; the instance
 
 "export-service dlq list --help" and "export-service dlq redrive --help" show the flags.
 `
-
-// ReasonMaxReceives is the reason shown for a message the jobs queue's redrive policy moved to
-// the DLQ (the worker did not send it, so it carries no reason attribute).
-const reasonMaxReceives = "max_receives"
 
 func runDLQ(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
@@ -79,14 +77,15 @@ func (d *dlqFlags) register(fs *flag.FlagSet, getenv func(string) string, maxDef
 
 // dlqMessage is one dead-lettered message as the commands show it.
 type dlqMessage struct {
-	MessageID         string     `json:"message_id"`
-	Reason            string     `json:"reason"`
-	ExportID          string     `json:"export_id,omitempty"`
-	Error             string     `json:"error,omitempty"`
-	ReceiveCount      int        `json:"receive_count"`
-	OriginalMessageID string     `json:"original_message_id,omitempty"`
-	FailedAt          string     `json:"failed_at,omitempty"`
-	SentAt            *time.Time `json:"sent_at,omitempty"`
+	MessageID         string      `json:"message_id"`
+	Reason            jobs.Reason `json:"reason"`
+	ExportID          string      `json:"export_id,omitempty"`
+	Error             string      `json:"error,omitempty"`
+	ReceiveCount      int         `json:"receive_count"`
+	Failures          int         `json:"failures,omitempty"`
+	OriginalMessageID string      `json:"original_message_id,omitempty"`
+	FailedAt          string      `json:"failed_at,omitempty"`
+	SentAt            *time.Time  `json:"sent_at,omitempty"`
 	// RequestedAt is when the export was first requested, which a redrive carries to the jobs
 	// queue (see requestedAt); RequestedAtFrom says how it is known.
 	RequestedAt     *time.Time `json:"requested_at,omitempty"`
@@ -120,14 +119,11 @@ const (
 //     by the retries it took (a permanent failure is usually dead-lettered on its first
 //     delivery). The redrive's own time, which the message would otherwise get, is never
 //     closer.
-func requestedAt(m dlqMessage, attr string, sentAt *time.Time) (*time.Time, string) {
-	if attr != "" {
-		if t, err := time.Parse(time.RFC3339Nano, attr); err == nil {
-			t = t.UTC()
-			return &t, requestedAtAttribute
-		}
+func requestedAt(m dlqMessage, attr time.Time, sentAt *time.Time) (*time.Time, string) {
+	if !attr.IsZero() {
+		return &attr, requestedAtAttribute
 	}
-	if m.Reason == reasonMaxReceives {
+	if m.Reason == jobs.ReasonMaxReceives {
 		if sentAt != nil {
 			return sentAt, requestedAtSent
 		}
@@ -242,7 +238,7 @@ func runDLQRedrive(ctx context.Context, args []string, getenv func(string) strin
 	start := time.Now().Add(-time.Second)
 	moved, skipped := 0, 0
 	err = walkDLQ(ctx, client, target.url, 0, d.visibility, 1, func(m dlqMessage) (bool, error) {
-		if (*reason != "" && m.Reason != *reason) || (*exportID != "" && m.ExportID != *exportID) ||
+		if (*reason != "" && string(m.Reason) != *reason) || (*exportID != "" && m.ExportID != *exportID) ||
 			(m.SentAt != nil && m.SentAt.After(start)) || (d.max > 0 && moved >= d.max) {
 			skipped++
 			return false, nil
@@ -252,14 +248,13 @@ func runDLQRedrive(ctx context.Context, args []string, getenv func(string) strin
 			fmt.Fprintf(stdout, "%s %s (export %s, reason %s, requested at %s)\n", verb, m.MessageID, orDash(m.ExportID), m.Reason, showRequestedAt(m))
 			return false, nil
 		}
-		attrs := map[string]types.MessageAttributeValue{
-			"redriven_from": {DataType: aws.String("String"), StringValue: aws.String(m.MessageID)},
-		}
+		// The worker takes the request time from the copy's attribute (as on handover copies)
+		// rather than from the new message's SentTimestamp, the redrive's time.
+		var requested time.Time
 		if m.RequestedAt != nil {
-			// The worker takes the request time from this attribute (as on handover copies)
-			// rather than from the new message's SentTimestamp, the redrive's time.
-			attrs["requested_at"] = types.MessageAttributeValue{DataType: aws.String("String"), StringValue: aws.String(m.RequestedAt.UTC().Format(time.RFC3339Nano))}
+			requested = *m.RequestedAt
 		}
+		attrs := worker.CopyAttributes(worker.AttrRedrivenFrom, m.MessageID, requested)
 		out, err := client.SendMessage(ctx, &sqs.SendMessageInput{
 			QueueUrl: aws.String(d.queueURL), MessageBody: aws.String(m.Body), MessageAttributes: attrs,
 		})
@@ -337,30 +332,23 @@ func walkDLQ(ctx context.Context, client sqsAPI, url string, limit int, visibili
 }
 
 func toDLQMessage(sm types.Message) dlqMessage {
-	attr := func(k string) string {
-		if v, ok := sm.MessageAttributes[k]; ok {
-			return aws.ToString(v.StringValue)
-		}
-		return ""
-	}
+	dl := worker.ParseDeadLetter(sm.MessageAttributes)
 	m := dlqMessage{
 		MessageID: aws.ToString(sm.MessageId), Body: aws.ToString(sm.Body), receiptHandle: aws.ToString(sm.ReceiptHandle),
-		Reason: attr("reason"), Error: attr("error"), ExportID: attr("export_id"),
-		OriginalMessageID: attr("original_message_id"), FailedAt: attr("failed_at"),
+		Reason: dl.Reason, Error: dl.Error, ExportID: dl.ExportID, OriginalMessageID: dl.OriginalMessageID,
+		ReceiveCount: dl.ReceiveCount, Failures: dl.Failures,
 	}
-	if m.Reason == "" {
-		m.Reason = reasonMaxReceives
+	if !dl.FailedAt.IsZero() {
+		m.FailedAt = dl.FailedAt.UTC().Format(time.RFC3339)
 	}
-	if n, err := strconv.Atoi(attr("receive_count")); err == nil {
-		m.ReceiveCount = n
-	} else if n, err := strconv.Atoi(sm.Attributes[string(types.MessageSystemAttributeNameApproximateReceiveCount)]); err == nil {
-		m.ReceiveCount = n
+	if m.ReceiveCount == 0 {
+		m.ReceiveCount, _ = strconv.Atoi(sm.Attributes[string(types.MessageSystemAttributeNameApproximateReceiveCount)])
 	}
 	if ms, err := strconv.ParseInt(sm.Attributes[string(types.MessageSystemAttributeNameSentTimestamp)], 10, 64); err == nil {
 		t := time.UnixMilli(ms).UTC()
 		m.SentAt = &t
 	}
-	m.RequestedAt, m.RequestedAtFrom = requestedAt(m, attr("requested_at"), m.SentAt)
+	m.RequestedAt, m.RequestedAtFrom = requestedAt(m, dl.RequestedAt, m.SentAt)
 	if m.ExportID == "" {
 		var b struct {
 			ExportID string `json:"export_id"`

@@ -13,6 +13,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/verifiedfan/export-service/internal/stacktest"
+	"github.com/verifiedfan/export-service/jobs"
 )
 
 type sqstypesAttr = sqstypes.MessageAttributeValue
@@ -93,8 +94,8 @@ func TestDLQList(t *testing.T) {
 		m.OriginalMessageID != "orig-1" || m.FailedAt != "2026-11-26T09:00:00Z" || !strings.Contains(m.Body, `"users"`) {
 		t.Errorf("worker-sent message: %+v", m)
 	}
-	if m := byExport["slow-1"]; m.Reason != reasonMaxReceives || m.SentAt == nil {
-		t.Errorf("policy-moved message: %+v (export id from the body, reason %s)", m, reasonMaxReceives)
+	if m := byExport["slow-1"]; m.Reason != jobs.ReasonMaxReceives || m.SentAt == nil {
+		t.Errorf("policy-moved message: %+v (export id from the body, reason %s)", m, string(jobs.ReasonMaxReceives))
 	}
 	if m := byExport[""]; m.Reason != "malformed_message" {
 		t.Errorf("malformed message: %+v", m)
@@ -108,7 +109,7 @@ func TestDLQList(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
-	for _, want := range []string{"REASON", "unknown_kind", "k-1", `field "kind": unknown kind "users"; (known: registrations)`, "malformed_message", reasonMaxReceives, "slow-1", "3 message(s) in " + q.DLQURL} {
+	for _, want := range []string{"REASON", "unknown_kind", "k-1", `field "kind": unknown kind "users"; (known: registrations)`, "malformed_message", string(jobs.ReasonMaxReceives), "slow-1", "3 message(s) in " + q.DLQURL} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}
@@ -138,7 +139,7 @@ func TestDLQRedrive(t *testing.T) {
 		t.Errorf("after --dry-run the DLQ has %d visible, want 3", v)
 	}
 
-	code, out, errOut = runCmd(t, env, "dlq", "redrive", "--reason", reasonMaxReceives)
+	code, out, errOut = runCmd(t, env, "dlq", "redrive", "--reason", string(jobs.ReasonMaxReceives))
 	if code != 0 || !strings.Contains(out, "moved 1 message(s)") || !strings.Contains(out, "2 left in the dead-letter queue by the filters") {
 		t.Errorf("--reason: exit %d\n%s%s", code, out, errOut)
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/verifiedfan/export-service/jobs"
 	"github.com/verifiedfan/export-service/jobs/encode"
+	"github.com/verifiedfan/export-service/ledger"
 )
 
 const enqueueHelp = `Usage: export-service enqueue --kind KIND --param key=value ... [flags]
@@ -121,11 +122,11 @@ func runEnqueue(ctx context.Context, args []string, getenv func(string) string, 
 			return fmt.Errorf("--wait reads the export ledger: %w", err)
 		}
 		defer closeDB()
-		f = &follower{ledger: jobs.NewLedger(db), exportID: msg.ExportID, stdout: stdout, stderr: stderr,
+		f = &follower{ledger: ledger.New(db), exportID: msg.ExportID, stdout: stdout, stderr: stderr,
 			bar: !o.plain && isTerminal(stdout) && getenv("TERM") != "dumb"}
 		if f.before, err = f.ledger.Get(ctx, msg.ExportID); err == nil {
 			f.existed = true
-		} else if !errors.Is(err, jobs.ErrNotFound) {
+		} else if !errors.Is(err, ledger.ErrNotFound) {
 			return fmt.Errorf("--wait reads the export ledger: %w", err)
 		}
 		f.countRows(ctx, db, plan)
@@ -292,12 +293,12 @@ func isTerminal(w io.Writer) bool {
 
 // follower watches one export in the ledger (and its message in the DLQ) until it ends.
 type follower struct {
-	ledger    *jobs.Ledger
+	ledger    *ledger.Ledger
 	exportID  string
 	messageID string
 	sentAt    time.Time
 	// before is the ledger entry as it was before the message was sent (existed: there was one).
-	before  jobs.LedgerEntry
+	before  ledger.Entry
 	existed bool
 	dlq     dlqTarget
 	total   atomic.Int64 // rows the export's query selects; 0 while unknown
@@ -333,29 +334,29 @@ type verdict struct {
 // judge reads a ledger entry (found: there is one) for an export whose message was sent when
 // the ledger held before (existed: it held one). maxReceives is the jobs queue's
 // maxReceiveCount (0: unknown).
-func judge(before jobs.LedgerEntry, existed bool, e jobs.LedgerEntry, found bool, maxReceives int) verdict {
+func judge(before ledger.Entry, existed bool, e ledger.Entry, found bool, maxReceives int) verdict {
 	if !found {
 		return verdict{state: "queued", detail: "waiting for a worker"}
 	}
 	switch {
-	case existed && before.Status == jobs.StatusSucceeded:
+	case existed && before.Status == ledger.Succeeded:
 		return verdict{done: true, state: "succeeded", detail: fmt.Sprintf("already exported at %s: the worker acknowledges this message as a duplicate", e.FinishedAt.UTC().Format(time.RFC3339))}
-	case existed && before.Status != jobs.StatusRunning && e.Attempts == before.Attempts:
+	case existed && before.Status != ledger.Running && e.Attempts == before.Attempts:
 		return verdict{state: "queued", detail: fmt.Sprintf("waiting for a worker (the ledger still shows the earlier attempt: %s)", before.Status)}
 	}
 	attempts := e.Attempts
-	if existed && before.Status != jobs.StatusRunning {
+	if existed && before.Status != ledger.Running {
 		attempts -= before.Attempts
 	}
 	switch e.Status {
-	case jobs.StatusSucceeded:
+	case ledger.Succeeded:
 		return verdict{done: true, state: "succeeded"}
-	case jobs.StatusRunning:
+	case ledger.Running:
 		return verdict{state: "running", detail: fmt.Sprintf("attempt %d on %s", e.Attempts, e.WorkerID)}
-	case jobs.StatusReleased:
+	case ledger.Released:
 		return verdict{state: "released", detail: "a worker shut down; the message is back in the queue"}
-	case jobs.StatusFailed:
-		if e.Reason != "retryable" {
+	case ledger.Failed:
+		if e.Reason != jobs.ReasonRetryable {
 			return verdict{done: true, failed: true, state: "failed", detail: fmt.Sprintf("failed permanently (%s), the message went to the dead-letter queue: %s", e.Reason, e.Error)}
 		}
 		if maxReceives > 0 && attempts >= maxReceives {
@@ -363,7 +364,7 @@ func judge(before jobs.LedgerEntry, existed bool, e jobs.LedgerEntry, found bool
 		}
 		return verdict{state: "retrying", detail: fmt.Sprintf("attempt %d failed, the message comes back after a backoff: %s", e.Attempts, e.Error)}
 	}
-	return verdict{state: e.Status}
+	return verdict{state: string(e.Status)}
 }
 
 func (f *follower) follow(ctx context.Context, client sqsAPI, poll, timeout time.Duration) error {
@@ -374,7 +375,7 @@ func (f *follower) follow(ctx context.Context, client sqsAPI, poll, timeout time
 	for {
 		e, err := f.ledger.Get(ctx, f.exportID)
 		found := err == nil
-		if err != nil && !errors.Is(err, jobs.ErrNotFound) {
+		if err != nil && !errors.Is(err, ledger.ErrNotFound) {
 			if ctx.Err() != nil {
 				return f.interrupted()
 			}
@@ -421,7 +422,7 @@ func (f *follower) interrupted() error {
 
 // show draws the progress bar (terminal) or prints a line when something changed, and at
 // least every 10 seconds while the export runs (plain).
-func (f *follower) show(v verdict, e jobs.LedgerEntry, found bool) {
+func (f *follower) show(v verdict, e ledger.Entry, found bool) {
 	elapsed := time.Since(f.sentAt).Round(time.Second)
 	if f.bar {
 		line := progressBar(v.state, e.Rows, f.total.Load(), e.Bytes, elapsed, 24)
@@ -465,7 +466,7 @@ func (f *follower) endLine() {
 }
 
 // finish prints the outcome: the ledger entry when there is one.
-func (f *follower) finish(v verdict, e jobs.LedgerEntry) {
+func (f *follower) finish(v verdict, e ledger.Entry) {
 	f.endLine()
 	if f.bar && v.detail != "" {
 		fmt.Fprintf(f.stdout, "%s: %s\n", v.state, v.detail)

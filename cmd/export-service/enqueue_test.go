@@ -14,6 +14,7 @@ import (
 
 	"github.com/verifiedfan/export-service/internal/stacktest"
 	"github.com/verifiedfan/export-service/jobs"
+	"github.com/verifiedfan/export-service/ledger"
 )
 
 // onStack points the AWS SDK, which reads the process environment, at the local stack, and
@@ -174,18 +175,18 @@ func TestEnqueueSendsTheMessage(t *testing.T) {
 
 func TestJudge(t *testing.T) {
 	now := time.Now()
-	running := jobs.LedgerEntry{ExportID: "e", Status: jobs.StatusRunning, Attempts: 1, WorkerID: "w1"}
-	failedPerm := jobs.LedgerEntry{ExportID: "e", Status: jobs.StatusFailed, Attempts: 1, Reason: "access_denied", Error: "AccessDenied"}
-	retry := func(n int) jobs.LedgerEntry {
-		return jobs.LedgerEntry{ExportID: "e", Status: jobs.StatusFailed, Attempts: n, Reason: "retryable", Error: "timeout"}
+	running := ledger.Entry{ExportID: "e", Status: ledger.Running, Attempts: 1, WorkerID: "w1"}
+	failedPerm := ledger.Entry{ExportID: "e", Status: ledger.Failed, Attempts: 1, Reason: "access_denied", Error: "AccessDenied"}
+	retry := func(n int) ledger.Entry {
+		return ledger.Entry{ExportID: "e", Status: ledger.Failed, Attempts: n, Reason: "retryable", Error: "timeout"}
 	}
-	succeeded := jobs.LedgerEntry{ExportID: "e", Status: jobs.StatusSucceeded, Attempts: 1, FinishedAt: now}
-	none := jobs.LedgerEntry{}
+	succeeded := ledger.Entry{ExportID: "e", Status: ledger.Succeeded, Attempts: 1, FinishedAt: now}
+	none := ledger.Entry{}
 	for _, c := range []struct {
 		name           string
-		before         jobs.LedgerEntry
+		before         ledger.Entry
 		existed        bool
-		e              jobs.LedgerEntry
+		e              ledger.Entry
 		found          bool
 		max            int
 		state          string
@@ -199,10 +200,10 @@ func TestJudge(t *testing.T) {
 		{"retrying", none, false, retry(2), true, 5, "retrying", false, false, "attempt 2 failed"},
 		{"receives used up", none, false, retry(5), true, 5, "failed", true, true, "failed 5 times"},
 		{"receives unknown", none, false, retry(9), true, 0, "retrying", false, false, ""},
-		{"released", none, false, jobs.LedgerEntry{Status: jobs.StatusReleased, Attempts: 1}, true, 5, "released", false, false, ""},
+		{"released", none, false, ledger.Entry{Status: ledger.Released, Attempts: 1}, true, 5, "released", false, false, ""},
 		{"done before", succeeded, true, succeeded, true, 5, "succeeded", true, false, "duplicate"},
 		{"failed before, not picked up yet", failedPerm, true, failedPerm, true, 5, "queued", false, false, "earlier attempt"},
-		{"failed before, runs again", failedPerm, true, jobs.LedgerEntry{Status: jobs.StatusRunning, Attempts: 2}, true, 5, "running", false, false, ""},
+		{"failed before, runs again", failedPerm, true, ledger.Entry{Status: ledger.Running, Attempts: 2}, true, 5, "running", false, false, ""},
 		{"failed 4 times before, fails once more", retry(4), true, retry(5), true, 5, "retrying", false, false, ""},
 		{"running elsewhere before", running, true, running, true, 5, "running", false, false, ""},
 	} {
@@ -234,7 +235,7 @@ func TestProgressBar(t *testing.T) {
 func ledgerDoc(t *testing.T, st *stacktest.Stack, dbName string, set bson.M) {
 	t.Helper()
 	ctx := context.Background()
-	if _, err := st.Mongo.Database(dbName).Collection(jobs.LedgerCollection).UpdateOne(ctx, bson.M{"_id": set["_id"]}, bson.M{"$set": set}, optionsUpsert()); err != nil {
+	if _, err := st.Mongo.Database(dbName).Collection(ledger.Collection).UpdateOne(ctx, bson.M{"_id": set["_id"]}, bson.M{"$set": set}, optionsUpsert()); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -13,7 +13,7 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
-	"github.com/verifiedfan/export-service/jobs"
+	"github.com/verifiedfan/export-service/ledger"
 )
 
 const statusHelp = `Usage: export-service status [flags] EXPORT_ID
@@ -49,8 +49,8 @@ func runStatus(ctx context.Context, args []string, getenv func(string) string, s
 		return err
 	}
 	defer closeDB()
-	e, err := jobs.NewLedger(db).Get(ctx, id)
-	if errors.Is(err, jobs.ErrNotFound) {
+	e, err := ledger.New(db).Get(ctx, id)
+	if errors.Is(err, ledger.ErrNotFound) {
 		return fmt.Errorf("export %q is not in the ledger of database %q: no worker has started it yet (still queued, or dead before it started: see export-service dlq list), or the id or MONGO_DATABASE is wrong", id, db.Name())
 	}
 	if err != nil {
@@ -59,7 +59,7 @@ func runStatus(ctx context.Context, args []string, getenv func(string) string, s
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(statusOf(e))
+		return enc.Encode(e)
 	}
 	printStatus(stdout, e, time.Now())
 	return nil
@@ -106,67 +106,23 @@ func openDatabase(ctx context.Context, getenv func(string) string) (*mongo.Datab
 	return client.Database(name), func() { _ = disconnectBounded(ctx, client) }, nil
 }
 
-// exportStatus is the JSON form of a ledger entry.
-type exportStatus struct {
-	ExportID          string     `json:"export_id"`
-	Status            string     `json:"status"`
-	Kind              string     `json:"kind"`
-	Destination       string     `json:"destination"`
-	Bucket            string     `json:"bucket,omitempty"`
-	Key               string     `json:"key,omitempty"`
-	Rows              int64      `json:"rows"`
-	Bytes             int64      `json:"bytes"`
-	BytesUncompressed int64      `json:"bytes_uncompressed"`
-	SHA256            string     `json:"sha256,omitempty"`
-	Attempts          int        `json:"attempts"`
-	WorkerID          string     `json:"worker_id,omitempty"`
-	MessageID         string     `json:"message_id,omitempty"`
-	Reason            string     `json:"reason,omitempty"`
-	Error             string     `json:"error,omitempty"`
-	CreatedAt         *time.Time `json:"created_at,omitempty"`
-	StartedAt         *time.Time `json:"started_at,omitempty"`
-	UpdatedAt         *time.Time `json:"updated_at,omitempty"`
-	FinishedAt        *time.Time `json:"finished_at,omitempty"`
-	LeaseExpires      *time.Time `json:"lease_expires,omitempty"`
-}
-
-func statusOf(e jobs.LedgerEntry) exportStatus {
-	t := func(v time.Time) *time.Time {
-		if v.IsZero() {
-			return nil
-		}
-		v = v.UTC()
-		return &v
-	}
-	s := exportStatus{
-		ExportID: e.ExportID, Status: e.Status, Kind: e.Kind, Destination: e.Destination, Bucket: e.Bucket, Key: e.Key,
-		Rows: e.Rows, Bytes: e.Bytes, BytesUncompressed: e.BytesUncompressed, SHA256: e.SHA256,
-		Attempts: e.Attempts, WorkerID: e.WorkerID, MessageID: e.MessageID, Reason: e.Reason, Error: e.Error,
-		CreatedAt: t(e.CreatedAt), StartedAt: t(e.StartedAt), UpdatedAt: t(e.UpdatedAt), FinishedAt: t(e.FinishedAt),
-	}
-	if e.Status == jobs.StatusRunning {
-		s.LeaseExpires = t(e.LeaseExpires)
-	}
-	return s
-}
-
 // printStatus writes a ledger entry for a person.
-func printStatus(w io.Writer, e jobs.LedgerEntry, now time.Time) {
+func printStatus(w io.Writer, e ledger.Entry, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(k, format string, args ...any) { fmt.Fprintf(tw, "%s\t"+format+"\n", append([]any{k}, args...)...) }
 	row("export", "%s", e.ExportID)
-	row("status", "%s", describeStatus(e, now))
+	row("status", "%s", ledger.Describe(e, now))
 	row("kind", "%s", e.Kind)
 	row("destination", "%s", e.Destination)
 	if e.Bucket != "" || e.Key != "" {
 		obj := "s3://" + e.Bucket + "/" + e.Key
-		if e.Status != jobs.StatusSucceeded {
+		if e.Status != ledger.Succeeded {
 			obj += " (written only when the export succeeds)"
 		}
 		row("object", "%s", obj)
 	}
 	rows := fmt.Sprintf("%d", e.Rows)
-	if e.Status == jobs.StatusRunning {
+	if e.Status == ledger.Running {
 		rows += " so far"
 		if secs := e.UpdatedAt.Sub(e.StartedAt).Seconds(); secs >= 1 && e.Rows > 0 {
 			rows += fmt.Sprintf(" (%.0f rows/s)", float64(e.Rows)/secs)
@@ -197,27 +153,6 @@ func printStatus(w io.Writer, e jobs.LedgerEntry, now time.Time) {
 		row("error", "%s", strings.ReplaceAll(e.Error, "\n", "\n\t"))
 	}
 	_ = tw.Flush()
-}
-
-// describeStatus says what a status means for what happens next.
-func describeStatus(e jobs.LedgerEntry, now time.Time) string {
-	switch e.Status {
-	case jobs.StatusRunning:
-		if e.LeaseExpires.Before(now) {
-			return fmt.Sprintf("running, but its lease expired %s ago: the worker died; the message comes back and another worker restarts it", now.Sub(e.LeaseExpires).Round(time.Second))
-		}
-		return fmt.Sprintf("running (lease renewed, expires in %s)", e.LeaseExpires.Sub(now).Round(time.Second))
-	case jobs.StatusSucceeded:
-		return "succeeded"
-	case jobs.StatusFailed:
-		if e.Reason == "retryable" {
-			return "failed (retryable): the message comes back after a backoff, until the queue's redrive policy moves it to the dead-letter queue"
-		}
-		return "failed (permanent): the message was sent to the dead-letter queue (export-service dlq list)"
-	case jobs.StatusReleased:
-		return "released by a worker's shutdown: the message is back in the queue and another worker restarts it"
-	}
-	return e.Status
 }
 
 func when(t, now time.Time) string {

@@ -12,7 +12,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/verifiedfan/export-service/internal/stacktest"
-	"github.com/verifiedfan/export-service/jobs"
+	"github.com/verifiedfan/export-service/ledger"
 )
 
 func TestParseInterspersed(t *testing.T) {
@@ -70,7 +70,19 @@ func TestStatus(t *testing.T) {
 	}
 
 	code, out, _ = runCmd(t, env, "status", "st-1", "--json")
-	var got exportStatus
+	// What a consumer of --json reads: the names and shapes it relies on.
+	var got struct {
+		ExportID          string     `json:"export_id"`
+		Status            string     `json:"status"`
+		Rows              int64      `json:"rows"`
+		Bytes             int64      `json:"bytes"`
+		BytesUncompressed int64      `json:"bytes_uncompressed"`
+		Attempts          int        `json:"attempts"`
+		Key               string     `json:"key"`
+		SHA256            string     `json:"sha256"`
+		StartedAt         *time.Time `json:"started_at"`
+		LeaseExpires      *time.Time `json:"lease_expires"`
+	}
 	if err := json.Unmarshal([]byte(out), &got); code != 0 || err != nil {
 		t.Fatalf("--json: exit %d, %v\n%s", code, err, out)
 	}
@@ -97,14 +109,14 @@ func TestStatus(t *testing.T) {
 func TestDescribeRunning(t *testing.T) {
 	now := time.Now()
 	var b bytes.Buffer
-	printStatus(&b, jobs.LedgerEntry{ExportID: "r", Status: jobs.StatusRunning, Rows: 500, StartedAt: now.Add(-10 * time.Second), UpdatedAt: now,
+	printStatus(&b, ledger.Entry{ExportID: "r", Status: ledger.Running, Rows: 500, StartedAt: now.Add(-10 * time.Second), UpdatedAt: now,
 		LeaseExpires: now.Add(90 * time.Second), Key: "k", Bucket: "b"}, now)
 	for _, want := range []string{"running (lease renewed, expires in 1m30s)", "500 so far (50 rows/s)", "s3://b/k (written only when the export succeeds)"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("lacks %q:\n%s", want, b.String())
 		}
 	}
-	if s := describeStatus(jobs.LedgerEntry{Status: jobs.StatusRunning, LeaseExpires: now.Add(-time.Minute)}, now); !strings.Contains(s, "lease expired 1m0s ago") {
+	if s := ledger.Describe(ledger.Entry{Status: ledger.Running, LeaseExpires: now.Add(-time.Minute)}, now); !strings.Contains(s, "lease expired 1m0s ago") {
 		t.Errorf("expired lease: %s", s)
 	}
 }

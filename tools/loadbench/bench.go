@@ -23,6 +23,7 @@ import (
 
 	"github.com/verifiedfan/export-service/jobs"
 	"github.com/verifiedfan/export-service/jobs/encode"
+	"github.com/verifiedfan/export-service/ledger"
 )
 
 // result is one run of one binary.
@@ -445,8 +446,8 @@ func runOnce(ctx context.Context, cfg config, st *stack, db *mongo.Database, cam
 		}
 		bodies[i] = string(body)
 	}
-	ledger := db.Collection(jobs.LedgerCollection)
-	succeeded := bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}, {Key: "status", Value: jobs.StatusSucceeded}}
+	exports := db.Collection(ledger.Collection)
+	succeeded := bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}, {Key: "status", Value: ledger.Succeeded}}
 
 	var perf *exec.Cmd
 	if perfFile != "" {
@@ -483,7 +484,7 @@ func runOnce(ctx context.Context, cfg config, st *stack, db *mongo.Database, cam
 		w.mu.Unlock()
 		if n >= cfg.jobs || time.Since(lastPoll) > 10*time.Second {
 			lastPoll = time.Now()
-			c, err := ledger.CountDocuments(ctx, succeeded)
+			c, err := exports.CountDocuments(ctx, succeeded)
 			if err != nil {
 				return fail(fmt.Errorf("ledger: %w", err))
 			}
@@ -538,7 +539,7 @@ func runOnce(ctx context.Context, cfg config, st *stack, db *mongo.Database, cam
 	res.gcCycles = m3["go_gc_duration_seconds_count"] - m1["go_gc_duration_seconds_count"]
 
 	// Every export has its rows; count the attempts beyond the first.
-	cur, err := ledger.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}},
+	cur, err := exports.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}},
 		options.Find().SetProjection(bson.D{{Key: "rows", Value: 1}, {Key: "attempts", Value: 1}}))
 	if err != nil {
 		return fail(err)
@@ -556,7 +557,7 @@ func runOnce(ctx context.Context, cfg config, st *stack, db *mongo.Database, cam
 	}
 	// Every run starts with an empty ledger: FerretDB scans it for each of the worker's
 	// ledger operations, so entries left over would slow every later run.
-	if _, err := ledger.DeleteMany(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}}); err != nil {
+	if _, err := exports.DeleteMany(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}}); err != nil {
 		return fail(fmt.Errorf("clearing the ledger: %w", err))
 	}
 	for _, e := range entries {

@@ -1,4 +1,4 @@
-package jobs
+package ledger
 
 import (
 	"context"
@@ -10,27 +10,28 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/verifiedfan/export-service/internal/stacktest"
+	"github.com/verifiedfan/export-service/jobs"
 )
 
 // ledgerBundle is a ledger in a fresh database of the real MongoDB and a planned job.
 type ledgerBundle struct {
 	l   *Ledger
-	job *Job
+	job *jobs.Job
 }
 
 func newLedgerBundle(t *testing.T) ledgerBundle {
 	t.Helper()
 	st := stacktest.New(t)
 	db := st.NewDatabase(t)
-	e := &Exporter{Kinds: DefaultRegistry(), Destinations: map[string]Destination{"internal": {Name: "internal", Bucket: "b", Prefix: "exports/"}}}
+	e := &jobs.Exporter{Kinds: jobs.DefaultRegistry(), Destinations: map[string]jobs.Destination{"internal": {Name: "internal", Bucket: "b", Prefix: "exports/"}}}
 	job, err := e.Prepare([]byte(`{"version":1,"export_id":"x-`+stacktest.RandomID()+`","kind":"registrations","params":{"campaign_id":"c"}}`), time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ledgerBundle{l: NewLedger(db), job: job}
+	return ledgerBundle{l: New(db), job: job}
 }
 
-func (b ledgerBundle) claim(t *testing.T, messageID string, max int) (ClaimResult, LedgerEntry, ClaimInfo) {
+func (b ledgerBundle) claim(t *testing.T, messageID string, max int) (ClaimResult, Entry, ClaimInfo) {
 	t.Helper()
 	r, e, info, err := b.l.Claim(context.Background(), b.job, ClaimOptions{WorkerID: "w-" + messageID, MessageID: messageID, Lease: time.Minute, MaxFailures: max})
 	if err != nil {
@@ -71,7 +72,7 @@ func TestStaleAttemptIsFenced(t *testing.T) {
 	for what, err := range map[string]error{
 		"fence":   b.l.Fence(ctx, old, time.Minute),
 		"renew":   b.l.Renew(ctx, old, time.Minute, nil),
-		"finish":  b.l.Finish(ctx, old, StatusSucceeded, Result{}, nil, "", nil),
+		"finish":  b.l.Finish(ctx, old, Succeeded, jobs.Result{}, nil, "", nil),
 		"message": b.l.SetMessage(ctx, old, "m9"),
 	} {
 		if !IsLeaseLost(err) {
@@ -82,7 +83,7 @@ func TestStaleAttemptIsFenced(t *testing.T) {
 		t.Errorf("fence of the new owner: %v", err)
 	}
 	got, _ := b.l.Get(ctx, b.job.Message.ExportID)
-	if got.Status != StatusRunning || got.Token != cur.Token {
+	if got.Status != Running || got.Token != cur.Token {
 		t.Errorf("entry = %s %s, want running under the new token", got.Status, got.Token)
 	}
 }
@@ -124,10 +125,10 @@ func TestFailuresReleasesAndCrashesCount(t *testing.T) {
 	t.Parallel()
 	b := newLedgerBundle(t)
 	ctx := context.Background()
-	fail := func(e LedgerEntry, err error) {
+	fail := func(e Entry, err error) {
 		t.Helper()
-		reason, _ := IsPermanent(err)
-		if err := b.l.Finish(ctx, e, StatusFailed, Result{}, err, reason, nil); err != nil {
+		reason, _ := jobs.IsPermanent(err)
+		if err := b.l.Finish(ctx, e, Failed, jobs.Result{}, err, reason, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -138,7 +139,7 @@ func TestFailuresReleasesAndCrashesCount(t *testing.T) {
 		t.Fatalf("failures = %d after one failure", e.Failures)
 	}
 	for range 4 { // four deploys
-		if err := b.l.Finish(ctx, e, StatusReleased, Result{}, errors.New("shutdown"), "shutdown", nil); err != nil {
+		if err := b.l.Finish(ctx, e, Released, jobs.Result{}, errors.New("shutdown"), "shutdown", nil); err != nil {
 			t.Fatal(err)
 		}
 		_, e, _ = b.claim(t, "m1", 3)
@@ -163,7 +164,7 @@ func TestFailuresReleasesAndCrashesCount(t *testing.T) {
 	if r, e, _ = b.claim(t, "m2", 3); r != Claimed || e.Failures != 0 {
 		t.Fatalf("redriven message: %v with %d failures, want claimed with 0", r, e.Failures)
 	}
-	fail(e, Permanentf("no_such_bucket", "bucket gone"))
+	fail(e, jobs.Permanentf("no_such_bucket", "bucket gone"))
 	if r, e, _ = b.claim(t, "m2", 3); r != Exhausted || e.Reason != "no_such_bucket" || !e.Permanent {
 		t.Fatalf("after a permanent failure: %v %q permanent=%v, want Exhausted no_such_bucket", r, e.Reason, e.Permanent)
 	}
@@ -182,11 +183,11 @@ func TestRepeatedCrashesExhaustTheExport(t *testing.T) {
 		b.expire(t)
 	}
 	r, e, _ := b.claim(t, "m1", 3)
-	if r != Exhausted || e.Reason != ReasonMaxAttempts || e.Status != StatusFailed {
+	if r != Exhausted || e.Reason != jobs.ReasonMaxAttempts || e.Status != Failed {
 		t.Fatalf("after 3 crashes: %v %s %q, want Exhausted, failed, max_attempts", r, e.Status, e.Reason)
 	}
 	got, _ := b.l.Get(context.Background(), b.job.Message.ExportID)
-	if got.Status != StatusFailed || got.Failures != 3 {
+	if got.Status != Failed || got.Failures != 3 {
 		t.Errorf("entry = %s with %d failures", got.Status, got.Failures)
 	}
 }

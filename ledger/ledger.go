@@ -1,9 +1,14 @@
-package jobs
+// Package ledger keeps the export ledger: one MongoDB document per export that says whether it
+// ran, is running (under whose lease and fencing token) or failed, how often it failed, and
+// the completion notice waiting to be sent. The worker writes it; the status command and
+// enqueue --wait read it and say what it means (Describe).
+package ledger
 
 import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -11,75 +16,102 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/verifiedfan/export-service/internal/clip"
+	"github.com/verifiedfan/export-service/jobs"
 )
 
-// Ledger statuses.
+// Status is the state of an export in the ledger.
+type Status string
+
+// Statuses.
 const (
-	StatusRunning   = "running"
-	StatusSucceeded = "succeeded"
-	StatusFailed    = "failed"
-	// StatusReleased: the attempt was stopped by a shutdown and its message put back.
-	StatusReleased = "released"
+	Running   Status = "running"
+	Succeeded Status = "succeeded"
+	Failed    Status = "failed"
+	// Released: the attempt was stopped by a shutdown and its message put back; not a failure.
+	Released Status = "released"
 )
 
-// LedgerCollection is the collection of the export ledger.
-const LedgerCollection = "exports"
+// Collection is the collection of the export ledger.
+const Collection = "exports"
 
-// LedgerEntry is one export's document in the ledger: the single source of truth of whether an
+// Entry is one export's document in the ledger: the single source of truth of whether an
 // export ran, is running (and under whose lease) or failed.
-type LedgerEntry struct {
-	ExportID string `bson:"_id"`
-	Status   string `bson:"status"`
+type Entry struct {
+	ExportID string `bson:"_id" json:"export_id"`
+	Status   Status `bson:"status" json:"status"`
 	// Attempts counts the claims of the export (every attempt that started).
-	Attempts int `bson:"attempts"`
+	Attempts int `bson:"attempts" json:"attempts"`
 	// Failures counts the attempts that failed: a recorded failure, or an attempt whose lease
 	// expired while it ran (its worker died). Releases at shutdown do not count. The worker
 	// dead-letters the export when it reaches its bound, whatever SQS's receive count says
 	// (a handover or release copy starts that count again at 1).
-	Failures int `bson:"failures"`
+	Failures int `bson:"failures" json:"failures"`
 	// Token fences the attempt that holds the export: every write of a running attempt, and
 	// the commit of its object and manifest, matches it, so an attempt that was taken over
 	// can change nothing (however the hosts' clocks disagree about its lease).
-	Token    string `bson:"token"`
-	WorkerID string `bson:"worker_id"`
+	Token    string `bson:"token" json:"-"`
+	WorkerID string `bson:"worker_id" json:"worker_id,omitempty"`
 	// MessageID is the SQS message that carries the running attempt (see the handover of
 	// exports longer than the visibility limit in worker.ExportHandler).
-	MessageID         string    `bson:"message_id"`
-	LeaseExpires      time.Time `bson:"lease_expires"`
-	Kind              string    `bson:"kind"`
-	Destination       string    `bson:"destination"`
-	Bucket            string    `bson:"bucket"`
-	Key               string    `bson:"key"`
-	Rows              int64     `bson:"rows"`
-	BytesUncompressed int64     `bson:"bytes_uncompressed"`
-	Bytes             int64     `bson:"bytes"`
-	SHA256            string    `bson:"sha256,omitempty"`
-	Error             string    `bson:"error,omitempty"`
-	Reason            string    `bson:"reason,omitempty"`
+	MessageID string `bson:"message_id" json:"message_id,omitempty"`
+	// LeaseExpires matters only while the export runs (JSON shows it then only).
+	LeaseExpires      time.Time   `bson:"lease_expires" json:"-"`
+	Kind              string      `bson:"kind" json:"kind"`
+	Destination       string      `bson:"destination" json:"destination"`
+	Bucket            string      `bson:"bucket" json:"bucket,omitempty"`
+	Key               string      `bson:"key" json:"key,omitempty"`
+	Rows              int64       `bson:"rows" json:"rows"`
+	BytesUncompressed int64       `bson:"bytes_uncompressed" json:"bytes_uncompressed"`
+	Bytes             int64       `bson:"bytes" json:"bytes"`
+	SHA256            string      `bson:"sha256,omitempty" json:"sha256,omitempty"`
+	Error             string      `bson:"error,omitempty" json:"error,omitempty"`
+	Reason            jobs.Reason `bson:"reason,omitempty" json:"reason,omitempty"`
 	// Permanent says the recorded failure is one retrying cannot fix.
-	Permanent bool `bson:"permanent,omitempty"`
+	Permanent bool `bson:"permanent,omitempty" json:"permanent,omitempty"`
 	// DeadLettered is set when the export's message was sent to the dead-letter queue; a
 	// message redriven from there starts a new budget of failures.
-	DeadLettered bool      `bson:"dead_lettered,omitempty"`
-	CreatedAt    time.Time `bson:"created_at"`
-	StartedAt    time.Time `bson:"started_at"`
-	UpdatedAt    time.Time `bson:"updated_at"`
-	FinishedAt   time.Time `bson:"finished_at,omitempty"`
+	DeadLettered bool      `bson:"dead_lettered,omitempty" json:"dead_lettered,omitempty"`
+	CreatedAt    time.Time `bson:"created_at" json:"created_at,omitzero"`
+	StartedAt    time.Time `bson:"started_at" json:"started_at,omitzero"`
+	UpdatedAt    time.Time `bson:"updated_at" json:"updated_at,omitzero"`
+	FinishedAt   time.Time `bson:"finished_at,omitempty" json:"finished_at,omitzero"`
 	// Notice is the completion notice of a succeeded export, kept until it was sent (the
 	// outbox): the export is complete once its manifest is written; sending the notice is
 	// retried on its own and never runs the export again.
-	Notice *Notice `bson:"notice,omitempty"`
+	Notice *Notice `bson:"notice,omitempty" json:"notice,omitempty"`
+}
+
+// MarshalJSON is the entry as the status command prints it: times in UTC, and the lease
+// expiry only while the export runs.
+func (e Entry) MarshalJSON() ([]byte, error) {
+	type plain Entry
+	out := struct {
+		plain
+		LeaseExpires *time.Time `json:"lease_expires,omitempty"`
+	}{plain: plain(e)}
+	for _, t := range []*time.Time{&out.CreatedAt, &out.StartedAt, &out.UpdatedAt, &out.FinishedAt} {
+		if !t.IsZero() {
+			*t = t.UTC()
+		}
+	}
+	if e.Status == Running && !e.LeaseExpires.IsZero() {
+		t := e.LeaseExpires.UTC()
+		out.LeaseExpires = &t
+	}
+	return json.Marshal(out)
 }
 
 // Notice is a completion notice waiting in, or sent from, the ledger's outbox.
 type Notice struct {
 	// Body is the manifest, as JSON.
-	Body     string    `bson:"body"`
-	Pending  bool      `bson:"pending"`
-	Attempts int       `bson:"attempts"`
-	NextAt   time.Time `bson:"next_at"`
-	SentAt   time.Time `bson:"sent_at,omitempty"`
-	Error    string    `bson:"error,omitempty"`
+	Body     string    `bson:"body" json:"-"`
+	Pending  bool      `bson:"pending" json:"pending"`
+	Attempts int       `bson:"attempts" json:"attempts"`
+	NextAt   time.Time `bson:"next_at" json:"next_at,omitzero"`
+	SentAt   time.Time `bson:"sent_at,omitempty" json:"sent_at,omitzero"`
+	Error    string    `bson:"error,omitempty" json:"error,omitempty"`
 }
 
 // Ledger records exports in MongoDB.
@@ -87,9 +119,9 @@ type Ledger struct {
 	coll *mongo.Collection
 }
 
-// NewLedger returns the ledger in db.
-func NewLedger(db *mongo.Database) *Ledger {
-	return &Ledger{coll: db.Collection(LedgerCollection)}
+// New returns the ledger in db.
+func New(db *mongo.Database) *Ledger {
+	return &Ledger{coll: db.Collection(Collection)}
 }
 
 // ClaimResult says what a claim found.
@@ -117,12 +149,15 @@ type ClaimOptions struct {
 	// MaxFailures is the number of failed attempts after which a delivery of the message
 	// that carried them is not run again (Exhausted). 0 means no bound.
 	MaxFailures int
+	// Copy says the message is a copy the worker made of the export's carrier (a handover,
+	// hop or release copy): it carries the export whatever message id the ledger recorded.
+	Copy bool
 }
 
 // ClaimInfo describes what a successful claim took over.
 type ClaimInfo struct {
 	// TookOver is the status the export had before the claim ("" for a new export).
-	TookOver string
+	TookOver Status
 	// Crashed says the previous attempt was still "running" with an expired lease: its worker
 	// died (or lost MongoDB) without recording an outcome. Its object may be complete.
 	Crashed bool
@@ -140,7 +175,7 @@ func newToken() string {
 // decision is made on the entry as read, and the claim is a conditional update of exactly that
 // version of the entry: of concurrent claims exactly one wins, the others see what it wrote.
 // It returns the entry as it is after the claim (or as found, when not claimed).
-func (l *Ledger) Claim(ctx context.Context, job *Job, o ClaimOptions) (ClaimResult, LedgerEntry, ClaimInfo, error) {
+func (l *Ledger) Claim(ctx context.Context, job *jobs.Job, o ClaimOptions) (ClaimResult, Entry, ClaimInfo, error) {
 	id := job.Message.ExportID
 	// Most claims are of a new export: create its entry first, one round trip; an entry that
 	// exists already answers DuplicateKey, and the claim decides on what it says.
@@ -153,7 +188,7 @@ func (l *Ledger) Claim(ctx context.Context, job *Job, o ClaimOptions) (ClaimResu
 				return Claimed, e, ClaimInfo{}, nil
 			}
 			if !mongo.IsDuplicateKeyError(err) {
-				return 0, e, ClaimInfo{}, fmt.Errorf("jobs: ledger: claim export %s: %w", id, err)
+				return 0, e, ClaimInfo{}, fmt.Errorf("ledger: claim export %s: %w", id, err)
 			}
 		}
 		e, err := l.Get(ctx, id)
@@ -166,23 +201,23 @@ func (l *Ledger) Claim(ctx context.Context, job *Job, o ClaimOptions) (ClaimResu
 		info := ClaimInfo{TookOver: e.Status}
 		failures := e.Failures
 		switch {
-		case e.Status == StatusSucceeded:
+		case e.Status == Succeeded:
 			return AlreadyDone, e, info, nil
-		case e.Status == StatusRunning && !e.LeaseExpires.Before(now):
+		case e.Status == Running && !e.LeaseExpires.Before(now):
 			return Busy, e, info, nil
-		case e.Status == StatusRunning:
+		case e.Status == Running:
 			info.Crashed = true
 			failures++
-		case e.Status == StatusFailed && e.MessageID != o.MessageID && e.DeadLettered:
+		case e.Status == Failed && e.MessageID != o.MessageID && e.DeadLettered:
 			failures = 0 // redriven from the dead-letter queue: a new budget
 		}
-		if e.MessageID == o.MessageID && (e.Permanent && e.Status == StatusFailed || o.MaxFailures > 0 && failures >= o.MaxFailures) {
+		if (e.MessageID == o.MessageID || o.Copy) && (e.Permanent && e.Status == Failed || o.MaxFailures > 0 && failures >= o.MaxFailures) {
 			if info.Crashed {
 				// Record the crashed attempt, so the entry says why the export stopped.
 				if err := l.exhaust(ctx, e, failures, now); err != nil {
 					continue
 				}
-				e.Status, e.Failures, e.Reason, e.Error = StatusFailed, failures, ReasonMaxAttempts, crashedError
+				e.Status, e.Failures, e.Reason, e.Error = Failed, failures, jobs.ReasonMaxAttempts, crashedError
 			}
 			return Exhausted, e, info, nil
 		}
@@ -192,23 +227,23 @@ func (l *Ledger) Claim(ctx context.Context, job *Job, o ClaimOptions) (ClaimResu
 		filter := bson.D{{Key: "_id", Value: id}, {Key: "attempts", Value: e.Attempts},
 			{Key: "status", Value: e.Status}, {Key: "lease_expires", Value: e.LeaseExpires}}
 		update := bson.D{{Key: "$set", Value: set}, {Key: "$inc", Value: bson.D{{Key: "attempts", Value: 1}}}}
-		var after LedgerEntry
+		var after Entry
 		err = l.coll.FindOneAndUpdate(ctx, filter, update, options.FindOneAndUpdate().SetReturnDocument(options.After)).Decode(&after)
 		if errors.Is(err, mongo.ErrNoDocuments) {
 			continue // changed since it was read
 		}
 		if err != nil {
-			return 0, e, info, fmt.Errorf("jobs: ledger: claim export %s: %w", id, err)
+			return 0, e, info, fmt.Errorf("ledger: claim export %s: %w", id, err)
 		}
 		return Claimed, after, info, nil
 	}
-	return 0, LedgerEntry{}, ClaimInfo{}, fmt.Errorf("jobs: ledger: claim export %s: the entry kept changing under concurrent claims", id)
+	return 0, Entry{}, ClaimInfo{}, fmt.Errorf("ledger: claim export %s: the entry kept changing under concurrent claims", id)
 }
 
 // claimSet is what a claim writes into the entry.
-func claimSet(job *Job, o ClaimOptions, failures int, now time.Time) bson.D {
+func claimSet(job *jobs.Job, o ClaimOptions, failures int, now time.Time) bson.D {
 	return bson.D{
-		{Key: "status", Value: StatusRunning},
+		{Key: "status", Value: Running},
 		{Key: "token", Value: newToken()},
 		{Key: "failures", Value: failures},
 		{Key: "worker_id", Value: o.WorkerID},
@@ -232,10 +267,10 @@ func claimSet(job *Job, o ClaimOptions, failures int, now time.Time) bson.D {
 
 // insertClaim creates the entry of a new export, claimed by this attempt, and returns it as
 // written.
-func (l *Ledger) insertClaim(ctx context.Context, job *Job, o ClaimOptions, now time.Time) (LedgerEntry, error) {
+func (l *Ledger) insertClaim(ctx context.Context, job *jobs.Job, o ClaimOptions, now time.Time) (Entry, error) {
 	doc := append(claimSet(job, o, 0, now), bson.E{Key: "_id", Value: job.Message.ExportID},
 		bson.E{Key: "attempts", Value: 1}, bson.E{Key: "created_at", Value: now})
-	var e LedgerEntry
+	var e Entry
 	if _, err := l.coll.InsertOne(ctx, doc); err != nil {
 		return e, err
 	}
@@ -246,20 +281,17 @@ func (l *Ledger) insertClaim(ctx context.Context, job *Job, o ClaimOptions, now 
 	return e, err
 }
 
-// ReasonMaxAttempts is the failure reason of an export that failed MaxFailures times.
-const ReasonMaxAttempts = "max_attempts"
-
 // crashedError is the error recorded for an export whose last attempt died.
 const crashedError = "the attempt's worker stopped without recording an outcome (killed?), and the export used up its attempts"
 
 // exhaust records that the crashed attempt of e was the last one it may have.
-func (l *Ledger) exhaust(ctx context.Context, e LedgerEntry, failures int, now time.Time) error {
-	res, err := l.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: e.ExportID}, {Key: "attempts", Value: e.Attempts}, {Key: "status", Value: StatusRunning}},
-		bson.D{{Key: "$set", Value: bson.D{{Key: "status", Value: StatusFailed}, {Key: "failures", Value: failures},
-			{Key: "reason", Value: ReasonMaxAttempts}, {Key: "error", Value: crashedError},
+func (l *Ledger) exhaust(ctx context.Context, e Entry, failures int, now time.Time) error {
+	res, err := l.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: e.ExportID}, {Key: "attempts", Value: e.Attempts}, {Key: "status", Value: Running}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "status", Value: Failed}, {Key: "failures", Value: failures},
+			{Key: "reason", Value: jobs.ReasonMaxAttempts}, {Key: "error", Value: crashedError},
 			{Key: "updated_at", Value: now}, {Key: "finished_at", Value: now}}}})
 	if err != nil {
-		return fmt.Errorf("jobs: ledger: record the end of export %s: %w", e.ExportID, err)
+		return fmt.Errorf("ledger: record the end of export %s: %w", e.ExportID, err)
 	}
 	if res.MatchedCount == 0 {
 		return fmt.Errorf("export %s: %w", e.ExportID, errLeaseLost)
@@ -268,32 +300,32 @@ func (l *Ledger) exhaust(ctx context.Context, e LedgerEntry, failures int, now t
 }
 
 // errLeaseLost is returned by the writes of an attempt that no longer owns the export.
-var errLeaseLost = errors.New("jobs: ledger: lease lost")
+var errLeaseLost = errors.New("ledger: lease lost")
 
 // IsLeaseLost reports whether err says the attempt lost its ledger lease.
 func IsLeaseLost(err error) bool { return errors.Is(err, errLeaseLost) }
 
 // ownFilter matches the export only while this attempt still owns it.
-func ownFilter(e LedgerEntry) bson.D {
-	return bson.D{{Key: "_id", Value: e.ExportID}, {Key: "token", Value: e.Token}, {Key: "status", Value: StatusRunning}}
+func ownFilter(e Entry) bson.D {
+	return bson.D{{Key: "_id", Value: e.ExportID}, {Key: "token", Value: e.Token}, {Key: "status", Value: Running}}
 }
 
 // ownUpdate applies update to the export if this attempt still owns it.
-func (l *Ledger) ownUpdate(ctx context.Context, e LedgerEntry, what string, set bson.D, more ...bson.E) error {
+func (l *Ledger) ownUpdate(ctx context.Context, e Entry, what string, set bson.D, more ...bson.E) error {
 	update := append(bson.D{{Key: "$set", Value: set}}, more...)
 	res, err := l.coll.UpdateOne(ctx, ownFilter(e), update)
 	if err != nil {
-		return fmt.Errorf("jobs: ledger: %s of export %s: %w", what, e.ExportID, err)
+		return fmt.Errorf("ledger: %s of export %s: %w", what, e.ExportID, err)
 	}
 	if res.MatchedCount == 0 {
-		return fmt.Errorf("jobs: ledger: %s of export %s: %w", what, e.ExportID, errLeaseLost)
+		return fmt.Errorf("ledger: %s of export %s: %w", what, e.ExportID, errLeaseLost)
 	}
 	return nil
 }
 
 // Renew extends the attempt's lease and records its progress. It fails with a lease-lost
 // error when another attempt took the export over.
-func (l *Ledger) Renew(ctx context.Context, e LedgerEntry, lease time.Duration, p *Progress) error {
+func (l *Ledger) Renew(ctx context.Context, e Entry, lease time.Duration, p *jobs.Progress) error {
 	now := time.Now().UTC()
 	set := bson.D{{Key: "lease_expires", Value: now.Add(lease)}, {Key: "updated_at", Value: now}}
 	if p != nil {
@@ -306,13 +338,13 @@ func (l *Ledger) Renew(ctx context.Context, e LedgerEntry, lease time.Duration, 
 
 // Fence checks that the attempt still owns the export, and renews its lease: it is called
 // right before the attempt commits anything visible (its object, its manifest).
-func (l *Ledger) Fence(ctx context.Context, e LedgerEntry, lease time.Duration) error {
+func (l *Ledger) Fence(ctx context.Context, e Entry, lease time.Duration) error {
 	now := time.Now().UTC()
 	return l.ownUpdate(ctx, e, "check the fence", bson.D{{Key: "lease_expires", Value: now.Add(lease)}, {Key: "updated_at", Value: now}})
 }
 
 // SetMessage records that the running attempt is now carried by another SQS message.
-func (l *Ledger) SetMessage(ctx context.Context, e LedgerEntry, messageID string) error {
+func (l *Ledger) SetMessage(ctx context.Context, e Entry, messageID string) error {
 	return l.ownUpdate(ctx, e, "set message", bson.D{{Key: "message_id", Value: messageID}})
 }
 
@@ -323,7 +355,7 @@ func (l *Ledger) HandOver(ctx context.Context, exportID, fromID, toID string) (b
 		bson.D{{Key: "_id", Value: exportID}, {Key: "message_id", Value: fromID}},
 		bson.D{{Key: "$set", Value: bson.D{{Key: "message_id", Value: toID}}}})
 	if err != nil {
-		return false, fmt.Errorf("jobs: ledger: hand export %s over to message %s: %w", exportID, toID, err)
+		return false, fmt.Errorf("ledger: hand export %s over to message %s: %w", exportID, toID, err)
 	}
 	return res.MatchedCount == 1, nil
 }
@@ -331,7 +363,7 @@ func (l *Ledger) HandOver(ctx context.Context, exportID, fromID, toID string) (b
 // Finish records the attempt's outcome: status (succeeded, failed or released), the result's
 // counts, and the error and its reason if any. A failure counts toward the export's failures;
 // a release does not. A succeeded export with a notice keeps it pending in the outbox.
-func (l *Ledger) Finish(ctx context.Context, e LedgerEntry, status string, res Result, cause error, reason string, notice []byte) error {
+func (l *Ledger) Finish(ctx context.Context, e Entry, status Status, res jobs.Result, cause error, reason jobs.Reason, notice []byte) error {
 	now := time.Now().UTC()
 	set := bson.D{
 		{Key: "status", Value: status},
@@ -346,27 +378,27 @@ func (l *Ledger) Finish(ctx context.Context, e LedgerEntry, status string, res R
 		set = append(set, bson.E{Key: "sha256", Value: res.Stats.SHA256})
 	}
 	if cause != nil {
-		_, permanent := IsPermanent(cause)
-		set = append(set, bson.E{Key: "error", Value: truncate(cause.Error(), 2000)}, bson.E{Key: "reason", Value: reason},
-			bson.E{Key: "permanent", Value: permanent && status == StatusFailed})
+		_, permanent := jobs.IsPermanent(cause)
+		set = append(set, bson.E{Key: "error", Value: clip.String(cause.Error(), 2000)}, bson.E{Key: "reason", Value: reason},
+			bson.E{Key: "permanent", Value: permanent && status == Failed})
 	}
 	if notice != nil {
 		set = append(set, bson.E{Key: "notice", Value: Notice{Body: string(notice), Pending: true, NextAt: now}})
 	}
 	var more []bson.E
-	if status == StatusFailed {
+	if status == Failed {
 		more = append(more, bson.E{Key: "$inc", Value: bson.D{{Key: "failures", Value: 1}}})
 	}
-	return l.ownUpdate(ctx, e, "record "+status, set, more...)
+	return l.ownUpdate(ctx, e, "record "+string(status), set, more...)
 }
 
 // Adopt records as succeeded an export whose object and manifest are complete although its
 // attempt never said so (its worker died, or lost MongoDB, between writing the manifest and
 // recording the outcome): the manifest found at the destination is the proof.
-func (l *Ledger) Adopt(ctx context.Context, e LedgerEntry, m *Manifest, notice []byte) error {
+func (l *Ledger) Adopt(ctx context.Context, e Entry, m *jobs.Manifest, notice []byte) error {
 	now := time.Now().UTC()
 	set := bson.D{
-		{Key: "status", Value: StatusSucceeded},
+		{Key: "status", Value: Succeeded},
 		{Key: "rows", Value: m.Rows},
 		{Key: "bytes_uncompressed", Value: m.BytesUncompressed},
 		{Key: "bytes", Value: m.BytesCompressed},
@@ -384,24 +416,24 @@ func (l *Ledger) Adopt(ctx context.Context, e LedgerEntry, m *Manifest, notice [
 
 // MarkDeadLettered records that the export's message messageID went to the dead-letter queue.
 func (l *Ledger) MarkDeadLettered(ctx context.Context, exportID, messageID string) error {
-	_, err := l.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: exportID}, {Key: "message_id", Value: messageID}, {Key: "status", Value: StatusFailed}},
+	_, err := l.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: exportID}, {Key: "message_id", Value: messageID}, {Key: "status", Value: Failed}},
 		bson.D{{Key: "$set", Value: bson.D{{Key: "dead_lettered", Value: true}, {Key: "updated_at", Value: time.Now().UTC()}}}})
 	if err != nil {
-		return fmt.Errorf("jobs: ledger: mark export %s dead-lettered: %w", exportID, err)
+		return fmt.Errorf("ledger: mark export %s dead-lettered: %w", exportID, err)
 	}
 	return nil
 }
 
 // PendingNotices returns up to limit succeeded exports whose notice is due.
-func (l *Ledger) PendingNotices(ctx context.Context, now time.Time, limit int) ([]LedgerEntry, error) {
+func (l *Ledger) PendingNotices(ctx context.Context, now time.Time, limit int) ([]Entry, error) {
 	cur, err := l.coll.Find(ctx, bson.D{{Key: "notice.pending", Value: true}, {Key: "notice.next_at", Value: bson.D{{Key: "$lte", Value: now}}}},
 		options.Find().SetLimit(int64(limit)))
 	if err != nil {
-		return nil, fmt.Errorf("jobs: ledger: find pending notices: %w", err)
+		return nil, fmt.Errorf("ledger: find pending notices: %w", err)
 	}
-	var out []LedgerEntry
+	var out []Entry
 	if err := cur.All(ctx, &out); err != nil {
-		return nil, fmt.Errorf("jobs: ledger: read pending notices: %w", err)
+		return nil, fmt.Errorf("ledger: read pending notices: %w", err)
 	}
 	return out, nil
 }
@@ -413,7 +445,7 @@ func (l *Ledger) NoticeSent(ctx context.Context, exportID string) error {
 		bson.D{{Key: "$set", Value: bson.D{{Key: "notice.pending", Value: false}, {Key: "notice.sent_at", Value: now}, {Key: "notice.error", Value: ""}}},
 			{Key: "$inc", Value: bson.D{{Key: "notice.attempts", Value: 1}}}})
 	if err != nil {
-		return fmt.Errorf("jobs: ledger: record the notice of export %s as sent: %w", exportID, err)
+		return fmt.Errorf("ledger: record the notice of export %s as sent: %w", exportID, err)
 	}
 	return nil
 }
@@ -421,23 +453,23 @@ func (l *Ledger) NoticeSent(ctx context.Context, exportID string) error {
 // NoticeFailed records a failed send of the export's notice and when to try again.
 func (l *Ledger) NoticeFailed(ctx context.Context, exportID string, cause error, next time.Time) error {
 	_, err := l.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: exportID}, {Key: "notice.pending", Value: true}},
-		bson.D{{Key: "$set", Value: bson.D{{Key: "notice.next_at", Value: next.UTC()}, {Key: "notice.error", Value: truncate(cause.Error(), 500)}}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "notice.next_at", Value: next.UTC()}, {Key: "notice.error", Value: clip.String(cause.Error(), 500)}}},
 			{Key: "$inc", Value: bson.D{{Key: "notice.attempts", Value: 1}}}})
 	if err != nil {
-		return fmt.Errorf("jobs: ledger: record the failed notice of export %s: %w", exportID, err)
+		return fmt.Errorf("ledger: record the failed notice of export %s: %w", exportID, err)
 	}
 	return nil
 }
 
 // Get returns an export's ledger entry.
-func (l *Ledger) Get(ctx context.Context, exportID string) (LedgerEntry, error) {
-	var e LedgerEntry
+func (l *Ledger) Get(ctx context.Context, exportID string) (Entry, error) {
+	var e Entry
 	err := l.coll.FindOne(ctx, bson.D{{Key: "_id", Value: exportID}}).Decode(&e)
 	if errors.Is(err, mongo.ErrNoDocuments) {
-		return e, fmt.Errorf("jobs: ledger: export %s: %w", exportID, ErrNotFound)
+		return e, fmt.Errorf("ledger: export %s: %w", exportID, ErrNotFound)
 	}
 	if err != nil {
-		return e, fmt.Errorf("jobs: ledger: get export %s: %w", exportID, err)
+		return e, fmt.Errorf("ledger: get export %s: %w", exportID, err)
 	}
 	return e, nil
 }

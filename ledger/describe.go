@@ -1,0 +1,30 @@
+package ledger
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/verifiedfan/export-service/jobs"
+)
+
+// Describe says what an entry's status means for what happens next, for a person (the status
+// command, enqueue --wait).
+func Describe(e Entry, now time.Time) string {
+	switch e.Status {
+	case Running:
+		if e.LeaseExpires.Before(now) {
+			return fmt.Sprintf("running, but its lease expired %s ago: the worker died; the message comes back and another worker restarts it", now.Sub(e.LeaseExpires).Round(time.Second))
+		}
+		return fmt.Sprintf("running (lease renewed, expires in %s)", e.LeaseExpires.Sub(now).Round(time.Second))
+	case Succeeded:
+		return "succeeded"
+	case Failed:
+		if e.Reason == jobs.ReasonRetryable {
+			return fmt.Sprintf("failed (retryable, %d failure(s) so far): the message comes back after a backoff, and goes to the dead-letter queue after MAX_ATTEMPTS failures", e.Failures)
+		}
+		return "failed (permanent): the message was sent to the dead-letter queue (export-service dlq list)"
+	case Released:
+		return "released by a worker's shutdown: the message is back in the queue and another worker restarts it"
+	}
+	return string(e.Status)
+}
