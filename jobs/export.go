@@ -75,16 +75,6 @@ type Result struct {
 	Manifest *Manifest
 }
 
-// Prepare decodes, validates and plans a message body requested at requestedAt. Its errors
-// are permanent.
-func (e *Exporter) Prepare(body []byte, requestedAt time.Time) (*Job, error) {
-	m, err := Decode(body)
-	if err != nil {
-		return nil, err
-	}
-	return e.PrepareMessage(m, requestedAt)
-}
-
 // PrepareMessage validates and plans an already decoded message requested at requestedAt (the
 // first SQS delivery's SentTimestamp, carried across copies), and computes its object key once.
 func (e *Exporter) PrepareMessage(m Message, requestedAt time.Time) (*Job, error) {

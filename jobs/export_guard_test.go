@@ -43,7 +43,11 @@ func TestCursorThatEndsEarlyCommitsNothing(t *testing.T) {
 	run := func(id string, wrap func(jobs.Source) jobs.Source) (string, error) {
 		ex := &jobs.Exporter{DB: db, Kinds: jobs.DefaultRegistry(), WrapSource: wrap, Destinations: map[string]jobs.Destination{
 			"internal": {Name: "internal", Bucket: e.bucket, Prefix: e.prefix, Sink: e.sink}}}
-		job, err := ex.Prepare([]byte(`{"version":1,"export_id":"`+id+`","kind":"registrations","params":{"campaign_id":"`+fixtures.Campaigns[0]+`"}}`), time.Now())
+		msg, err := jobs.Decode([]byte(`{"version":1,"export_id":"` + id + `","kind":"registrations","params":{"campaign_id":"` + fixtures.Campaigns[0] + `"}}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		job, err := ex.PrepareMessage(msg, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -28,7 +28,7 @@ func TestManifest(t *testing.T) {
 		"sfmc": {Name: "sfmc", Bucket: "sfmc-drop", Prefix: "vf/", Keys: MustParseKeyTemplate("dt={date}/{kind}/{export_id}.{format}.gz"), Sink: sink},
 	}}
 	requested := time.Date(2026, 11, 26, 23, 59, 0, 0, time.UTC)
-	job, err := e.Prepare([]byte(`{"version":1,"export_id":"e-1","kind":"registrations","destination":"sfmc","requested_by":"crm",
+	job, err := prepare(e, []byte(`{"version":1,"export_id":"e-1","kind":"registrations","destination":"sfmc","requested_by":"crm",
 		"params":{ "campaign_id": "cmp-1",  "status": "verified" }}`), requested)
 	if err != nil {
 		t.Fatal(err)
@@ -79,4 +79,13 @@ func TestManifest(t *testing.T) {
 	if got["service_version"] == "" {
 		t.Error("no service_version")
 	}
+}
+
+// prepare decodes, validates and plans a message body, as the worker does.
+func prepare(e *Exporter, body []byte, requestedAt time.Time) (*Job, error) {
+	m, err := Decode(body)
+	if err != nil {
+		return nil, err
+	}
+	return e.PrepareMessage(m, requestedAt)
 }

@@ -50,8 +50,9 @@ type Written struct {
 	Bucket string
 	Key    string
 	ETag   string
-	// Checksum is the S3 checksum of the whole object as the server reported it (for example a
-	// CRC32C "full object" or "composite" checksum), empty if the sink has none.
+	// Checksum is the full-object checksum of the whole object (base64, as S3's
+	// x-amz-checksum-* headers carry it), computed from the stream and confirmed by the server
+	// when it answers with one; empty if the sink has none.
 	Checksum string
 	// ChecksumAlgorithm names the algorithm of Checksum, for example "CRC32C".
 	ChecksumAlgorithm string

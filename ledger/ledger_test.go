@@ -24,7 +24,11 @@ func newLedgerBundle(t *testing.T) ledgerBundle {
 	st := stacktest.New(t)
 	db := st.NewDatabase(t)
 	e := &jobs.Exporter{Kinds: jobs.DefaultRegistry(), Destinations: map[string]jobs.Destination{"internal": {Name: "internal", Bucket: "b", Prefix: "exports/"}}}
-	job, err := e.Prepare([]byte(`{"version":1,"export_id":"x-`+stacktest.RandomID()+`","kind":"registrations","params":{"campaign_id":"c"}}`), time.Now())
+	msg, err := jobs.Decode([]byte(`{"version":1,"export_id":"x-` + stacktest.RandomID() + `","kind":"registrations","params":{"campaign_id":"c"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	job, err := e.PrepareMessage(msg, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

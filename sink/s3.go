@@ -109,9 +109,6 @@ func NewS3(client *s3.Client, bucket string, opts S3Options) *S3 {
 	return &S3{client: client, bucket: bucket, opts: opts, timeouts: awsx.S3(opts.Timeouts), perTier: partsPerTier}
 }
 
-// Bucket is the sink's bucket.
-func (s *S3) Bucket() string { return s.bucket }
-
 // Put streams body into obj.Key. A body shorter than one part is written with one PutObject;
 // a longer one with a multipart upload that is completed only after body returned io.EOF itself
 // (not an error wrapping it: that is a failure) and every part was stored, and aborted

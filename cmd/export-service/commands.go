@@ -118,19 +118,12 @@ func runIndexes(ctx context.Context, args []string, getenv func(string) string, 
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	uri, dbName := getenv("MONGO_URI"), getenv("MONGO_DATABASE")
-	if uri == "" {
-		return errors.New("MONGO_URI is required")
-	}
-	if dbName == "" {
-		dbName = "titan"
-	}
-	client, err := connectMongo(ctx, uri)
+	db, closeDB, err := openDatabase(ctx, getenv)
 	if err != nil {
 		return err
 	}
-	defer func() { _ = disconnectBounded(ctx, client) }()
-	created, err := jobs.CreateIndexes(ctx, client.Database(dbName), jobs.DefaultRegistry())
+	defer closeDB()
+	created, err := jobs.CreateIndexes(ctx, db, jobs.DefaultRegistry())
 	for _, name := range created {
 		fmt.Fprintf(stdout, "index %s: ok\n", name)
 	}

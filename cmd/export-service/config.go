@@ -14,8 +14,11 @@ import (
 	"github.com/verifiedfan/export-service/worker"
 )
 
+// defaultDatabase is MONGO_DATABASE's default, for the worker and the commands alike.
+const defaultDatabase = "titan"
+
 // config is the service's configuration, read from environment variables. Every variable,
-// its default and its meaning are listed in the README; envVars below is the source of truth.
+// its default and its meaning are listed in the README; loadConfig below is the source of truth.
 type config struct {
 	QueueURL          string
 	DLQURL            string
@@ -142,7 +145,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		QueueURL:          r.required("EXPORT_QUEUE_URL"),
 		DLQURL:            r.str("EXPORT_DLQ_URL", ""),
 		MongoURI:          r.required("MONGO_URI"),
-		MongoDatabase:     r.str("MONGO_DATABASE", "titan"),
+		MongoDatabase:     r.str("MONGO_DATABASE", defaultDatabase),
 		Bucket:            r.required("EXPORT_BUCKET"),
 		KeyPrefix:         r.str("EXPORT_KEY_PREFIX", "exports/"),
 		HTTPAddr:          r.str("HTTP_ADDR", ":8080"),

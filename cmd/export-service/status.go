@@ -93,11 +93,11 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 func openDatabase(ctx context.Context, getenv func(string) string) (*mongo.Database, func(), error) {
 	uri := strings.TrimSpace(getenv("MONGO_URI"))
 	if uri == "" {
-		return nil, nil, errors.New("MONGO_URI is not set: set it to the MongoDB connection string of the environment (and MONGO_DATABASE if it is not titan)")
+		return nil, nil, errors.New("MONGO_URI is not set: set it to the MongoDB connection string of the environment (and MONGO_DATABASE if it is not " + defaultDatabase + ")")
 	}
 	name := strings.TrimSpace(getenv("MONGO_DATABASE"))
 	if name == "" {
-		name = "titan"
+		name = defaultDatabase
 	}
 	client, err := connectMongo(ctx, uri)
 	if err != nil {
