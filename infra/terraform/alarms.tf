@@ -140,7 +140,7 @@ resource "aws_cloudwatch_metric_alarm" "disk_high" {
 
 resource "aws_cloudwatch_metric_alarm" "dlq_not_empty" {
   alarm_name          = "${local.name}-DlqNotEmpty"
-  alarm_description   = "A job is in the dead-letter queue: it failed permanently or was delivered ${var.max_receive_count} times. Inspect with export-service dlq list."
+  alarm_description   = "A job is in the dead-letter queue: it failed permanently, failed ${var.max_attempts} times, or was delivered ${var.max_receive_count} times. Inspect with export-service dlq list."
   namespace           = "AWS/SQS"
   metric_name         = "ApproximateNumberOfMessagesVisible"
   dimensions          = { QueueName = aws_sqs_queue.dlq.name }

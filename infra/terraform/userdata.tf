@@ -136,7 +136,7 @@ locals {
           key_prefix         = var.internal_prefix
           worker_concurrency = var.worker_concurrency
           drain_timeout      = var.drain_timeout_seconds
-          max_attempts       = var.max_receive_count
+          max_attempts       = var.max_attempts
           max_export_hours   = (var.abort_incomplete_upload_days - 1) * 24
           log_level          = var.log_level
           debug              = var.debug

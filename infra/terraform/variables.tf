@@ -244,10 +244,16 @@ variable "dlq_message_retention_seconds" {
   default     = 1209600 # 14 days, the SQS maximum
 }
 
-variable "max_receive_count" {
-  description = "Deliveries of one message before SQS moves it to the DLQ; also the worker's MAX_ATTEMPTS (failed attempts, counted in the export ledger, before the worker dead-letters the export as max_attempts). Releases at shutdown count toward neither."
+variable "max_attempts" {
+  description = "The worker's MAX_ATTEMPTS: failed attempts of an export (counted in the export ledger; releases at shutdown do not count) before the worker dead-letters it as max_attempts."
   type        = number
   default     = 5
+}
+
+variable "max_receive_count" {
+  description = "Deliveries of one message before SQS moves it to the DLQ: the backstop for failures the ledger cannot see (MongoDB unreachable at the claim). Keep it above max_attempts, or killed attempts and failures before the claim use up receives first and SQS dead-letters exports the ledger still counts as running."
+  type        = number
+  default     = 10
 }
 
 variable "abort_incomplete_upload_days" {

@@ -571,8 +571,14 @@ func TestBucketLifecycleAbortsMultipartUploads(t *testing.T) {
 		if !strings.Contains(env, "MAX_EXPORT_DURATION=${max_export_hours}h") || !strings.Contains(ud, "max_export_hours   = (var.abort_incomplete_upload_days - 1) * 24") {
 			t.Error("the container's MAX_EXPORT_DURATION does not follow abort_incomplete_upload_days (one day less)")
 		}
-		if !strings.Contains(env, "MAX_ATTEMPTS=${max_attempts}") || !strings.Contains(ud, "max_attempts       = var.max_receive_count") {
-			t.Error("the container's MAX_ATTEMPTS does not follow max_receive_count")
+		if !strings.Contains(env, "MAX_ATTEMPTS=${max_attempts}") || !strings.Contains(ud, "max_attempts       = var.max_attempts") {
+			t.Error("the container's MAX_ATTEMPTS does not follow var.max_attempts")
+		}
+		// The ledger's bound must come first: the redrive policy is the backstop above it.
+		attempts, _ := literal(t, m.block(t, "variable", "max_attempts"), "default").AsBigFloat().Int64()
+		receives, _ := literal(t, m.block(t, "variable", "max_receive_count"), "default").AsBigFloat().Int64()
+		if receives <= attempts {
+			t.Errorf("max_receive_count (%d) must be above max_attempts (%d)", receives, attempts)
 		}
 		// An empty filter: the rule covers every key, not just the internal prefix.
 		f := one(t, rule, "filter")
@@ -607,7 +613,7 @@ func TestQueues(t *testing.T) {
 	if got := refs(attr(t, jobs, "redrive_policy").Expr); !slices.Equal(got, []string{"aws_sqs_queue.dlq.arn", "var.max_receive_count"}) {
 		t.Errorf("jobs redrive_policy refers to %v, want the DLQ's ARN and var.max_receive_count", got)
 	}
-	wantNumber(t, m.block(t, "variable", "max_receive_count"), "default", 5)
+	wantNumber(t, m.block(t, "variable", "max_receive_count"), "default", 10)
 	wantNumber(t, m.block(t, "variable", "jobs_visibility_timeout_seconds"), "default", 900)
 }
 
