@@ -26,12 +26,11 @@ func runWorker(t *testing.T, c SQS, q stacktest.Queues, h Handler, tune ...func(
 	for _, f := range tune {
 		f(&cfg)
 	}
-	cfg.SetDefaults()
-	if err := cfg.Validate(); err != nil {
+	m := NewMetrics(prometheus.NewRegistry())
+	w, err := New(cfg, c, h, m, zerolog.New(io.Discard))
+	if err != nil {
 		t.Fatal(err)
 	}
-	m := NewMetrics(prometheus.NewRegistry())
-	w := New(cfg, c, h, m, zerolog.New(io.Discard))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = w.Run(ctx); close(done) }()

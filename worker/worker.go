@@ -214,11 +214,16 @@ type Worker struct {
 	lastProgress atomic.Int64 // unix nanos of the last completed receive attempt
 }
 
-// New returns a worker. cfg must have passed Validate after SetDefaults.
-func New(cfg Config, client SQS, h Handler, metrics *Metrics, log zerolog.Logger) *Worker {
+// New returns a worker for cfg, with its unset fields defaulted (SetDefaults), or every
+// problem of the configuration at once.
+func New(cfg Config, client SQS, h Handler, metrics *Metrics, log zerolog.Logger) (*Worker, error) {
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("worker: configuration: %w", err)
+	}
 	w := &Worker{cfg: cfg, sqs: client, handler: h, metrics: metrics, log: log, started: time.Now()}
 	w.lastProgress.Store(time.Now().UnixNano())
-	return w
+	return w, nil
 }
 
 // sqsMaxVisibility is how long after its receipt SQS lets a message stay invisible.

@@ -63,12 +63,11 @@ func startWorker(t *testing.T, concurrency int, h Handler, tune ...func(*Config)
 	for _, f := range tune {
 		f(&cfg)
 	}
-	cfg.SetDefaults()
-	if err := cfg.Validate(); err != nil {
+	m := NewMetrics(prometheus.NewRegistry())
+	w, err := New(cfg, st.SQS, h, m, zerolog.New(io.Discard))
+	if err != nil {
 		t.Fatal(err)
 	}
-	m := NewMetrics(prometheus.NewRegistry())
-	w := New(cfg, st.SQS, h, m, zerolog.New(io.Discard))
 	ctx, cancel := context.WithCancel(context.Background())
 	tw := &testWorker{w: w, metrics: m, queues: q, st: st, stop: cancel, done: make(chan error, 1)}
 	go func() { tw.done <- w.Run(ctx) }()
@@ -183,5 +182,16 @@ func TestRetryableFailureComesBack(t *testing.T) {
 	})
 	if got := testutil.ToFloat64(tw.metrics.Jobs.WithLabelValues("unknown", "unknown", OutcomeFailedRetryable)); got != 1 {
 		t.Errorf("failed_retryable = %v, want 1", got)
+	}
+}
+
+// New refuses a configuration it cannot run, with every problem at once, instead of trusting
+// its caller to have validated it.
+func TestNewRefusesABadConfig(t *testing.T) {
+	_, err := New(Config{Concurrency: 1000, VisibilityTimeout: time.Second}, nil, nil, NewMetrics(prometheus.NewRegistry()), zerolog.New(io.Discard))
+	for _, want := range []string{"queue URL", "concurrency", "visibility timeout"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("New = %v, want it to mention %q", err, want)
+		}
 	}
 }

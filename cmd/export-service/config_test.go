@@ -46,6 +46,7 @@ func TestExplicitZerosReachTheWorker(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := workerConfig(c)
+	w.SetDefaults() // as worker.New does
 	if w.WaitTime != 20*time.Second || w.DrainTimeout != 600*time.Second || w.HandOverDelay != 15*time.Minute {
 		t.Errorf("unset: wait %s, drain %s, handover delay %s; want the documented 20s, 600s, 15m", w.WaitTime, w.DrainTimeout, w.HandOverDelay)
 	}
@@ -62,6 +63,7 @@ func TestExplicitZerosReachTheWorker(t *testing.T) {
 			t.Fatalf("%q: %v", zero, err)
 		}
 		w := workerConfig(c)
+		w.SetDefaults() // as worker.New does
 		if w.WaitTime != 0 || w.DrainTimeout != 0 || w.HandOverDelay != 0 {
 			t.Errorf("%q: wait %s, drain %s, handover delay %s reach the worker; want 0 each", zero, w.WaitTime, w.DrainTimeout, w.HandOverDelay)
 		}
