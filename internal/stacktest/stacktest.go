@@ -4,7 +4,6 @@
 package stacktest
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -12,7 +11,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -24,25 +22,18 @@ import (
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/verifiedfan/export-service/internal/stackenv"
 )
 
 // Root returns the repository root (the directory holding go.mod of the main module).
 func Root(t testing.TB) string {
 	t.Helper()
-	dir, err := os.Getwd()
+	dir, err := stackenv.Root()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("stacktest: %v", err)
 	}
-	for {
-		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && strings.Contains(string(b), "module github.com/verifiedfan/export-service\n") {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("stacktest: repository root not found")
-		}
-		dir = parent
-	}
+	return dir
 }
 
 // Env reads the stack's .stack/env (or the file named by STACK_ENV_FILE). A test that needs
@@ -53,25 +44,9 @@ func Env(t testing.TB) map[string]string {
 	if path == "" {
 		path = filepath.Join(Root(t), ".stack", "env")
 	}
-	f, err := os.Open(path)
+	env, err := stackenv.Read(path)
 	if err != nil {
-		t.Fatalf("stacktest: the local stack is not running (%v); start it with `go tool task stack:start`", err)
-	}
-	defer f.Close()
-	env := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		k, v, ok := strings.Cut(line, "=")
-		if ok {
-			env[k] = v
-		}
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatalf("stacktest: read %s: %v", path, err)
+		t.Fatalf("stacktest: %v", err)
 	}
 	return env
 }

@@ -13,7 +13,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -40,6 +39,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"github.com/verifiedfan/export-service/internal/stackenv"
 	"github.com/verifiedfan/export-service/internal/stacktest"
 )
 
@@ -118,39 +118,6 @@ func logf(format string, args ...any) {
 	fmt.Printf("chaos: "+format+"\n", args...)
 }
 
-func root() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && strings.Contains(string(b), "module github.com/verifiedfan/export-service\n") {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("run me inside the export-service repository")
-		}
-		dir = parent
-	}
-}
-
-func readEnv(path string) (map[string]string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("the local stack is not running (%v): go tool task stack:start", err)
-	}
-	defer f.Close()
-	env := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(strings.TrimSpace(sc.Text()), "="); ok && !strings.HasPrefix(k, "#") {
-			env[k] = v
-		}
-	}
-	return env, sc.Err()
-}
-
 // cleanup runs its functions in reverse order.
 type cleanup []func()
 
@@ -163,11 +130,11 @@ func (c cleanup) run() {
 
 func run(ctx context.Context, cfg config) (int, error) {
 	t0 := time.Now()
-	repo, err := root()
+	repo, err := stackenv.Root()
 	if err != nil {
 		return 0, err
 	}
-	env, err := readEnv(filepath.Join(repo, ".stack", "env"))
+	env, err := stackenv.Read(filepath.Join(repo, ".stack", "env"))
 	if err != nil {
 		return 0, err
 	}

@@ -21,6 +21,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"github.com/verifiedfan/export-service/internal/stackenv"
 	"github.com/verifiedfan/export-service/jobs"
 	"github.com/verifiedfan/export-service/jobs/encode"
 	"github.com/verifiedfan/export-service/ledger"
@@ -65,7 +66,7 @@ type binary struct {
 }
 
 func run(ctx context.Context, cfg config) error {
-	repo, err := root()
+	repo, err := stackenv.Root()
 	if err != nil {
 		return err
 	}

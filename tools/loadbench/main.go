@@ -24,7 +24,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -106,23 +105,6 @@ func fatalf(code int, format string, args ...any) {
 
 func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "loadbench: "+format+"\n", args...)
-}
-
-func root() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && strings.Contains(string(b), "module github.com/verifiedfan/export-service\n") {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("run me inside the export-service repository")
-		}
-		dir = parent
-	}
 }
 
 // build builds the worker as scripts/build.sh does (static, -trimpath), but keeps the symbol

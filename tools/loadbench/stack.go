@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -10,7 +9,6 @@ import (
 	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -25,6 +23,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/verifiedfan/export-service/internal/fixtures"
+	"github.com/verifiedfan/export-service/internal/stackenv"
 	"github.com/verifiedfan/export-service/jobs"
 )
 
@@ -36,29 +35,12 @@ type stack struct {
 	mongo *mongo.Client
 }
 
-func readEnv(path string) (map[string]string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("the local stack is not running (%v): go tool task stack:start", err)
-	}
-	defer f.Close()
-	env := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if k, v, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(k, "#") {
-			env[k] = v
-		}
-	}
-	return env, sc.Err()
-}
-
 func connect(ctx context.Context, repo string) (*stack, error) {
 	path := os.Getenv("STACK_ENV_FILE")
 	if path == "" {
 		path = filepath.Join(repo, ".stack", "env")
 	}
-	env, err := readEnv(path)
+	env, err := stackenv.Read(path)
 	if err != nil {
 		return nil, err
 	}
