@@ -62,9 +62,8 @@ type IncompleteAborter interface {
 }
 
 // Result describes a completed export.
+// Where it was written is job.Destination.Bucket and job.Key (and Written, as the sink saw it).
 type Result struct {
-	Bucket string
-	Key    string
 	// AbortedUploads counts unfinished uploads of earlier attempts this run cleaned up.
 	AbortedUploads int
 	Stats          Stats
@@ -111,7 +110,7 @@ func (j *Job) objectKey() (string, error) {
 // is called right before the object and then the manifest are committed; its error stops the
 // commit (an attempt that lost its claim on the export must not write either).
 func (e *Exporter) Run(ctx context.Context, job *Job, prog *Progress, fence func(context.Context) error) (Result, error) {
-	res := Result{Bucket: job.Destination.Bucket, Key: job.Key, Started: time.Now().UTC()}
+	res := Result{Started: time.Now().UTC()}
 	if a, ok := job.Destination.Sink.(IncompleteAborter); ok && job.Attempt != 1 {
 		n, err := a.AbortIncomplete(ctx, job.Key)
 		res.AbortedUploads = n

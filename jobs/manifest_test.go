@@ -39,7 +39,7 @@ func TestManifest(t *testing.T) {
 	}
 	start := time.Date(2026, 11, 27, 1, 0, 0, 0, time.UTC)
 	res := Result{
-		Bucket: "sfmc-drop", Key: key, Started: start, Finished: start.Add(time.Minute),
+		Started: start, Finished: start.Add(time.Minute),
 		Stats:   Stats{Rows: 3, BytesUncompressed: 300, BytesCompressed: 100, SHA256: "ab"},
 		Written: Written{Bucket: "sfmc-drop", Key: key, ETag: `"e"`, Checksum: "AAAAAA==", ChecksumAlgorithm: "CRC32C", Parts: 2},
 	}

@@ -181,7 +181,7 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Delivery) error {
 		h.Metrics.BytesWritten.WithLabelValues(m.Destination).Add(float64(res.Stats.BytesCompressed))
 		log.Info().Int64("duration", duration).Int64("rows", res.Stats.Rows).
 			Int64("bytes", res.Stats.BytesCompressed).Int64("bytes_uncompressed", res.Stats.BytesUncompressed).
-			Str("bucket", res.Bucket).Str("key", res.Key).Str("sha256", res.Stats.SHA256).
+			Str("bucket", job.Destination.Bucket).Str("key", job.Key).Str("sha256", res.Stats.SHA256).
 			Int("aborted_uploads", res.AbortedUploads).Msg("export succeeded")
 		h.Outbox.SendNow(ctx, m.ExportID)
 		return nil
