@@ -334,7 +334,7 @@ type verdict struct {
 // judge reads a ledger entry (found: there is one) for an export whose message was sent when
 // the ledger held before (existed: it held one). maxReceives is the jobs queue's
 // maxReceiveCount (0: unknown).
-func judge(before ledger.Entry, existed bool, e ledger.Entry, found bool, maxReceives int) verdict {
+func judge(before ledger.Entry, existed bool, e ledger.Entry, found bool, maxReceives int, now time.Time) verdict {
 	if !found {
 		return verdict{state: "queued", detail: "waiting for a worker"}
 	}
@@ -352,9 +352,9 @@ func judge(before ledger.Entry, existed bool, e ledger.Entry, found bool, maxRec
 	case ledger.Succeeded:
 		return verdict{done: true, state: "succeeded"}
 	case ledger.Running:
-		return verdict{state: "running", detail: fmt.Sprintf("attempt %d on %s", e.Attempts, e.WorkerID)}
+		return verdict{state: "running", detail: fmt.Sprintf("attempt %d on %s: %s", e.Attempts, e.WorkerID, ledger.Describe(e, now))}
 	case ledger.Released:
-		return verdict{state: "released", detail: "a worker shut down; the message is back in the queue"}
+		return verdict{state: "released", detail: ledger.Describe(e, now)}
 	case ledger.Failed:
 		if e.Reason != jobs.ReasonRetryable {
 			return verdict{done: true, failed: true, state: "failed", detail: fmt.Sprintf("failed permanently (%s), the message went to the dead-letter queue: %s", e.Reason, e.Error)}
@@ -381,7 +381,7 @@ func (f *follower) follow(ctx context.Context, client sqsAPI, poll, timeout time
 			}
 			f.note(fmt.Sprintf("reading the ledger failed (will retry): %v", err))
 		} else {
-			v := judge(f.before, f.existed, e, found, f.dlq.maxReceives)
+			v := judge(f.before, f.existed, e, found, f.dlq.maxReceives, time.Now())
 			f.show(v, e, found)
 			if v.done {
 				f.finish(v, e)

@@ -207,7 +207,7 @@ func TestJudge(t *testing.T) {
 		{"failed 4 times before, fails once more", retry(4), true, retry(5), true, 5, "retrying", false, false, ""},
 		{"running elsewhere before", running, true, running, true, 5, "running", false, false, ""},
 	} {
-		v := judge(c.before, c.existed, c.e, c.found, c.max)
+		v := judge(c.before, c.existed, c.e, c.found, c.max, now)
 		if v.state != c.state || v.done != c.done || v.failed != c.failed || !strings.Contains(v.detail, c.detailContains) {
 			t.Errorf("%s: %+v; want state %s done %v failed %v detail ~%q", c.name, v, c.state, c.done, c.failed, c.detailContains)
 		}
