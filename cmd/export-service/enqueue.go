@@ -352,7 +352,8 @@ func judge(before ledger.Entry, existed bool, e ledger.Entry, found bool, maxRec
 	case ledger.Succeeded:
 		return verdict{done: true, state: "succeeded"}
 	case ledger.Running:
-		return verdict{state: "running", detail: fmt.Sprintf("attempt %d on %s: %s", e.Attempts, e.WorkerID, ledger.Describe(e, now))}
+		// Not Describe here: its lease countdown would make every poll a new line.
+		return verdict{state: "running", detail: fmt.Sprintf("attempt %d on %s", e.Attempts, e.WorkerID)}
 	case ledger.Released:
 		return verdict{state: "released", detail: ledger.Describe(e, now)}
 	case ledger.Failed:
