@@ -150,7 +150,7 @@ func (e *Exporter) Run(ctx context.Context, job *Job, prog *Progress, fence func
 		Metadata:        map[string]string{"export-id": job.Message.ExportID, "kind": p.Kind.Name},
 		BeforeCommit:    fence,
 	}
-	stats, written, err := Run(ctx, src, newEnc, job.Destination.Sink, obj, PipelineOptions{GzipLevel: e.GzipLevel, Progress: prog})
+	stats, written, err := Stream(ctx, src, newEnc, job.Destination.Sink, obj, PipelineOptions{GzipLevel: e.GzipLevel, Progress: prog})
 	res.Stats, res.Written, res.Finished = stats, written, time.Now().UTC()
 	if err != nil {
 		return res, fmt.Errorf("jobs: export %s to %s: %w", job.Message.ExportID, job.Destination.Name, err)

@@ -84,7 +84,7 @@ type Progress struct {
 	BytesCompressed   atomic.Int64
 }
 
-// PipelineOptions configure Run.
+// PipelineOptions configure Stream.
 type PipelineOptions struct {
 	// GzipLevel is the compression level (1 fastest .. 9 smallest); 0 means 6.
 	GzipLevel int
@@ -95,7 +95,7 @@ type PipelineOptions struct {
 // StreamError is how a failed producer ends the stream a sink reads: the pipe's reader returns
 // it instead of io.EOF. It does not unwrap to its cause, on purpose: a cause that wraps io.EOF
 // (the MongoDB driver's error for a connection closed between two replies) must never read as
-// the end of the stream to a sink that tests errors.Is(err, io.EOF). Run returns the cause
+// the end of the stream to a sink that tests errors.Is(err, io.EOF). Stream returns the cause
 // itself, not the sink's report of this error.
 type StreamError struct{ cause error }
 
@@ -125,11 +125,11 @@ func Recovered(where string, v any) error {
 // errSinkDone unblocks the producer when the sink returned before reading everything.
 var errSinkDone = errors.New("jobs: sink stopped reading")
 
-// Run streams src through enc (made by newEnc for the writer it is given) and gzip into sink as obj.
+// Stream streams src through enc (made by newEnc for the writer it is given) and gzip into sink as obj.
 // Memory does not grow with the export: documents flow through an io.Pipe in bounded buffers.
 // If the source or encoder fails, the sink sees a read error and must not complete the object;
 // the source's error is returned (it is the cause), not the sink's report of it.
-func Run(ctx context.Context, src Source, newEnc func(io.Writer) (encode.Encoder, error), sink Sink, obj Object, opts PipelineOptions) (Stats, Written, error) {
+func Stream(ctx context.Context, src Source, newEnc func(io.Writer) (encode.Encoder, error), sink Sink, obj Object, opts PipelineOptions) (Stats, Written, error) {
 	level := opts.GzipLevel
 	if level == 0 {
 		level = 6

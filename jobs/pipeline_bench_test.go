@@ -165,7 +165,7 @@ func BenchmarkPipelineCSV(b *testing.B) {
 				before := ms.Mallocs
 				b.StartTimer()
 				src := &memSource{docs: docs, n: docsPerRun}
-				stats, _, err := jobs.Run(context.Background(), src, newEnc, &discardSink{}, jobs.Object{Key: "k"}, jobs.PipelineOptions{})
+				stats, _, err := jobs.Stream(context.Background(), src, newEnc, &discardSink{}, jobs.Object{Key: "k"}, jobs.PipelineOptions{})
 				b.StopTimer()
 				runtime.ReadMemStats(&ms)
 				mallocs += ms.Mallocs - before

@@ -76,7 +76,7 @@ func TestPipelineSourceErrorIsNotEOF(t *testing.T) {
 	docs := rawRegistrations(t, 100)
 	for _, srcErr := range []error{errConnClosed, io.EOF, errors.New("boom")} {
 		sk := &bodyErrSink{}
-		_, _, err := jobs.Run(context.Background(), &failingSource{memSource: memSource{docs: docs, n: 100}, err: srcErr}, csvEncoder(t), sk, jobs.Object{Key: "k"}, jobs.PipelineOptions{})
+		_, _, err := jobs.Stream(context.Background(), &failingSource{memSource: memSource{docs: docs, n: 100}, err: srcErr}, csvEncoder(t), sk, jobs.Object{Key: "k"}, jobs.PipelineOptions{})
 		if !errors.Is(err, srcErr) {
 			t.Errorf("%v: Run = %v, want the source's error", srcErr, err)
 		}
@@ -124,7 +124,7 @@ func TestPipelineWrappedEOFCommitsNothing(t *testing.T) {
 	e := newS3Env(t)
 	docs := rawRegistrations(t, 500)
 	key := e.prefix + "truncated.csv.gz"
-	_, _, err := jobs.Run(context.Background(), &failingSource{memSource: memSource{docs: docs, n: 500}, err: errConnClosed}, csvEncoder(t), e.sink, jobs.Object{Key: key}, jobs.PipelineOptions{})
+	_, _, err := jobs.Stream(context.Background(), &failingSource{memSource: memSource{docs: docs, n: 500}, err: errConnClosed}, csvEncoder(t), e.sink, jobs.Object{Key: key}, jobs.PipelineOptions{})
 	if !errors.Is(err, errConnClosed) {
 		t.Errorf("Run = %v", err)
 	}
@@ -154,7 +154,7 @@ func TestPipelinePanicsFailTheJob(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			key := e.prefix + tc.name
-			stats, _, err := jobs.Run(context.Background(), tc.src, tc.newEnc, e.sink, jobs.Object{Key: key}, jobs.PipelineOptions{GzipLevel: 1})
+			stats, _, err := jobs.Stream(context.Background(), tc.src, tc.newEnc, e.sink, jobs.Object{Key: key}, jobs.PipelineOptions{GzipLevel: 1})
 			if tc.name == "source after parts" && stats.BytesCompressed < 6<<20 {
 				t.Errorf("only %d bytes compressed: no part was uploaded before the panic", stats.BytesCompressed)
 			}
@@ -195,7 +195,7 @@ func TestPipelineSinkPanicFailsTheJob(t *testing.T) {
 	t.Parallel()
 	done := make(chan error, 1)
 	go func() {
-		_, _, err := jobs.Run(context.Background(), &memSource{docs: rawRegistrations(t, 100), n: 100000}, csvEncoder(t), panicSink{}, jobs.Object{Key: "k"}, jobs.PipelineOptions{})
+		_, _, err := jobs.Stream(context.Background(), &memSource{docs: rawRegistrations(t, 100), n: 100000}, csvEncoder(t), panicSink{}, jobs.Object{Key: "k"}, jobs.PipelineOptions{})
 		done <- err
 	}()
 	select {

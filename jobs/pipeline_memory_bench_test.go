@@ -68,7 +68,7 @@ func BenchmarkPipelineMemory(b *testing.B) {
 					go func() {
 						defer wg.Done()
 						key := fmt.Sprintf("%s%d-%d.csv.gz", prefix, round, i)
-						stats, _, err := jobs.Run(context.Background(), &memSource{docs: docs, n: tc.rows}, newEnc, sk, jobs.Object{Key: key}, jobs.PipelineOptions{})
+						stats, _, err := jobs.Stream(context.Background(), &memSource{docs: docs, n: tc.rows}, newEnc, sk, jobs.Object{Key: key}, jobs.PipelineOptions{})
 						if err != nil {
 							failed.Store(&err)
 						}

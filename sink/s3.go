@@ -483,7 +483,7 @@ func (u *upload) putObject(ctx context.Context, data []byte) (jobs.Written, erro
 
 // unsignedPayload leaves the body out of the SigV4 signature: the body's integrity is the
 // job of its CRC checksum header, which the server verifies, and the SHA-256 the signature
-// would need is a second full pass over every byte (jobs.Run computes one already).
+// would need is a second full pass over every byte (jobs.Stream computes one already).
 func unsignedPayload(o *s3.Options) {
 	o.APIOptions = append(o.APIOptions, v4.SwapComputePayloadSHA256ForUnsignedPayloadMiddleware)
 }

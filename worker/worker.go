@@ -1,4 +1,4 @@
-// Package worker owns a job message's life: the SQS long poll, the concurrency limit, the
+// Package worker owns an SQS delivery's life: the long poll, the concurrency limit, the
 // visibility lease, deleting on success, dead-lettering permanent failures, backing off
 // retryable ones, and releasing messages on shutdown.
 package worker
