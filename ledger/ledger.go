@@ -208,7 +208,7 @@ func (l *Ledger) Claim(ctx context.Context, job *jobs.Job, o ClaimOptions) (Clai
 		case e.Status == Running:
 			info.Crashed = true
 			failures++
-		case e.Status == Failed && e.MessageID != o.MessageID && e.DeadLettered:
+		case e.Status == Failed && e.MessageID != o.MessageID && e.DeadLettered && !o.Copy:
 			failures = 0 // redriven from the dead-letter queue: a new budget
 		}
 		if (e.MessageID == o.MessageID || o.Copy) && (e.Permanent && e.Status == Failed || o.MaxFailures > 0 && failures >= o.MaxFailures) {
@@ -414,9 +414,11 @@ func (l *Ledger) Adopt(ctx context.Context, e Entry, m *jobs.Manifest, notice []
 	return l.ownUpdate(ctx, e, "adopt the completed object", set)
 }
 
-// MarkDeadLettered records that the export's message messageID went to the dead-letter queue.
+// MarkDeadLettered records that the failed export's message messageID went to the dead-letter
+// queue: other copies of its message are then acknowledged instead of dead-lettered again, and
+// a message redriven from the queue starts a new budget.
 func (l *Ledger) MarkDeadLettered(ctx context.Context, exportID, messageID string) error {
-	_, err := l.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: exportID}, {Key: "message_id", Value: messageID}, {Key: "status", Value: Failed}},
+	_, err := l.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: exportID}, {Key: "status", Value: Failed}},
 		bson.D{{Key: "$set", Value: bson.D{{Key: "dead_lettered", Value: true}, {Key: "updated_at", Value: time.Now().UTC()}}}})
 	if err != nil {
 		return fmt.Errorf("ledger: mark export %s dead-lettered: %w", exportID, err)

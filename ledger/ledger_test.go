@@ -195,3 +195,35 @@ func TestRepeatedCrashesExhaustTheExport(t *testing.T) {
 		t.Errorf("entry = %s with %d failures", got.Status, got.Failures)
 	}
 }
+
+// Once an export that failed for good is in the dead-letter queue, other copies of its message
+// (handover, hop and release copies can coexist) find it marked, while a message redriven from
+// the queue (not a copy) starts a new budget.
+func TestDeadLetteredExportIsMarkedForItsOtherCopies(t *testing.T) {
+	t.Parallel()
+	b := newLedgerBundle(t)
+	ctx := context.Background()
+	_, e, _ := b.claim(t, "m1", 1)
+	if err := b.l.Finish(ctx, e, Failed, jobs.Result{}, errors.New("s3 down"), jobs.ReasonMaxAttempts, nil); err != nil {
+		t.Fatal(err)
+	}
+	copyClaim := func(id string) (ClaimResult, Entry) {
+		r, e, _, err := b.l.Claim(ctx, b.job, ClaimOptions{WorkerID: "w", MessageID: id, Lease: time.Minute, MaxFailures: 1, Copy: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r, e
+	}
+	if r, e := copyClaim("copy-1"); r != Exhausted || e.DeadLettered {
+		t.Fatalf("first copy: %v dead-lettered=%v, want Exhausted, not yet dead-lettered", r, e.DeadLettered)
+	}
+	if err := b.l.MarkDeadLettered(ctx, b.job.Message.ExportID, "copy-1"); err != nil {
+		t.Fatal(err)
+	}
+	if r, e := copyClaim("copy-2"); r != Exhausted || !e.DeadLettered {
+		t.Fatalf("second copy: %v dead-lettered=%v, want Exhausted and marked", r, e.DeadLettered)
+	}
+	if r, e, _ := b.claim(t, "redriven", 1); r != Claimed || e.Failures != 0 {
+		t.Fatalf("redriven message: %v with %d failures, want a new budget", r, e.Failures)
+	}
+}

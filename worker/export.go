@@ -108,6 +108,12 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Delivery) error {
 			return err
 		}}
 	case ledger.Exhausted:
+		if entry.DeadLettered && m.CopyOf != "" {
+			// Another copy of its message is in the dead-letter queue already: one is enough.
+			m.Outcome = OutcomeDuplicate
+			log.Info().Str("message_id", m.ID).Msg("export failed for good and is in the dead-letter queue already: this copy is acknowledged")
+			return nil
+		}
 		// The attempt this message carried failed for good, possibly after a handover, when
 		// it had no message to dead-letter: do it now, with what the ledger recorded.
 		reason := entry.Reason
