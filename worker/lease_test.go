@@ -50,6 +50,22 @@ func sqsThrough(st *stacktest.Stack, p *stacktest.ToxiProxy) *sqs.Client {
 	return sqs.New(st.SQS.Options(), func(o *sqs.Options) { o.BaseEndpoint = aws.String(p.Endpoint()) })
 }
 
+// sendAndAwaitStart sends body to the jobs queue and returns when the handler reports, on
+// started, that the job began.
+func sendAndAwaitStart(t *testing.T, st *stacktest.Stack, q stacktest.Queues, body string, started <-chan time.Time) time.Time {
+	t.Helper()
+	if _, err := st.SQS.SendMessage(context.Background(), &sqs.SendMessageInput{QueueUrl: aws.String(q.JobsURL), MessageBody: aws.String(body)}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case t0 := <-started:
+		return t0
+	case <-time.After(30 * time.Second):
+		t.Fatal("the job did not start")
+		return time.Time{}
+	}
+}
+
 // An SQS outage that covers two lease-extension ticks but ends before the lease does must not
 // cancel the job: the extension is retried within what is left of the lease. (It used to give
 // up at the second failed tick, with a third of the lease still left.)
@@ -72,15 +88,7 @@ func TestLeaseSurvivesAnSQSOutageShorterThanTheLease(t *testing.T) {
 			return ctx.Err()
 		}
 	}), func(c *Config) { c.VisibilityTimeout = vt })
-	if _, err := st.SQS.SendMessage(context.Background(), &sqs.SendMessageInput{QueueUrl: aws.String(q.JobsURL), MessageBody: aws.String("long")}); err != nil {
-		t.Fatal(err)
-	}
-	var t0 time.Time
-	select {
-	case t0 = <-started:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the job did not start")
-	}
+	t0 := sendAndAwaitStart(t, st, q, "long", started)
 	// Ticks every 5s: the one at 5s succeeds (lease until 20s), the ones at 10s and 15s fall
 	// in the outage, which ends at 16s, 4s before the lease.
 	time.Sleep(time.Until(t0.Add(6 * time.Second)))
@@ -125,15 +133,7 @@ func TestStalledVisibilityCallCancelsTheJobBeforeTheLeaseLapses(t *testing.T) {
 			return ctx.Err()
 		}
 	}), func(c *Config) { c.VisibilityTimeout = vt; c.CallTimeout = 30 * time.Second })
-	if _, err := st.SQS.SendMessage(context.Background(), &sqs.SendMessageInput{QueueUrl: aws.String(q.JobsURL), MessageBody: aws.String("stall")}); err != nil {
-		t.Fatal(err)
-	}
-	var t0 time.Time
-	select {
-	case t0 = <-started:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the job did not start")
-	}
+	t0 := sendAndAwaitStart(t, st, q, "stall", started)
 	// Every byte toward SQS is swallowed from now on; connections stay open.
 	p.Inject(t, "timeout", "upstream", toxiproxy.Attributes{"timeout": 0})
 	defer func() {
