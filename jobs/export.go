@@ -278,11 +278,14 @@ func (g *endGuard) Next(ctx context.Context) bool {
 }
 
 func (g *endGuard) check(ctx context.Context) error {
-	rng := bson.D{{Key: "$lte", Value: g.hi}}
+	// _id ranges are type-bracketed ({$gt: 3} matches no string); AfterID and
+	// UpToID follow the sort order across BSON types.
+	conds := bson.A{g.filter}
 	if g.rows > 0 {
-		rng = append(bson.D{{Key: "$gt", Value: g.last}}, rng...)
+		conds = append(conds, AfterID(g.last))
 	}
-	left := bson.D{{Key: "$and", Value: bson.A{g.filter, bson.D{{Key: "_id", Value: rng}}}}}
+	conds = append(conds, UpToID(g.hi))
+	left := bson.D{{Key: "$and", Value: conds}}
 	err := g.coll.FindOne(ctx, left, options.FindOne().SetProjection(bson.D{{Key: "_id", Value: 1}})).Err()
 	switch {
 	case errors.Is(err, mongo.ErrNoDocuments):
