@@ -39,6 +39,12 @@ type Exporter struct {
 	BatchSize int32
 	// WrapSource, if set, wraps every export's source (fault-injection tests).
 	WrapSource func(Source) Source
+	// Compressors is how many goroutines compress one export (0 means 1); Buffers is the
+	// budget its part buffers come from (nil: the heap); MemberSize is the uncompressed bytes
+	// of a gzip member (0: 4 MiB). See PipelineOptions.
+	Compressors int
+	Buffers     Buffers
+	MemberSize  int64
 }
 
 // Job is a decoded, validated and planned message, ready to run.
@@ -53,12 +59,29 @@ type Job struct {
 	// Attempt is the ledger's number of this attempt; 0 if unknown. The first attempt of an
 	// export has no earlier upload to clean up.
 	Attempt int
+	// Resume, if set, is the checkpoint an earlier attempt left: Run continues it.
+	Resume *Checkpoint
+}
+
+// RunOptions are an attempt's hooks into Run.
+type RunOptions struct {
+	// Progress, if not nil, is updated while the export runs.
+	Progress *Progress
+	// Fence, if not nil, is called right before the object and then the manifest are
+	// committed; its error stops the commit (an attempt that lost its claim on the export
+	// must not write either).
+	Fence func(context.Context) error
+	// Checkpoint, if not nil, records each checkpoint (see PipelineOptions.Checkpoint).
+	Checkpoint func(context.Context, Checkpoint) error
+	// Stop ends the export at its next stored part (see PipelineOptions.Stop).
+	Stop <-chan struct{}
 }
 
 // IncompleteAborter is implemented by sinks that can abort unfinished uploads of a key left
 // behind by an earlier attempt (a worker killed in the middle of an upload).
 type IncompleteAborter interface {
-	AbortIncomplete(ctx context.Context, key string) (int, error)
+	// AbortIncomplete aborts the unfinished uploads of key but keep (a checkpoint's).
+	AbortIncomplete(ctx context.Context, key, keep string) (int, error)
 }
 
 // Result describes a completed export.
@@ -72,6 +95,13 @@ type Result struct {
 	Finished       time.Time
 	// Manifest is the manifest written after the object, when the export succeeded.
 	Manifest *Manifest
+	// Resumed is the checkpoint the run continued from, if any; RowsRead are the rows it read
+	// itself.
+	Resumed  *Checkpoint
+	RowsRead int64
+	// Restarted says why the job's checkpoint could not be continued (the run started over),
+	// if it could not.
+	Restarted string
 }
 
 // PrepareMessage validates and plans an already decoded message requested at requestedAt (the
@@ -106,18 +136,64 @@ func (j *Job) objectKey() (string, error) {
 	})
 }
 
-// Run executes a prepared job. prog, if not nil, is updated while it runs. fence, if not nil,
-// is called right before the object and then the manifest are committed; its error stops the
-// commit (an attempt that lost its claim on the export must not write either).
-func (e *Exporter) Run(ctx context.Context, job *Job, prog *Progress, fence func(context.Context) error) (Result, error) {
+// Run executes a prepared job: from the start, or from job.Resume when its upload can still
+// be continued (the run starts over otherwise, and says why in Result.Restarted).
+func (e *Exporter) Run(ctx context.Context, job *Job, o RunOptions) (Result, error) {
 	res := Result{Started: time.Now().UTC()}
+	_, resumable := job.Destination.Sink.(PartSink)
+	cp := job.Resume
+	switch {
+	case cp == nil:
+	case !resumable:
+		res.Restarted, cp = "the destination cannot continue an upload", nil
+	case cp.Key != job.Key:
+		res.Restarted, cp = fmt.Sprintf("the checkpoint is of key %q, the export now writes %q", cp.Key, job.Key), nil
+	}
 	if a, ok := job.Destination.Sink.(IncompleteAborter); ok && job.Attempt != 1 {
-		n, err := a.AbortIncomplete(ctx, job.Key)
+		keep := ""
+		if cp != nil {
+			keep = cp.Upload.UploadID
+		}
+		n, err := a.AbortIncomplete(ctx, job.Key, keep)
 		res.AbortedUploads = n
 		if err != nil {
 			return res, fmt.Errorf("jobs: export %s: clean up earlier uploads: %w", job.Message.ExportID, err)
 		}
 	}
+	prog := o.Progress
+	if prog == nil {
+		prog = new(Progress)
+	}
+	for {
+		stats, written, err := e.stream(ctx, job, cp, o, prog)
+		res.Stats, res.Written, res.Finished = stats, written, time.Now().UTC()
+		res.RowsRead = stats.Rows
+		if cp != nil {
+			res.RowsRead -= cp.Mark.Rows
+		}
+		if cp != nil && errors.Is(err, ErrUploadGone) {
+			res.Restarted, cp = err.Error(), nil
+			if ctx.Err() == nil {
+				continue
+			}
+		}
+		if err != nil {
+			return res, fmt.Errorf("jobs: export %s to %s: %w", job.Message.ExportID, job.Destination.Name, err)
+		}
+		res.Resumed = cp
+		break
+	}
+	// The manifest comes last: its presence means the data object is complete.
+	manifest := NewManifest(job, res)
+	if _, err := writeManifest(ctx, job.Destination.Sink, manifest, o.Fence); err != nil {
+		return res, fmt.Errorf("jobs: export %s to %s: %w", job.Message.ExportID, job.Destination.Name, err)
+	}
+	res.Manifest = manifest
+	return res, nil
+}
+
+// stream runs the job's query (from cp, if not nil) through the pipeline into its destination.
+func (e *Exporter) stream(ctx context.Context, job *Job, cp *Checkpoint, o RunOptions, prog *Progress) (Stats, Written, error) {
 	p := job.Plan
 	opts := options.Find().SetSort(p.Sort).SetProjection(p.Projection)
 	if e.BatchSize > 0 {
@@ -126,11 +202,23 @@ func (e *Exporter) Run(ctx context.Context, job *Job, prog *Progress, fence func
 	coll := e.DB.Collection(p.Collection)
 	guard, err := newEndGuard(ctx, coll, p.Filter)
 	if err != nil {
-		return res, fmt.Errorf("jobs: query %s for export %s: %w", p.Collection, job.Message.ExportID, err)
+		return Stats{}, Written{}, fmt.Errorf("query %s: %w", p.Collection, err)
 	}
-	cur, err := coll.Find(ctx, p.Filter, opts)
+	filter := p.Filter
+	if cp != nil {
+		// The rows after the checkpoint's last one, in the sort's order. Within the bracket of
+		// the highest _id (the usual case: one _id type) a plain range does, and is what an
+		// index serves best; documents of a later bracket were added after the export began.
+		after := AfterID(cp.Mark.LastID)
+		if guard.hi.Type == 0 || SameIDBracket(guard.hi, cp.Mark.LastID) {
+			after = bson.D{{Key: "_id", Value: bson.D{{Key: "$gt", Value: cp.Mark.LastID}}}}
+		}
+		filter = bson.D{{Key: "$and", Value: bson.A{p.Filter, after}}}
+		guard.last = cp.Mark.LastID
+	}
+	cur, err := coll.Find(ctx, filter, opts)
 	if err != nil {
-		return res, fmt.Errorf("jobs: query %s for export %s: %w", p.Collection, job.Message.ExportID, err)
+		return Stats{}, Written{}, fmt.Errorf("query %s: %w", p.Collection, err)
 	}
 	var src Source = &CursorSource{Cursor: cur}
 	if e.WrapSource != nil {
@@ -148,20 +236,12 @@ func (e *Exporter) Run(ctx context.Context, job *Job, prog *Progress, fence func
 		ContentType:     job.Message.Format.ContentType(),
 		ContentEncoding: "gzip",
 		Metadata:        map[string]string{"export-id": job.Message.ExportID, "kind": p.Kind.Name},
-		BeforeCommit:    fence,
+		BeforeCommit:    o.Fence,
 	}
-	stats, written, err := Stream(ctx, src, newEnc, job.Destination.Sink, obj, PipelineOptions{GzipLevel: e.GzipLevel, Progress: prog})
-	res.Stats, res.Written, res.Finished = stats, written, time.Now().UTC()
-	if err != nil {
-		return res, fmt.Errorf("jobs: export %s to %s: %w", job.Message.ExportID, job.Destination.Name, err)
-	}
-	// The manifest comes last: its presence means the data object is complete.
-	manifest := NewManifest(job, res)
-	if _, err := writeManifest(ctx, job.Destination.Sink, manifest, fence); err != nil {
-		return res, fmt.Errorf("jobs: export %s to %s: %w", job.Message.ExportID, job.Destination.Name, err)
-	}
-	res.Manifest = manifest
-	return res, nil
+	return Stream(ctx, src, newEnc, job.Destination.Sink, obj, PipelineOptions{
+		GzipLevel: e.GzipLevel, Progress: prog, Compressors: e.Compressors, MemberSize: e.MemberSize,
+		Buffers: e.Buffers, Resume: cp, Checkpoint: o.Checkpoint, Stop: o.Stop,
+	})
 }
 
 // ObjectReader is implemented by sinks that can read back a small object they wrote.
@@ -202,12 +282,18 @@ func (e *Exporter) FindManifest(ctx context.Context, job *Job) (*Manifest, error
 	return &m, nil
 }
 
-// DiscardIncomplete deletes the job's data object if it has no manifest: an attempt that
+// DiscardIncomplete aborts the job's unfinished uploads (a checkpoint's included: it will
+// never be continued) and deletes its data object if it has no manifest: an attempt that
 // completed the object and died before its manifest leaves it, and an export that then fails
 // for good must not leave a file a reader could take for its result. It reports whether it
-// deleted something. A sink that cannot read or delete leaves the object (its missing manifest
+// deleted an object. A sink that cannot read or delete leaves the object (its missing manifest
 // says it is incomplete).
 func (e *Exporter) DiscardIncomplete(ctx context.Context, job *Job) (bool, error) {
+	if a, ok := job.Destination.Sink.(IncompleteAborter); ok {
+		if _, err := a.AbortIncomplete(ctx, job.Key, ""); err != nil {
+			return false, fmt.Errorf("jobs: abort the unfinished uploads of export %s: %w", job.Message.ExportID, err)
+		}
+	}
 	r, okr := job.Destination.Sink.(ObjectReader)
 	d, okd := job.Destination.Sink.(ObjectDeleter)
 	if !okr || !okd {
@@ -281,7 +367,7 @@ func (g *endGuard) check(ctx context.Context) error {
 	// _id ranges are type-bracketed ({$gt: 3} matches no string); AfterID and
 	// UpToID follow the sort order across BSON types.
 	conds := bson.A{g.filter}
-	if g.rows > 0 {
+	if g.last.Type != 0 {
 		conds = append(conds, AfterID(g.last))
 	}
 	conds = append(conds, UpToID(g.hi))

@@ -51,7 +51,7 @@ func TestCursorThatEndsEarlyCommitsNothing(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = ex.Run(context.Background(), job, nil, nil)
+		_, err = ex.Run(context.Background(), job, jobs.RunOptions{})
 		return job.Key, err
 	}
 

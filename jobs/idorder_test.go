@@ -206,7 +206,7 @@ func TestCursorThatEndsEarlyBeforeAnotherIDType(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = ex.Run(context.Background(), job, nil, nil)
+		_, err = ex.Run(context.Background(), job, jobs.RunOptions{})
 		return job.Key, err
 	}
 	for _, n := range []int{0, 10, 20} { // none read, inside the numbers, right after the last number

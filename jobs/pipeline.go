@@ -1,19 +1,15 @@
 package jobs
 
 import (
-	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash"
 	"io"
 	"runtime/debug"
-	"sync"
 	"sync/atomic"
+	"time"
 
-	"github.com/klauspost/compress/gzip"
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/verifiedfan/export-service/jobs/encode"
@@ -90,7 +86,28 @@ type PipelineOptions struct {
 	GzipLevel int
 	// Progress, if set, is updated as the export runs.
 	Progress *Progress
+	// Compressors is how many goroutines compress the export's chunks in parallel; 0 means 1.
+	Compressors int
+	// MemberSize is the uncompressed bytes of a gzip member (0: 4 MiB), ChunkSize those of a
+	// chunk compressed at once (0: 1 MiB). Both are cut at row boundaries. An export continued
+	// from a checkpoint is byte for byte an uninterrupted one's only if they did not change.
+	MemberSize int64
+	ChunkSize  int
+	// Buffers is the budget part buffers come from; nil means the heap.
+	Buffers Buffers
+	// Resume, if set, continues the stream of this checkpoint: src yields the rows after its
+	// Mark.LastID, and sink must be a PartSink.
+	Resume *Checkpoint
+	// Checkpoint, if set, is called after each part is stored (PartSink sinks only), in part
+	// order; its error fails the export (wrap ErrKeepUpload when the attempt lost the export).
+	Checkpoint func(context.Context, Checkpoint) error
+	// Stop, once closed, ends the export after the parts already made are stored and
+	// checkpointed: Stream returns ErrStopped (and keeps the upload, if it was checkpointed).
+	Stop <-chan struct{}
 }
+
+// ErrStopped is Stream's error when PipelineOptions.Stop ended the export before its end.
+var ErrStopped = errors.New("jobs: export stopped after its last stored part")
 
 // StreamError is how a failed producer ends the stream a sink reads: the pipe's reader returns
 // it instead of io.EOF. It does not unwrap to its cause, on purpose: a cause that wraps io.EOF
@@ -125,21 +142,37 @@ func Recovered(where string, v any) error {
 // errSinkDone unblocks the producer when the sink returned before reading everything.
 var errSinkDone = errors.New("jobs: sink stopped reading")
 
-// Stream streams src through enc (made by newEnc for the writer it is given) and gzip into sink as obj.
-// Memory does not grow with the export: documents flow through an io.Pipe in bounded buffers.
-// If the source or encoder fails, the sink sees a read error and must not complete the object;
-// the source's error is returned (it is the cause), not the sink's report of it.
+// Stream streams src through enc (made by newEnc for the writer it is given) and gzip into
+// sink as obj. The compressed stream is cut into parts of whole rows and whole gzip members
+// (see gzipParts), compressed on opts.Compressors goroutines. A PartSink stores the parts as
+// they come and reports each (opts.Checkpoint), and can continue from a checkpoint
+// (opts.Resume); any other sink reads them as one stream. Memory does not grow with the
+// export. If the source or encoder fails, the sink sees the failure and must not complete the
+// object; the source's error is returned (it is the cause), not the sink's report of it.
 func Stream(ctx context.Context, src Source, newEnc func(io.Writer) (encode.Encoder, error), sink Sink, obj Object, opts PipelineOptions) (Stats, Written, error) {
-	level := opts.GzipLevel
-	if level == 0 {
-		level = 6
-	}
 	prog := opts.Progress
 	if prog == nil {
 		prog = new(Progress)
 	}
-	pr, pw := io.Pipe()
-	h := sha256.New()
+	ps, resumable := sink.(PartSink)
+	if opts.Resume != nil && !resumable {
+		return Stats{}, Written{}, errors.New("jobs: this sink cannot continue an upload")
+	}
+	po := partsOptions{
+		level: opts.GzipLevel, workers: opts.Compressors, chunkSize: opts.ChunkSize,
+		memberSize: opts.MemberSize, buffers: opts.Buffers, progress: prog,
+	}
+	if resumable {
+		po.target = ps.PartSize
+	}
+	var resumeUpload *UploadState
+	if cp := opts.Resume; cp != nil {
+		po.resume, po.firstPart, resumeUpload = &cp.Mark, len(cp.Upload.Parts)+1, &cp.Upload
+		prog.Rows.Store(cp.Mark.Rows)
+		prog.BytesUncompressed.Store(cp.Mark.BytesUncompressed)
+		prog.BytesCompressed.Store(cp.Mark.BytesCompressed)
+	}
+	gp := newGzipParts(ctx, po)
 
 	prodDone := make(chan error, 1)
 	go func() {
@@ -148,36 +181,60 @@ func Stream(ctx context.Context, src Source, newEnc func(io.Writer) (encode.Enco
 			if r := recover(); r != nil {
 				err = Recovered("jobs: export producer", r)
 			}
-			// Only a nil error closes the pipe with io.EOF: the sink sees the end of a complete
-			// stream. Any failure reaches it as a StreamError, which cannot be mistaken for it.
-			if err != nil {
-				_ = pw.CloseWithError(&StreamError{cause: err})
-			} else {
-				_ = pw.Close()
+			switch {
+			case err == nil:
+				err = gp.Close()
+			case errors.Is(err, ErrStopped):
+				gp.Stop()
+			default:
+				gp.Fail(err)
 			}
 			prodDone <- err
 		}()
-		err = produce(ctx, src, newEnc, &countingWriter{w: pw, h: h, n: &prog.BytesCompressed}, level, prog)
+		err = produce(ctx, src, newEnc, gp, opts.Resume == nil, prog, opts.Stop)
 	}()
 
-	written, sinkErr := put(ctx, sink, obj, pr)
-	_ = pr.CloseWithError(errSinkDone)
+	var written Written
+	var sinkErr error
+	if resumable {
+		var checkpoint func(context.Context, UploadState, Mark) error
+		if opts.Checkpoint != nil {
+			checkpoint = func(ctx context.Context, up UploadState, m Mark) error {
+				return opts.Checkpoint(ctx, Checkpoint{Key: obj.Key, Upload: up, Mark: m, At: time.Now().UTC()})
+			}
+		}
+		written, sinkErr = putParts(ctx, ps, obj, gp, resumeUpload, checkpoint)
+	} else {
+		r := &partsReader{ctx: ctx, parts: gp}
+		written, sinkErr = put(ctx, sink, obj, r)
+		r.close()
+	}
+	gp.setErr(errSinkDone)
 	prodErr := <-prodDone
+	gp.drain()
 
-	stats := Stats{
-		Rows:              prog.Rows.Load(),
-		BytesUncompressed: prog.BytesUncompressed.Load(),
-		BytesCompressed:   prog.BytesCompressed.Load(),
+	final := gp.final
+	stats := Stats{Rows: final.Rows, BytesUncompressed: final.BytesUncompressed, BytesCompressed: final.BytesCompressed}
+	if final.SHA256 == nil { // it did not finish: how far it got
+		stats = Stats{Rows: prog.Rows.Load(), BytesUncompressed: prog.BytesUncompressed.Load(), BytesCompressed: prog.BytesCompressed.Load()}
 	}
 	switch {
-	case prodErr != nil && !errors.Is(prodErr, errSinkDone):
+	case prodErr != nil && !errors.Is(prodErr, errSinkDone) && !errors.Is(prodErr, ErrStopped):
 		return stats, Written{}, prodErr
 	case sinkErr != nil:
 		return stats, Written{}, sinkErr
+	case prodErr != nil && errors.Is(prodErr, ErrStopped):
+		return stats, Written{}, prodErr
 	case prodErr != nil:
 		return stats, Written{}, fmt.Errorf("jobs: sink returned before reading the whole export")
+	case final.SHA256 == nil:
+		return stats, Written{}, fmt.Errorf("jobs: the sink returned before the export's last part")
 	}
-	stats.SHA256 = hex.EncodeToString(h.Sum(nil))
+	sum, err := sumOf(final.SHA256)
+	if err != nil {
+		return stats, Written{}, fmt.Errorf("jobs: the export's SHA-256: %w", err)
+	}
+	stats.SHA256 = sum
 	return stats, written, nil
 }
 
@@ -192,64 +249,47 @@ func put(ctx context.Context, sink Sink, obj Object, body io.Reader) (w Written,
 	return sink.Put(ctx, obj, body)
 }
 
-func produce(ctx context.Context, src Source, newEnc func(io.Writer) (encode.Encoder, error), out io.Writer, level int, prog *Progress) error {
-	// gzip writes a few hundred bytes at a time; each write through the io.Pipe is a goroutine
-	// switch, so gather them into blocks first.
-	zout := bufio.NewWriterSize(out, 64<<10)
-	zw, err := getGzip(zout, level)
-	if err != nil {
-		return fmt.Errorf("jobs: gzip level %d: %w", level, err)
-	}
-	// The encoder fills 64 KiB blocks that gzip compresses on another goroutine: encoding and
-	// compression run on two cores instead of taking turns (gzip is most of the CPU).
-	h := NewHandoff(&countingWriter{w: zw, n: &prog.BytesUncompressed}, 64<<10, 4)
-	defer h.Close()
-	enc, err := newEnc(h)
+// putParts is ps.PutParts with a panic made an error.
+func putParts(ctx context.Context, ps PartSink, obj Object, parts Parts, resume *UploadState, checkpoint func(context.Context, UploadState, Mark) error) (w Written, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = Recovered("jobs: sink", r)
+		}
+	}()
+	return ps.PutParts(ctx, obj, parts, resume, checkpoint)
+}
+
+// produce reads and encodes every row into gp; begin says the stream starts here (and needs
+// its header).
+func produce(ctx context.Context, src Source, newEnc func(io.Writer) (encode.Encoder, error), gp *gzipParts, begin bool, prog *Progress, stop <-chan struct{}) error {
+	enc, err := newEnc(gp)
 	if err != nil {
 		return err
 	}
-	if err := enc.Begin(); err != nil {
-		return err
+	if begin {
+		if err := enc.Begin(); err != nil {
+			return err
+		}
 	}
 	for src.Next(ctx) {
-		if err := enc.Encode(src.Current()); err != nil {
+		doc := src.Current()
+		if err := enc.Encode(doc); err != nil {
 			return err
 		}
 		prog.Rows.Add(1)
+		if err := gp.EndRow(doc.Lookup("_id")); err != nil {
+			return err
+		}
+		select {
+		case <-stop:
+			return ErrStopped
+		default:
+		}
 	}
 	if err := src.Err(); err != nil {
 		return fmt.Errorf("jobs: read source after %d rows: %w", prog.Rows.Load(), err)
 	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := h.Close(); err != nil {
-		return fmt.Errorf("jobs: flush encoder: %w", err)
-	}
-	if err := zw.Close(); err != nil {
-		return fmt.Errorf("jobs: finish gzip: %w", err)
-	}
-	if err := zout.Flush(); err != nil {
-		return fmt.Errorf("jobs: flush gzip: %w", err)
-	}
-	// Only a writer that finished cleanly is reused; after a failure or a panic it is left to
-	// the GC.
-	gzipWriters[level].Put(zw)
-	return nil
-}
-
-// gzipWriters keep gzip writers (about 1 MiB of state each) for the next job, by level: a
-// small export would otherwise spend most of its allocations, and much of its CPU, on a new one.
-var gzipWriters [gzip.BestCompression + 1]sync.Pool
-
-func getGzip(w io.Writer, level int) (*gzip.Writer, error) {
-	if level >= 0 && level < len(gzipWriters) {
-		if zw, ok := gzipWriters[level].Get().(*gzip.Writer); ok {
-			zw.Reset(w)
-			return zw, nil
-		}
-	}
-	return gzip.NewWriterLevel(w, level)
+	return ctx.Err()
 }
 
 // countingWriter counts (and optionally hashes) what passes through it.

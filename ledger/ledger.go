@@ -77,6 +77,16 @@ type Entry struct {
 	StartedAt    time.Time `bson:"started_at" json:"started_at,omitzero"`
 	UpdatedAt    time.Time `bson:"updated_at" json:"updated_at,omitzero"`
 	FinishedAt   time.Time `bson:"finished_at,omitempty" json:"finished_at,omitzero"`
+	// Checkpoint is the running export's last checkpoint: its upload and where its stream
+	// stands after the last part stored. The next attempt continues from it; it is removed
+	// when the export succeeds or fails for good.
+	Checkpoint *jobs.Checkpoint `bson:"checkpoint,omitempty" json:"checkpoint,omitempty"`
+	// Resumes counts the attempts that continued from a checkpoint; RowsResumed the rows they
+	// did not read again thanks to it, RowsReread the rows earlier attempts had read past
+	// their last checkpoint (or past the start, without one), read again.
+	Resumes     int   `bson:"resumes,omitempty" json:"resumes,omitempty"`
+	RowsResumed int64 `bson:"rows_resumed,omitempty" json:"rows_resumed,omitempty"`
+	RowsReread  int64 `bson:"rows_reread,omitempty" json:"rows_reread,omitempty"`
 	// Notice is the completion notice of a succeeded export, kept until it was sent (the
 	// outbox): the export is complete once its manifest is written; sending the notice is
 	// retried on its own and never runs the export again.
@@ -161,6 +171,8 @@ type ClaimInfo struct {
 	// Crashed says the previous attempt was still "running" with an expired lease: its worker
 	// died (or lost MongoDB) without recording an outcome. Its object may be complete.
 	Crashed bool
+	// PreviousRows is the rows the previous attempt had read when it last said so.
+	PreviousRows int64
 }
 
 // newToken returns a random fencing token.
@@ -198,7 +210,7 @@ func (l *Ledger) Claim(ctx context.Context, job *jobs.Job, o ClaimOptions) (Clai
 		if err != nil {
 			return 0, e, ClaimInfo{}, err
 		}
-		info := ClaimInfo{TookOver: e.Status}
+		info := ClaimInfo{TookOver: e.Status, PreviousRows: e.Rows}
 		failures := e.Failures
 		switch {
 		case e.Status == Succeeded:
@@ -336,6 +348,25 @@ func (l *Ledger) Renew(ctx context.Context, e Entry, lease time.Duration, p *job
 	return l.ownUpdate(ctx, e, "renew lease", set)
 }
 
+// SaveCheckpoint records the attempt's checkpoint, and renews its lease (a stored part is a
+// sign of life). It fails with a lease-lost error when another attempt took the export over.
+func (l *Ledger) SaveCheckpoint(ctx context.Context, e Entry, cp jobs.Checkpoint, lease time.Duration) error {
+	now := time.Now().UTC()
+	cp.Attempt = e.Attempts
+	return l.ownUpdate(ctx, e, "save the checkpoint", bson.D{{Key: "checkpoint", Value: cp},
+		{Key: "lease_expires", Value: now.Add(lease)}, {Key: "updated_at", Value: now}})
+}
+
+// RecordResume counts an attempt's start over what earlier attempts did: rowsResumed rows it
+// need not read again (its checkpoint's), rowsReread rows read before that it reads again.
+func (l *Ledger) RecordResume(ctx context.Context, e Entry, resumed bool, rowsResumed, rowsReread int64) error {
+	inc := bson.D{{Key: "rows_resumed", Value: rowsResumed}, {Key: "rows_reread", Value: rowsReread}}
+	if resumed {
+		inc = append(inc, bson.E{Key: "resumes", Value: 1})
+	}
+	return l.ownUpdate(ctx, e, "record the resume", bson.D{{Key: "updated_at", Value: time.Now().UTC()}}, bson.E{Key: "$inc", Value: inc})
+}
+
 // Fence checks that the attempt still owns the export, and renews its lease: it is called
 // right before the attempt commits anything visible (its object, its manifest).
 func (l *Ledger) Fence(ctx context.Context, e Entry, lease time.Duration) error {
@@ -389,6 +420,10 @@ func (l *Ledger) Finish(ctx context.Context, e Entry, status Status, res jobs.Re
 	if status == Failed {
 		more = append(more, bson.E{Key: "$inc", Value: bson.D{{Key: "failures", Value: 1}}})
 	}
+	if _, permanent := jobs.IsPermanent(cause); status == Succeeded || status == Failed && permanent {
+		// Nothing will continue it: the object is complete, or its upload was aborted.
+		more = append(more, bson.E{Key: "$unset", Value: bson.D{{Key: "checkpoint", Value: ""}}})
+	}
 	return l.ownUpdate(ctx, e, "record "+string(status), set, more...)
 }
 
@@ -411,7 +446,7 @@ func (l *Ledger) Adopt(ctx context.Context, e Entry, m *jobs.Manifest, notice []
 	if notice != nil {
 		set = append(set, bson.E{Key: "notice", Value: Notice{Body: string(notice), Pending: true, NextAt: now}})
 	}
-	return l.ownUpdate(ctx, e, "adopt the completed object", set)
+	return l.ownUpdate(ctx, e, "adopt the completed object", set, bson.E{Key: "$unset", Value: bson.D{{Key: "checkpoint", Value: ""}}})
 }
 
 // MarkDeadLettered records that the failed export's message messageID went to the dead-letter

@@ -37,7 +37,7 @@ func BenchmarkS3Put(b *testing.B) {
 			for i := range b.N {
 				key := fmt.Sprintf("%sbench-%d.gz", bb.prefix, i)
 				var err error
-				if _, stats, err = sk.put(context.Background(), jobs.Object{Key: key}, onlyReader{bytes.NewReader(data)}); err != nil {
+				if _, stats, err = sk.putReader(context.Background(), jobs.Object{Key: key}, onlyReader{bytes.NewReader(data)}); err != nil {
 					b.Fatal(err)
 				}
 				b.StopTimer()

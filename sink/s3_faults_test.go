@@ -237,7 +237,7 @@ func TestS3StalledServerFailsWithinDeadlines(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The abort could not reach the server: a later attempt cleans up.
-	if _, err := sk.AbortIncomplete(context.Background(), key); err != nil {
+	if _, err := sk.AbortIncomplete(context.Background(), key, ""); err != nil {
 		t.Fatal(err)
 	}
 	if b.exists(t, bucket, key) || b.uploads(t, bucket, b.prefix) != 0 {

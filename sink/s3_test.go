@@ -187,7 +187,7 @@ func TestS3WritesObjects(t *testing.T) {
 			data := randomBytes(uint64(tc.size), tc.size)
 			key := b.prefix + strings.ReplaceAll(tc.name, " ", "-") + ".gz"
 			sk := NewS3(b.s3Client(b.base.Credentials, nil), b.env["EXPORT_BUCKET"], S3Options{PartSize: 5 << 20, Concurrency: 2, Checksum: tc.checksum, SSE: tc.sse, StorageClass: tc.storage})
-			w, stats, err := sk.put(context.Background(), jobs.Object{
+			w, stats, err := sk.putReader(context.Background(), jobs.Object{
 				Key: key, ContentType: "text/csv; charset=utf-8", ContentEncoding: "gzip",
 				Metadata: map[string]string{"export-id": "e-1"},
 			}, bytes.NewReader(data))
@@ -246,7 +246,7 @@ func TestS3PartsGrow(t *testing.T) {
 	rec := &recorder{}
 	sk.client = b.s3Client(b.base.Credentials, rec)
 	key := b.prefix + "growing.gz"
-	w, stats, err := sk.put(context.Background(), jobs.Object{Key: key}, onlyReader{bytes.NewReader(data)})
+	w, stats, err := sk.putReader(context.Background(), jobs.Object{Key: key}, onlyReader{bytes.NewReader(data)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -413,14 +413,14 @@ func TestS3AbortIncomplete(t *testing.T) {
 		}
 	}
 	sk := NewS3(b.s3Client(b.base.Credentials, nil), bucket, S3Options{})
-	n, err := sk.AbortIncomplete(ctx, key)
+	n, err := sk.AbortIncomplete(ctx, key, "")
 	if err != nil || n != 2 {
 		t.Fatalf("AbortIncomplete = %d, %v; want 2", n, err)
 	}
 	if left := b.uploads(t, bucket, b.prefix); left != 1 {
 		t.Errorf("%d uploads left, want the other key's 1", left)
 	}
-	if n, err := sk.AbortIncomplete(ctx, key+".other"); err != nil || n != 1 {
+	if n, err := sk.AbortIncomplete(ctx, key+".other", ""); err != nil || n != 1 {
 		t.Errorf("AbortIncomplete(other) = %d, %v", n, err)
 	}
 }
@@ -539,7 +539,7 @@ func TestAssumeRoleDeniedIsPermanent(t *testing.T) {
 	}
 	// Cleaning up earlier attempts needs the role too: the same permanent error, not a
 	// "may not list uploads" shrug.
-	if _, err := sk.AbortIncomplete(context.Background(), b.prefix+"x"); !strings.Contains(fmt.Sprint(err), role) {
+	if _, err := sk.AbortIncomplete(context.Background(), b.prefix+"x", ""); !strings.Contains(fmt.Sprint(err), role) {
 		t.Errorf("AbortIncomplete: %v", err)
 	} else if reason, _ := jobs.IsPermanent(err); reason != "access_denied" {
 		t.Errorf("AbortIncomplete: reason %q", reason)

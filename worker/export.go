@@ -126,7 +126,16 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Delivery) error {
 	}
 
 	job.Attempt = entry.Attempts
+	job.Resume = entry.Checkpoint
 	fence := func(ctx context.Context) error { return h.Ledger.Fence(ctx, entry, h.Lease) }
+	checkpoint := func(ctx context.Context, cp jobs.Checkpoint) error {
+		err := h.Ledger.SaveCheckpoint(ctx, entry, cp, h.Lease)
+		if ledger.IsLeaseLost(err) {
+			// The export is another attempt's now, and so is its upload.
+			return fmt.Errorf("%w: %w", err, jobs.ErrKeepUpload)
+		}
+		return err
+	}
 	if info.Crashed {
 		// The attempt before this one died without recording its outcome: perhaps after its
 		// object and manifest were complete. Then adopt them instead of exporting again (a
@@ -147,8 +156,13 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Delivery) error {
 	}
 
 	m.SetOnHandOver(func(ctx context.Context, newID string) error { return h.Ledger.SetMessage(ctx, entry, newID) })
-	log.Info().Str("message_id", m.ID).Int("receive_count", m.ReceiveCount).Int("attempt", entry.Attempts).
-		Int("failures", entry.Failures).Str("format", string(msg.Format)).Msg("export started")
+	started := log.Info().Str("message_id", m.ID).Int("receive_count", m.ReceiveCount).Int("attempt", entry.Attempts).
+		Int("failures", entry.Failures).Str("format", string(msg.Format))
+	if cp := job.Resume; cp != nil {
+		started = started.Int64("checkpoint_rows", cp.Mark.Rows).Int("checkpoint_parts", len(cp.Upload.Parts)).
+			Int64("checkpoint_bytes", cp.Upload.Size).Int64("previous_rows", info.PreviousRows)
+	}
+	started.Msg("export started")
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -162,12 +176,13 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Delivery) error {
 	go func() { defer wg.Done(); h.renewLease(ctx, entry, prog, cancel, log) }()
 	go func() { defer wg.Done(); h.logProgress(ctx, log, prog) }()
 	start := time.Now()
-	res, err := h.Exporter.Run(ctx, job, prog, fence)
+	res, err := h.Exporter.Run(ctx, job, jobs.RunOptions{Progress: prog, Fence: fence, Checkpoint: checkpoint, Stop: m.Stop})
 	cause := context.Cause(ctx)
 	cancel(nil)
 	wg.Wait()
 
-	h.Metrics.Rows.WithLabelValues(m.Kind).Add(float64(res.Stats.Rows))
+	h.recordResume(ctx, entry, info, job, res, log)
+	h.Metrics.Rows.WithLabelValues(m.Kind).Add(float64(res.RowsRead))
 	h.Metrics.BytesUncompressed.WithLabelValues(m.Kind).Add(float64(res.Stats.BytesUncompressed))
 	lctx, lcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer lcancel()
@@ -195,6 +210,9 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Delivery) error {
 		// Not ours any more: the new owner records the outcome.
 		log.Warn().Err(err).Msg("export attempt stopped: another attempt owns the export now")
 		return err
+	case errors.Is(err, jobs.ErrStopped):
+		finish(ledger.Released, jobs.ReasonShutdown, errors.New("stopped by shutdown at the drain deadline, after its last stored part; message released, the next attempt continues from the checkpoint"))
+		return fmt.Errorf("%w: %w", err, ErrReleased)
 	case errors.Is(cause, errDrainTimeout):
 		finish(ledger.Released, jobs.ReasonShutdown, errors.New("canceled by shutdown after the drain deadline; message released"))
 	case errors.Is(cause, errMaxDuration):
@@ -221,6 +239,46 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Delivery) error {
 	}
 	log.Warn().Err(err).Int64("duration", duration).Int64("rows", res.Stats.Rows).Int("failures", m.Failures).Msg("export failed")
 	return err
+}
+
+// recordResume counts what this attempt continued from, and what it read again.
+func (h *ExportHandler) recordResume(ctx context.Context, entry ledger.Entry, info ledger.ClaimInfo, job *jobs.Job, res jobs.Result, log zerolog.Logger) {
+	if info.TookOver == "" {
+		return // the export's first attempt
+	}
+	// Rows read again: what the attempt before read past this one's starting point, as far as
+	// this one got.
+	var resumed, reread int64
+	if cp := res.Resumed; cp != nil {
+		resumed, reread = cp.Mark.Rows, min(res.RowsRead, max(0, info.PreviousRows-cp.Mark.Rows))
+	} else {
+		reread = min(res.RowsRead, info.PreviousRows)
+	}
+	if job.Resume != nil && (res.Resumed != nil || res.Restarted != "") {
+		cause := "retry"
+		switch {
+		case info.Crashed:
+			cause = "crash"
+		case info.TookOver == ledger.Released:
+			cause = "release"
+		}
+		result := "continued"
+		if res.Resumed == nil {
+			result = "restarted"
+			log.Warn().Str("why", res.Restarted).Int64("rows_reread", reread).Msg("the export's checkpoint could not be continued: it started over")
+		}
+		h.Metrics.Resumes.WithLabelValues(cause, result).Inc()
+	}
+	h.Metrics.RowsResumed.Add(float64(resumed))
+	h.Metrics.RowsReread.Add(float64(reread))
+	if resumed == 0 && reread == 0 {
+		return
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := h.Ledger.RecordResume(rctx, entry, res.Resumed != nil, resumed, reread); err != nil && !ledger.IsLeaseLost(err) {
+		log.Warn().Err(err).Msg("recording the resume in the ledger failed")
+	}
 }
 
 // finishSucceeded records the success, retrying for up to FinishFor: the export is complete,

@@ -41,6 +41,9 @@ type Metrics struct {
 	HTTPDuration      *prometheus.HistogramVec
 	Notices           *prometheus.CounterVec
 	NoticesPending    prometheus.Gauge
+	Resumes           *prometheus.CounterVec
+	RowsResumed       prometheus.Counter
+	RowsReread        prometheus.Counter
 }
 
 // NewMetrics creates the collectors and registers them, with the Go and process collectors and
@@ -55,7 +58,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: []float64{0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200},
 		}, []string{"kind", "outcome"}),
 		Rows: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "export_rows_total", Help: "Rows written by exports, by kind.",
+			Name: "export_rows_total", Help: "Rows read and encoded by export attempts, by kind (a resumed attempt counts only the rows it read).",
 		}, []string{"kind"}),
 		BytesUncompressed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "export_bytes_uncompressed_total", Help: "Encoded bytes before compression, by kind.",
@@ -101,6 +104,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		NoticesPending: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "export_notices_pending", Help: "Completion notices due and not yet sent, as of this worker's last outbox scan.",
 		}),
+		Resumes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "export_resumes_total", Help: "Attempts that found a checkpoint, by why the attempt before stopped (crash, release, retry) and result (continued, or restarted when its upload was gone).",
+		}, []string{"cause", "result"}),
+		RowsResumed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "export_rows_resumed_total", Help: "Rows resumed attempts did not read again: their checkpoint's.",
+		}),
+		RowsReread: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "export_rows_reread_total", Help: "Rows an attempt read again: what the attempt before it had read past its last checkpoint (or past the start).",
+		}),
 	}
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "export_build_info",
@@ -111,7 +123,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(
 		m.Jobs, m.JobDuration, m.Rows, m.BytesUncompressed, m.BytesWritten, m.InFlight,
 		m.SQSRequests, m.AssumeRole, m.DLQMessages, m.QueueMessages, m.MessageAge,
-		m.LastSuccess, m.LastProgress, m.HTTPRequests, m.HTTPDuration, m.Notices, m.NoticesPending, buildInfo,
+		m.LastSuccess, m.LastProgress, m.HTTPRequests, m.HTTPDuration, m.Notices, m.NoticesPending,
+		m.Resumes, m.RowsResumed, m.RowsReread, buildInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

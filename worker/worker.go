@@ -49,8 +49,13 @@ type Config struct {
 	// while the job runs. Default 2m.
 	VisibilityTimeout time.Duration
 	// DrainTimeout is how long jobs in flight may run after shutdown began (0: they are
-	// released at once). The caller chooses it; production uses 600s, the ELB's draining time.
+	// stopped at once). Then jobs are asked to stop at their next safe point (Delivery.Stop:
+	// an export after its next stored part, continued from there by the next worker), and
+	// their messages are released. The caller chooses it (see cmd's DRAIN_TIMEOUT).
 	DrainTimeout time.Duration
+	// StopGrace is how long jobs asked to stop may take to reach their safe point before they
+	// are canceled (their unstored parts are then read again by the next attempt). Default 60s.
+	StopGrace time.Duration
 	// RetryBase and RetryMax bound the backoff of retryable failures:
 	// min(RetryBase * 2^(receives-1), RetryMax), with jitter. Defaults 30s and 15m.
 	RetryBase time.Duration
@@ -87,6 +92,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.CallTimeout == 0 {
 		c.CallTimeout = 20 * time.Second
+	}
+	if c.StopGrace == 0 {
+		c.StopGrace = time.Minute
 	}
 }
 
@@ -148,6 +156,10 @@ type Delivery struct {
 	// Outcome may be set by the handler to OutcomeDuplicate when it acknowledged a message
 	// without running it.
 	Outcome string
+	// Stop is closed when the drain deadline of a shutdown passes: a job that can stop at a
+	// safe point (an export after its last stored part) should, and return an error wrapping
+	// ErrReleased; the others are canceled a little later (Config.StopGrace).
+	Stop <-chan struct{}
 	// Failures, if the handler knows it, is how many attempts of the message's job failed so
 	// far (this one included): the backoff grows with it where the receive count does not
 	// (a copy sent by a handover or a release starts at receive count 1).
@@ -235,12 +247,17 @@ var errLeaseLost = errors.New("worker: lease on the message was lost")
 // errDrainTimeout cancels jobs still running when the drain deadline passes.
 var errDrainTimeout = errors.New("worker: drain deadline passed")
 
+// ErrReleased, wrapped by a handler's error, says the job stopped at a safe point because the
+// drain deadline passed (Delivery.Stop): its message is released like a canceled job's.
+var ErrReleased = errors.New("worker: job stopped by the drain deadline")
+
 // Run receives and runs messages until ctx is canceled, then drains: it stops receiving, lets
 // jobs in flight finish for up to DrainTimeout, then cancels the rest and releases their
 // messages. It returns nil after a clean drain.
 func (w *Worker) Run(ctx context.Context) error {
 	jobsCtx, cancelJobs := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer cancelJobs(nil)
+	stopJobs := make(chan struct{})
 
 	var g errgroup.Group
 	g.SetLimit(w.cfg.Concurrency)
@@ -291,6 +308,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		backoff = 0
 		for _, m := range msgs {
+			m.Stop = stopJobs
 			g.Go(func() error {
 				defer func() { <-slots }()
 				w.process(jobsCtx, m)
@@ -308,9 +326,15 @@ func (w *Worker) Run(ctx context.Context) error {
 	case <-done:
 		w.log.Info().Msg("drained: all jobs finished")
 	case <-time.After(w.cfg.DrainTimeout):
-		w.log.Warn().Int64("in_flight", w.inFlight.Load()).Msg("drain deadline passed: canceling jobs and releasing their messages")
-		cancelJobs(errDrainTimeout)
-		<-done
+		w.log.Warn().Int64("in_flight", w.inFlight.Load()).Dur("grace", w.cfg.StopGrace).Msg("drain deadline passed: stopping jobs at their next safe point and releasing their messages")
+		close(stopJobs)
+		select {
+		case <-done:
+		case <-time.After(w.cfg.StopGrace):
+			w.log.Warn().Int64("in_flight", w.inFlight.Load()).Msg("jobs did not stop within the grace: canceling them and releasing their messages")
+			cancelJobs(errDrainTimeout)
+			<-done
+		}
 	}
 	return nil
 }
@@ -434,7 +458,7 @@ func (w *Worker) process(jobsCtx context.Context, m *Delivery) {
 	case errors.Is(cause, errLeaseLost):
 		outcome = OutcomeFailedRetryable
 		log.Error().Err(err).Msg("job canceled: lease on its message was lost; another delivery will run it")
-	case errors.Is(cause, errDrainTimeout):
+	case errors.Is(cause, errDrainTimeout), errors.Is(err, ErrReleased):
 		outcome = OutcomeReleased
 		// A copy instead of a visibility change: a release must not count as a receive, or a
 		// few deploys during one long export would send it to the DLQ without it ever failing.

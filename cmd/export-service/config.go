@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -36,6 +37,8 @@ type config struct {
 	RetryMax          time.Duration
 	ProgressEvery     time.Duration
 	GzipLevel         int
+	GzipConcurrency   int
+	StopGrace         time.Duration
 	S3PathStyle       bool
 	PartSizeMB        int
 	BufferBudgetMB    int
@@ -158,6 +161,8 @@ func loadConfig(getenv func(string) string) (config, error) {
 		RetryMax:          r.dur("RETRY_MAX", 15*time.Minute, time.Second, 12*time.Hour),
 		ProgressEvery:     r.dur("PROGRESS_EVERY", 30*time.Second, time.Second, 24*time.Hour),
 		GzipLevel:         r.int("GZIP_LEVEL", 6, 1, 9),
+		GzipConcurrency:   r.int("GZIP_CONCURRENCY", runtime.NumCPU(), 1, 256),
+		StopGrace:         r.dur("DRAIN_STOP_GRACE", time.Minute, time.Second, time.Hour),
 		S3PathStyle:       r.bool("S3_FORCE_PATH_STYLE", false),
 		PartSizeMB:        r.int("S3_PART_SIZE_MB", 8, 5, 5120),
 		BufferBudgetMB:    r.int("S3_BUFFER_BUDGET_MB", 0, 0, 1<<20),

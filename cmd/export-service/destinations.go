@@ -75,7 +75,7 @@ func loadDestinations(c config) (map[string]sink.DestinationConfig, error) {
 // AssumeRole provider and cache per destination, reused by every job and refreshed before
 // expiry), else by the worker's own. Every AssumeRole call is counted in
 // export_assume_role_total.
-func buildDestinations(awsCfg aws.Config, cfg config, metrics *worker.Metrics, log zerolog.Logger) map[string]jobs.Destination {
+func buildDestinations(awsCfg aws.Config, cfg config, metrics *worker.Metrics, log zerolog.Logger) (map[string]jobs.Destination, *sink.BufferPool) {
 	onAssumeRole := func(dest string, err error) {
 		result := "ok"
 		if err != nil {
@@ -137,7 +137,7 @@ func buildDestinations(awsCfg aws.Config, cfg config, metrics *worker.Metrics, l
 		}
 		ev.Msg("destination configured")
 	}
-	return out
+	return out, buffers
 }
 
 // resultsNotifier sends completion notices to EXPORT_RESULTS_QUEUE_URL, if set.

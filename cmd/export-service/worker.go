@@ -69,11 +69,14 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 	reg := prometheus.NewRegistry()
 	metrics := worker.NewMetrics(reg)
 
+	destinations, buffers := buildDestinations(awsCfg, cfg, metrics, log)
 	exporter := &jobs.Exporter{
 		DB:           mongoClient.Database(cfg.MongoDatabase),
 		Kinds:        jobs.DefaultRegistry(),
-		Destinations: buildDestinations(awsCfg, cfg, metrics, log),
+		Destinations: destinations,
 		GzipLevel:    cfg.GzipLevel,
+		Compressors:  cfg.GzipConcurrency,
+		Buffers:      buffers,
 	}
 	if cfg.FaultRowDelay > 0 {
 		log.Warn().Dur("delay", cfg.FaultRowDelay).Msg("EXPORT_FAULT_ROW_DELAY is set: every row is slowed down (fault-injection tests only)")
@@ -170,6 +173,7 @@ func workerConfig(cfg config) worker.Config {
 		WaitTime:          cfg.ReceiveWait,
 		VisibilityTimeout: cfg.VisibilityTimeout,
 		DrainTimeout:      cfg.DrainTimeout,
+		StopGrace:         cfg.StopGrace,
 		RetryBase:         cfg.RetryBase,
 		RetryMax:          cfg.RetryMax,
 		MaxMessageLease:   cfg.MaxMessageLease,
