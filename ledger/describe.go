@@ -13,7 +13,7 @@ func Describe(e Entry, now time.Time) string {
 	switch e.Status {
 	case Running:
 		if e.LeaseExpires.Before(now) {
-			return fmt.Sprintf("running, but its lease expired %s ago: the worker died; the message comes back and another worker restarts it", now.Sub(e.LeaseExpires).Round(time.Second))
+			return fmt.Sprintf("running, but its lease expired %s ago: the worker died; the message comes back and another worker %s", now.Sub(e.LeaseExpires).Round(time.Second), next(e))
 		}
 		return fmt.Sprintf("running (lease renewed, expires in %s)", e.LeaseExpires.Sub(now).Round(time.Second))
 	case Succeeded:
@@ -24,7 +24,26 @@ func Describe(e Entry, now time.Time) string {
 		}
 		return "failed (permanent): the message was sent to the dead-letter queue (export-service dlq list)"
 	case Released:
-		return "released by a worker's shutdown: the message is back in the queue and another worker restarts it"
+		return "released by a worker's shutdown: the message is back in the queue and another worker " + next(e)
 	}
 	return string(e.Status)
+}
+
+// next says how the next attempt of an interrupted export starts.
+func next(e Entry) string {
+	if cp := e.Checkpoint; cp != nil {
+		return fmt.Sprintf("continues it from its checkpoint (part %d, row %d)", len(cp.Upload.Parts), cp.Mark.Rows)
+	}
+	return "restarts it"
+}
+
+// DescribeCheckpoint is the checkpoint of e for a person, or "" without one.
+func DescribeCheckpoint(e Entry, now time.Time) string {
+	cp := e.Checkpoint
+	if cp == nil {
+		return ""
+	}
+	age := now.Sub(cp.At).Round(time.Second)
+	return fmt.Sprintf("%d part(s), %d rows, %d bytes stored by attempt %d, %s ago; the next attempt reads the rows after _id %s (upload %s)",
+		len(cp.Upload.Parts), cp.Mark.Rows, cp.Upload.Size, cp.Attempt, age, cp.Mark.LastID, cp.Upload.UploadID)
 }

@@ -133,6 +133,12 @@ func printStatus(w io.Writer, e ledger.Entry, now time.Time) {
 	if e.SHA256 != "" {
 		row("sha256", "%s", e.SHA256)
 	}
+	if cp := ledger.DescribeCheckpoint(e, now); cp != "" {
+		row("checkpoint", "%s", cp)
+	}
+	if e.Resumes > 0 || e.RowsReread > 0 {
+		row("resumes", "%d: %d rows not read again, %d rows read again", e.Resumes, e.RowsResumed, e.RowsReread)
+	}
 	row("attempts", "%d", e.Attempts)
 	if e.WorkerID != "" {
 		row("worker", "%s", e.WorkerID)
