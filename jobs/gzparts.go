@@ -156,7 +156,9 @@ func newGzipParts(ctx context.Context, o partsOptions) *gzipParts {
 }
 
 func (g *gzipParts) newChunk() *chunk {
-	return &chunk{data: getBuf(&dataBufs, g.o.chunkSize+g.o.chunkSize/4), done: make(chan struct{})}
+	// A pooled buffer when there is one; else a small one that grows: a small export takes
+	// little memory, however many run at once.
+	return &chunk{data: getBuf(&dataBufs, min(g.o.chunkSize, 64<<10)), done: make(chan struct{})}
 }
 
 // Write implements io.Writer for the encoder: the bytes of the current row.
@@ -405,35 +407,59 @@ func (a *assembler) bound() int64 {
 	return m + m/64 + 4096
 }
 
-func (a *assembler) write(b []byte) {
+// smallPart is where a stream's first part starts: an export that ends within it (most do)
+// never takes a part buffer from the budget.
+const smallPart = 64 << 10
+
+func (a *assembler) write(b []byte) error {
 	if len(a.buf)+len(b) > cap(a.buf) {
-		// A member past the bound (a row larger than the chunk size): grow outside the
-		// budget rather than fail.
-		grown := make([]byte, len(a.buf), 2*cap(a.buf)+len(b))
+		var grown []byte
+		if !a.fromBudget {
+			// Past the small start of the first part: a whole part's buffer from the budget.
+			size := a.g.o.target(a.partNo) + a.bound()
+			nb, err := a.g.o.buffers.Get(a.g.ctx, max(size, int64(len(a.buf)+len(b))))
+			if err != nil {
+				return err
+			}
+			grown = nb[:len(a.buf)]
+		} else {
+			// A member past the bound (a row larger than the chunk size): grow outside the
+			// budget rather than fail.
+			grown = make([]byte, len(a.buf), 2*cap(a.buf)+len(b))
+		}
 		copy(grown, a.buf)
 		a.release()
-		a.buf, a.fromBudget = grown, false
+		a.buf, a.fromBudget = grown, !a.fromBudget
 	}
 	a.buf = append(a.buf, b...)
 	a.sha.Write(b)
 	a.mark.BytesCompressed += int64(len(b))
 	a.g.o.progress.BytesCompressed.Add(int64(len(b)))
+	return nil
 }
 
 func (a *assembler) add(c *chunk) error {
 	if a.buf == nil {
-		size := a.g.o.target(a.partNo) + a.bound()
-		b, err := a.g.o.buffers.Get(a.g.ctx, size)
-		if err != nil {
-			return err
+		if a.partNo == a.g.o.firstPart {
+			a.buf, a.fromBudget = make([]byte, 0, smallPart), false
+		} else {
+			size := a.g.o.target(a.partNo) + a.bound()
+			b, err := a.g.o.buffers.Get(a.g.ctx, size)
+			if err != nil {
+				return err
+			}
+			a.buf, a.fromBudget = b[:0], true
 		}
-		a.buf, a.fromBudget = b[:0], true
 	}
 	if c.first {
-		a.write(gzipHeader)
+		if err := a.write(gzipHeader); err != nil {
+			return err
+		}
 		a.crc, a.isize = 0, 0
 	}
-	a.write(c.out.Bytes())
+	if err := a.write(c.out.Bytes()); err != nil {
+		return err
+	}
 	a.crc = crc32.Update(a.crc, crc32.IEEETable, c.data)
 	a.isize += uint32(len(c.data))
 	a.mark.BytesUncompressed += int64(len(c.data))
@@ -447,7 +473,9 @@ func (a *assembler) add(c *chunk) error {
 	var trailer [8]byte
 	binary.LittleEndian.PutUint32(trailer[:4], a.crc)
 	binary.LittleEndian.PutUint32(trailer[4:], a.isize)
-	a.write(trailer[:])
+	if err := a.write(trailer[:]); err != nil {
+		return err
+	}
 	if int64(len(a.buf)) < a.g.o.target(a.partNo) && !c.final {
 		return nil // the part takes the next member too
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"runtime/debug"
 	"sync/atomic"
@@ -290,20 +289,4 @@ func produce(ctx context.Context, src Source, newEnc func(io.Writer) (encode.Enc
 		return fmt.Errorf("jobs: read source after %d rows: %w", prog.Rows.Load(), err)
 	}
 	return ctx.Err()
-}
-
-// countingWriter counts (and optionally hashes) what passes through it.
-type countingWriter struct {
-	w io.Writer
-	h hash.Hash
-	n *atomic.Int64
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	if c.h != nil {
-		c.h.Write(p[:n])
-	}
-	c.n.Add(int64(n))
-	return n, err
 }
