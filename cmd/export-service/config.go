@@ -30,6 +30,9 @@ type config struct {
 	HTTPAddr          string
 	Concurrency       int
 	VisibilityTimeout time.Duration
+	// DrainTimeout is how long jobs in flight may run after SIGTERM; then they are asked to stop
+	// at their next stored part (checkpointed, released, continued by another worker) and get
+	// StopGrace to get there before they are canceled.
 	DrainTimeout      time.Duration
 	ReceiveWait       time.Duration
 	StallAfter        time.Duration
@@ -154,14 +157,14 @@ func loadConfig(getenv func(string) string) (config, error) {
 		HTTPAddr:          r.str("HTTP_ADDR", ":8080"),
 		Concurrency:       r.int("WORKER_CONCURRENCY", 4, 1, 256),
 		VisibilityTimeout: r.dur("VISIBILITY_TIMEOUT", 2*time.Minute, 3*time.Second, 12*time.Hour),
-		DrainTimeout:      r.dur("DRAIN_TIMEOUT", 600*time.Second, 0, 12*time.Hour),
+		DrainTimeout:      r.dur("DRAIN_TIMEOUT", 120*time.Second, 0, 12*time.Hour),
 		ReceiveWait:       r.dur("RECEIVE_WAIT", 20*time.Second, 0, 20*time.Second),
 		StallAfter:        r.dur("STALL_AFTER", 5*time.Minute, time.Second, 24*time.Hour),
 		RetryBase:         r.dur("RETRY_BASE", 30*time.Second, time.Second, 12*time.Hour),
 		RetryMax:          r.dur("RETRY_MAX", 15*time.Minute, time.Second, 12*time.Hour),
 		ProgressEvery:     r.dur("PROGRESS_EVERY", 30*time.Second, time.Second, 24*time.Hour),
 		GzipLevel:         r.int("GZIP_LEVEL", 6, 1, 9),
-		GzipConcurrency:   r.int("GZIP_CONCURRENCY", runtime.NumCPU(), 1, 256),
+		GzipConcurrency:   r.int("GZIP_CONCURRENCY", min(runtime.NumCPU(), 256), 1, 256),
 		StopGrace:         r.dur("DRAIN_STOP_GRACE", time.Minute, time.Second, time.Hour),
 		S3PathStyle:       r.bool("S3_FORCE_PATH_STYLE", false),
 		PartSizeMB:        r.int("S3_PART_SIZE_MB", 8, 5, 5120),

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -13,23 +14,27 @@ func TestLoadConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.HTTPAddr != ":8080" || c.Concurrency != 4 || c.DrainTimeout != 600*time.Second || c.ReceiveWait != 20*time.Second ||
-		c.MongoDatabase != "titan" || c.KeyPrefix != "exports/" || c.GzipLevel != 6 || c.MaxMessageLease != 11*time.Hour {
+	if c.HTTPAddr != ":8080" || c.Concurrency != 4 || c.DrainTimeout != 120*time.Second || c.StopGrace != 60*time.Second ||
+		c.ReceiveWait != 20*time.Second || c.MongoDatabase != "titan" || c.KeyPrefix != "exports/" || c.GzipLevel != 6 ||
+		c.GzipConcurrency != min(runtime.NumCPU(), 256) || c.MaxMessageLease != 11*time.Hour {
 		t.Errorf("defaults: %+v", c)
 	}
 }
 
-// Every problem is reported at once, each naming its variable.
+// Every problem is reported at once, each naming its variable. DRAIN_STOP_GRACE=0 is one: the
+// worker would take a zero grace for "unset" (60s), so the config refuses it rather than let it
+// mean something else than it says.
 func TestLoadConfigReportsEveryProblem(t *testing.T) {
 	_, err := loadConfig(envOf(map[string]string{
 		"WORKER_CONCURRENCY": "zero", "DRAIN_TIMEOUT": "soon", "GZIP_LEVEL": "11", "S3_FORCE_PATH_STYLE": "maybe",
-		"EXPORT_KEY_PREFIX": "/abs", "LOG_LEVEL": "loud",
+		"EXPORT_KEY_PREFIX": "/abs", "LOG_LEVEL": "loud", "DRAIN_STOP_GRACE": "0", "GZIP_CONCURRENCY": "257",
 	}))
 	if err == nil {
 		t.Fatal("want an error")
 	}
 	for _, want := range []string{"EXPORT_QUEUE_URL is required", "MONGO_URI is required", "EXPORT_BUCKET is required",
-		"WORKER_CONCURRENCY", "DRAIN_TIMEOUT", "GZIP_LEVEL", "S3_FORCE_PATH_STYLE", "EXPORT_KEY_PREFIX", "LOG_LEVEL"} {
+		"WORKER_CONCURRENCY", "DRAIN_TIMEOUT", "GZIP_LEVEL", "S3_FORCE_PATH_STYLE", "EXPORT_KEY_PREFIX", "LOG_LEVEL",
+		"DRAIN_STOP_GRACE", "GZIP_CONCURRENCY"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not mention %s:\n%v", want, err)
 		}
@@ -47,8 +52,9 @@ func TestExplicitZerosReachTheWorker(t *testing.T) {
 	}
 	w := workerConfig(c)
 	w.SetDefaults() // as worker.New does
-	if w.WaitTime != 20*time.Second || w.DrainTimeout != 600*time.Second || w.HandOverDelay != 15*time.Minute {
-		t.Errorf("unset: wait %s, drain %s, handover delay %s; want the documented 20s, 600s, 15m", w.WaitTime, w.DrainTimeout, w.HandOverDelay)
+	if w.WaitTime != 20*time.Second || w.DrainTimeout != 120*time.Second || w.StopGrace != time.Minute || w.HandOverDelay != 15*time.Minute {
+		t.Errorf("unset: wait %s, drain %s, stop grace %s, handover delay %s; want the documented 20s, 120s, 60s, 15m",
+			w.WaitTime, w.DrainTimeout, w.StopGrace, w.HandOverDelay)
 	}
 	if err := w.Validate(); err != nil {
 		t.Errorf("defaults: %v", err)
@@ -81,6 +87,37 @@ func TestLoadConfigSecondsAsNumber(t *testing.T) {
 	c, err := loadConfig(envOf(map[string]string{"EXPORT_QUEUE_URL": "q", "MONGO_URI": "m", "EXPORT_BUCKET": "b", "DRAIN_TIMEOUT": "30"}))
 	if err != nil || c.DrainTimeout != 30*time.Second {
 		t.Errorf("DRAIN_TIMEOUT=30 -> %s, %v; want 30s", c.DrainTimeout, err)
+	}
+}
+
+// DRAIN_STOP_GRACE (1s..1h) and GZIP_CONCURRENCY (1..256), when set, are what the worker and
+// the exporter get; outside their ranges they are errors naming them.
+func TestStopGraceAndGzipConcurrency(t *testing.T) {
+	load := func(name, value string) (config, error) {
+		return loadConfig(envOf(map[string]string{"EXPORT_QUEUE_URL": "q", "MONGO_URI": "m", "EXPORT_BUCKET": "b", name: value}))
+	}
+	for value, want := range map[string]time.Duration{"1s": time.Second, "90": 90 * time.Second, "1h": time.Hour} {
+		c, err := load("DRAIN_STOP_GRACE", value)
+		w := workerConfig(c)
+		w.SetDefaults() // as worker.New does
+		if err != nil || c.StopGrace != want || w.StopGrace != want {
+			t.Errorf("DRAIN_STOP_GRACE=%s -> config %s, worker %s, %v; want %s", value, c.StopGrace, w.StopGrace, err, want)
+		}
+	}
+	for value, want := range map[string]int{"1": 1, "3": 3, "256": 256} {
+		if c, err := load("GZIP_CONCURRENCY", value); err != nil || c.GzipConcurrency != want {
+			t.Errorf("GZIP_CONCURRENCY=%s -> %d, %v; want %d", value, c.GzipConcurrency, err, want)
+		}
+	}
+	for name, values := range map[string][]string{
+		"DRAIN_STOP_GRACE": {"0", "500ms", "61m", "soon"},
+		"GZIP_CONCURRENCY": {"0", "-1", "257", "many"},
+	} {
+		for _, value := range values {
+			if _, err := load(name, value); err == nil || !strings.Contains(err.Error(), name) {
+				t.Errorf("%s=%s: want an error naming it, got %v", name, value, err)
+			}
+		}
 	}
 }
 

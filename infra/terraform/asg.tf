@@ -190,13 +190,15 @@ resource "aws_autoscaling_group" "this" {
 # Scale-in and replacement wait for the drain. The instance goes to
 # Terminating:Wait; vf-export-lifecycle.service on the instance sees the target
 # lifecycle state "Terminated" in the instance metadata and stops vf-export, whose
-# worker stops receiving, finishes or releases its jobs within DRAIN_TIMEOUT and
-# exits. The hook then times out and termination continues.
+# worker stops receiving, lets its jobs finish for DRAIN_TIMEOUT, then asks the rest
+# to stop at their next stored part (checkpointed and released: another instance
+# continues them) within DRAIN_STOP_GRACE, cancels what is left and exits. The hook
+# waits drain + grace + 60 s, then times out and termination continues.
 resource "aws_autoscaling_lifecycle_hook" "drain" {
   name                   = "${local.name}-drain"
   autoscaling_group_name = aws_autoscaling_group.this.name
   lifecycle_transition   = "autoscaling:EC2_INSTANCE_TERMINATING"
-  heartbeat_timeout      = var.drain_timeout_seconds + 60
+  heartbeat_timeout      = var.drain_timeout_seconds + var.drain_stop_grace_seconds + 60
   default_result         = "CONTINUE"
 }
 

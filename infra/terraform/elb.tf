@@ -32,8 +32,10 @@ resource "aws_elb" "this" {
   cross_zone_load_balancing = true
   idle_timeout              = 60
 
-  # Matches the worker's DRAIN_TIMEOUT: a deregistered instance keeps answering
-  # for as long as it may still be finishing jobs.
+  # The operations document's value. It only bounds how long the ELB keeps
+  # connections to a deregistered instance open (there are none but the health
+  # check's and /metrics'): it is not tied to the worker's drain (DRAIN_TIMEOUT +
+  # DRAIN_STOP_GRACE), which the stop timeouts and the lifecycle hook wait for.
   connection_draining         = true
   connection_draining_timeout = 600
 }

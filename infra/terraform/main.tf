@@ -26,7 +26,9 @@ locals {
     for d in values(var.destinations) : contains(concat(local.assumable_role_arns, ["-"]), coalesce(d.role_arn, "-"))
   ])
 
-  # docker stop must outlast the worker's drain, and systemd must outlast docker stop.
-  docker_stop_timeout  = var.drain_timeout_seconds + 30
-  systemd_stop_timeout = var.drain_timeout_seconds + 60
+  # docker stop must outlast the worker's drain (DRAIN_TIMEOUT, then DRAIN_STOP_GRACE for jobs
+  # to stop at their next stored part, then bounded shutdown steps), and systemd must outlast
+  # docker stop.
+  docker_stop_timeout  = var.drain_timeout_seconds + var.drain_stop_grace_seconds + 30
+  systemd_stop_timeout = var.drain_timeout_seconds + var.drain_stop_grace_seconds + 60
 }

@@ -35,6 +35,7 @@ locals {
 
   unit_common = {
     drain_timeout        = var.drain_timeout_seconds
+    drain_stop_grace     = var.drain_stop_grace_seconds
     docker_stop_timeout  = local.docker_stop_timeout
     systemd_stop_timeout = local.systemd_stop_timeout
   }
@@ -136,6 +137,7 @@ locals {
           key_prefix         = var.internal_prefix
           worker_concurrency = var.worker_concurrency
           drain_timeout      = var.drain_timeout_seconds
+          drain_stop_grace   = var.drain_stop_grace_seconds
           max_attempts       = var.max_attempts
           max_export_hours   = (var.abort_incomplete_upload_days - 1) * 24
           log_level          = var.log_level

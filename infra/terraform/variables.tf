@@ -149,13 +149,24 @@ variable "backlog_per_instance_target" {
 }
 
 variable "drain_timeout_seconds" {
-  description = "DRAIN_TIMEOUT of the worker: how long in-flight jobs may run after SIGTERM before their messages are released."
+  description = "DRAIN_TIMEOUT of the worker: after SIGTERM, how long jobs in flight may finish before they are asked to stop at their next stored part (checkpointed and released; another worker continues them from there)."
   type        = number
-  default     = 600
+  default     = 120
 
   validation {
     condition     = var.drain_timeout_seconds >= 30 && var.drain_timeout_seconds <= 3600
-    error_message = "drain_timeout_seconds must be between 30 and 3600 (the termination lifecycle hook waits drain + 60 s, at most 7200)."
+    error_message = "drain_timeout_seconds must be between 30 and 3600 (the termination lifecycle hook waits drain + drain_stop_grace_seconds + 60 s, at most 7200)."
+  }
+}
+
+variable "drain_stop_grace_seconds" {
+  description = "DRAIN_STOP_GRACE of the worker: once the drain timeout has passed, how long jobs asked to stop may take to reach their next stored part before they are canceled (their unstored rows are then read again by the next attempt)."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.drain_stop_grace_seconds >= 10 && var.drain_stop_grace_seconds <= 600
+    error_message = "drain_stop_grace_seconds must be between 10 and 600 (enough to store one part; the termination lifecycle hook waits drain + grace + 60 s, at most 7200)."
   }
 }
 

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -262,6 +263,8 @@ func TestELBHealthCheckAndDraining(t *testing.T) {
 	wantNumber(t, hc, "healthy_threshold", 3)
 	wantNumber(t, hc, "unhealthy_threshold", 2)
 
+	// The operations document's value. It bounds only the ELB's connections to a deregistered
+	// instance, not the worker's drain (see TestSystemdUnits and TestDrainLifecycleHook).
 	wantBool(t, elb, "connection_draining", true)
 	wantNumber(t, elb, "connection_draining_timeout", 600)
 
@@ -789,7 +792,8 @@ func TestSystemdUnits(t *testing.T) {
 		t.Error("vf-export.service.tftpl sets a docker restart policy; systemd's Restart=always supervises the container")
 	}
 
-	// The stop timeouts outlast the drain: docker's by 30 s, systemd's by 60 s.
+	// The stop timeouts outlast the drain and the stop grace after it: docker's by 30 s,
+	// systemd's by 60 s.
 	m := loadModule(t)
 	for name, margin := range map[string]string{"docker_stop_timeout": "+ 30", "systemd_stop_timeout": "+ 60"} {
 		e, ok := m.locals[name]
@@ -797,11 +801,10 @@ func TestSystemdUnits(t *testing.T) {
 			t.Errorf("no local %s", name)
 			continue
 		}
-		if got := m.text(e); got != "var.drain_timeout_seconds "+margin {
-			t.Errorf("local.%s = %s, want var.drain_timeout_seconds %s", name, got, margin)
+		if want := "var.drain_timeout_seconds + var.drain_stop_grace_seconds " + margin; m.text(e) != want {
+			t.Errorf("local.%s = %s, want %s", name, m.text(e), want)
 		}
 	}
-	wantNumber(t, m.block(t, "variable", "drain_timeout_seconds"), "default", 600)
 
 	for file, want := range map[string]string{
 		"node-exporter.service.tftpl":     "--web.listen-address=:9100",
@@ -817,6 +820,70 @@ func TestSystemdUnits(t *testing.T) {
 	// The falcon sensor is optional.
 	if ud := readFile(t, "infra", "terraform", "userdata.tf"); !strings.Contains(ud, "var.falcon_enabled ?") {
 		t.Error("userdata.tf does not make the falcon sensor unit conditional on var.falcon_enabled")
+	}
+}
+
+// --- Drain ---------------------------------------------------------------------------------
+
+// varRange reads the bounds of a variable validated as var.NAME >= LO && var.NAME <= HI.
+func (m *module) varRange(t *testing.T, name string) (lo, hi int64) {
+	t.Helper()
+	v := m.block(t, "variable", name)
+	cond := m.text(attr(t, one(t, v, "validation"), "condition").Expr)
+	re := regexp.MustCompile(`^var\.` + name + ` >= (\d+) && var\.` + name + ` <= (\d+)$`)
+	sm := re.FindStringSubmatch(cond)
+	if sm == nil {
+		t.Fatalf("variable %s: validation %q is not var.%s >= LO && var.%s <= HI", name, cond, name, name)
+	}
+	lo, _ = strconv.ParseInt(sm[1], 10, 64)
+	hi, _ = strconv.ParseInt(sm[2], 10, 64)
+	return lo, hi
+}
+
+// The drain: DRAIN_TIMEOUT (120 s by default: short jobs finish, long ones stop at their next
+// stored part and are continued elsewhere), then DRAIN_STOP_GRACE (60 s) for jobs to reach that
+// part. Both reach the container, and the termination lifecycle hook waits for both.
+func TestDrainLifecycleHook(t *testing.T) {
+	t.Parallel()
+	m := loadModule(t)
+	wantNumber(t, m.block(t, "variable", "drain_timeout_seconds"), "default", 120)
+	wantNumber(t, m.block(t, "variable", "drain_stop_grace_seconds"), "default", 60)
+	// Terraform's default grace is the worker's own.
+	var wc worker.Config
+	wc.SetDefaults()
+	if wc.StopGrace != 60*time.Second {
+		t.Errorf("worker.Config's default StopGrace is %s; drain_stop_grace_seconds defaults to 60", wc.StopGrace)
+	}
+
+	env := readFile(t, "infra", "terraform", "templates", "vf-export.env.tftpl")
+	ud := readFile(t, "infra", "terraform", "userdata.tf")
+	for _, want := range []string{"DRAIN_TIMEOUT=${drain_timeout}s\n", "DRAIN_STOP_GRACE=${drain_stop_grace}s\n"} {
+		if !strings.Contains(env, want) {
+			t.Errorf("vf-export.env.tftpl lacks %q", strings.TrimSpace(want))
+		}
+	}
+	for _, re := range []string{`drain_timeout\s+= var\.drain_timeout_seconds\n`, `drain_stop_grace\s+= var\.drain_stop_grace_seconds\n`} {
+		// Once for the env file, once for the units' comments.
+		if n := len(regexp.MustCompile(re).FindAllString(ud, -1)); n != 2 {
+			t.Errorf("userdata.tf: %d templatefile arguments matching %s, want 2 (env file and units)", n, re)
+		}
+	}
+
+	hook := m.block(t, "resource", "aws_autoscaling_lifecycle_hook", "drain")
+	wantString(t, hook, "lifecycle_transition", "autoscaling:EC2_INSTANCE_TERMINATING")
+	wantString(t, hook, "default_result", "CONTINUE")
+	if got, want := m.text(attr(t, hook, "heartbeat_timeout").Expr), "var.drain_timeout_seconds + var.drain_stop_grace_seconds + 60"; got != want {
+		t.Errorf("drain lifecycle hook heartbeat_timeout = %s, want %s", got, want)
+	}
+	// The longest drain the variables admit still fits the hook's 7200 s maximum, and the
+	// grace leaves time to store a part.
+	_, drainHi := m.varRange(t, "drain_timeout_seconds")
+	graceLo, graceHi := m.varRange(t, "drain_stop_grace_seconds")
+	if drainHi+graceHi+60 > 7200 {
+		t.Errorf("drain_timeout_seconds (<= %d) + drain_stop_grace_seconds (<= %d) + 60 exceeds the lifecycle hook's 7200 s", drainHi, graceHi)
+	}
+	if graceLo < 10 {
+		t.Errorf("drain_stop_grace_seconds admits %d s; want at least 10", graceLo)
 	}
 }
 
