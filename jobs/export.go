@@ -172,6 +172,11 @@ func (e *Exporter) Run(ctx context.Context, job *Job, o RunOptions) (Result, err
 			res.RowsRead -= cp.Mark.Rows
 		}
 		if cp != nil && errors.Is(err, ErrUploadGone) {
+			// Best effort: an upload that is there but cannot be continued is not left to the
+			// bucket's lifecycle rule (a partner's bucket may have none).
+			if ps, ok := job.Destination.Sink.(PartSink); ok {
+				_ = ps.AbortUpload(ctx, job.Key, cp.Upload.UploadID)
+			}
 			res.Restarted, cp = err.Error(), nil
 			if ctx.Err() == nil {
 				continue

@@ -232,8 +232,13 @@ func (s *S3) listParts(ctx context.Context, key, uploadID string) (map[int]jobs.
 	have := map[int]jobs.StoredPart{}
 	for {
 		out, err := s.client.ListParts(ctx, in, s.timeouts)
-		if errorCode(err) == "NoSuchUpload" {
+		switch errorCode(err) {
+		case "NoSuchUpload":
 			return nil, fmt.Errorf("sink: s3://%s/%s: upload %s: %w", s.bucket, key, uploadID, jobs.ErrUploadGone)
+		case "AccessDenied":
+			// A partner's role without s3:ListMultipartUploadParts: the upload cannot be
+			// checked, so it is not continued (an export that starts over is still right).
+			return nil, fmt.Errorf("sink: s3://%s/%s: may not list the parts of upload %s (s3:ListMultipartUploadParts), so it cannot be continued: %w", s.bucket, key, uploadID, jobs.ErrUploadGone)
 		}
 		if err != nil {
 			return nil, s.classify(fmt.Errorf("sink: list the parts of upload %s of s3://%s/%s: %w", uploadID, s.bucket, key, err))
