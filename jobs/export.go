@@ -148,6 +148,8 @@ func (e *Exporter) Run(ctx context.Context, job *Job, o RunOptions) (Result, err
 		res.Restarted, cp = "the destination cannot continue an upload", nil
 	case cp.Key != job.Key:
 		res.Restarted, cp = fmt.Sprintf("the checkpoint is of key %q, the export now writes %q", cp.Key, job.Key), nil
+	case cp.Mark.Rows > 0 && cp.Mark.LastID.Type == 0:
+		res.Restarted, cp = "the checkpoint has no _id to continue after", nil
 	}
 	if a, ok := job.Destination.Sink.(IncompleteAborter); ok && job.Attempt != 1 {
 		keep := ""
