@@ -82,6 +82,7 @@ type upload struct {
 	stored       []jobs.StoredPart
 	waiting      map[int]pendingPart
 	checkpointed bool
+	cpErr        error // the first failed checkpoint: no later one is made
 	cpMu         sync.Mutex // one checkpoint at a time, in order
 }
 
@@ -211,8 +212,9 @@ func (u *upload) resume(ctx context.Context, st *jobs.UploadState) error {
 		return err
 	}
 	for _, p := range st.Parts {
-		got, ok := have[p.Number]
-		if !ok || got.Size != p.Size || trimETag(got.ETag) != trimETag(p.ETag) {
+		if !slices.ContainsFunc(have[p.Number], func(got jobs.StoredPart) bool {
+			return got.Size == p.Size && trimETag(got.ETag) == trimETag(p.ETag)
+		}) {
 			return fmt.Errorf("sink: s3://%s/%s: upload %s no longer holds part %d as checkpointed: %w", s.bucket, u.obj.Key, st.UploadID, p.Number, jobs.ErrUploadGone)
 		}
 	}
@@ -223,13 +225,14 @@ func (u *upload) resume(ctx context.Context, st *jobs.UploadState) error {
 }
 
 // listParts returns the parts S3 holds of an upload, by number; ErrUploadGone if there is no
-// such upload.
-func (s *S3) listParts(ctx context.Context, key, uploadID string) (map[int]jobs.StoredPart, error) {
+// such upload. A number may have several: SeaweedFS keeps every upload of a part number (and
+// completes with the one whose ETag it is given), where AWS keeps the last.
+func (s *S3) listParts(ctx context.Context, key, uploadID string) (map[int][]jobs.StoredPart, error) {
 	in := &s3.ListPartsInput{
 		Bucket: aws.String(s.bucket), Key: aws.String(key), UploadId: aws.String(uploadID),
 		ExpectedBucketOwner: optional(s.opts.ExpectedBucketOwner),
 	}
-	have := map[int]jobs.StoredPart{}
+	have := map[int][]jobs.StoredPart{}
 	for {
 		out, err := s.client.ListParts(ctx, in, s.timeouts)
 		switch errorCode(err) {
@@ -245,7 +248,7 @@ func (s *S3) listParts(ctx context.Context, key, uploadID string) (map[int]jobs.
 		}
 		for _, p := range out.Parts {
 			n := int(aws.ToInt32(p.PartNumber))
-			have[n] = jobs.StoredPart{Number: n, ETag: aws.ToString(p.ETag), Size: aws.ToInt64(p.Size)}
+			have[n] = append(have[n], jobs.StoredPart{Number: n, ETag: aws.ToString(p.ETag), Size: aws.ToInt64(p.Size)})
 		}
 		if !aws.ToBool(out.IsTruncated) || out.NextPartNumberMarker == nil {
 			return have, nil
@@ -360,6 +363,9 @@ func (u *upload) done(ctx context.Context, p pendingPart) error {
 	u.mu.Unlock()
 	u.cpMu.Lock()
 	defer u.cpMu.Unlock()
+	if u.cpErr != nil {
+		return u.cpErr
+	}
 	for {
 		u.mu.Lock()
 		next, ok := u.waiting[len(u.stored)+1]
@@ -381,7 +387,8 @@ func (u *upload) done(ctx context.Context, p pendingPart) error {
 			continue
 		}
 		if err := u.checkpoint(ctx, state, next.mark); err != nil {
-			return fmt.Errorf("sink: checkpoint after part %d of s3://%s/%s: %w", next.part.Number, u.s.bucket, u.obj.Key, err)
+			u.cpErr = fmt.Errorf("sink: checkpoint after part %d of s3://%s/%s: %w", next.part.Number, u.s.bucket, u.obj.Key, err)
+			return u.cpErr
 		}
 		u.mu.Lock()
 		u.checkpointed = true

@@ -12,7 +12,6 @@ import (
 	"hash/crc64"
 	"io"
 	"net/http"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -813,19 +812,16 @@ func TestPutPartsResumeReplacedPart(t *testing.T) {
 	}
 }
 
-// KNOWN BUG (sink/upload.go, listParts): a legitimate resume is refused at random on a server
-// that lists every upload of a part number, as SeaweedFS does. Attempt 1 checkpoints part 1,
+// A legitimate resume is not refused on a server that lists every upload of a part number, as
+// SeaweedFS does (it failed at random when listParts kept one copy per number). Attempt 1 checkpoints part 1,
 // stores part 2 (bytes X) and fails before checkpointing it; attempt 2 continues, stores part 2
 // again (bytes Y: the rows after the mark changed) and checkpoints it, then fails; attempt 3
 // continues from that checkpoint. ListParts then lists part 2 twice, X and Y, ordered by their
 // random file names, and listParts keeps whichever comes last in its map: when it is X, the
 // checkpoint's part 2 (Y) is taken as missing and the export starts over (ErrUploadGone),
-// although CompleteMultipartUpload with Y's ETag would use Y and be correct. Each round is a
-// coin flip; six rounds fail with probability 63/64. Run with SINK_KNOWN_BUGS=1.
+// although CompleteMultipartUpload with Y's ETag would use Y and be correct. Each round was a
+// coin flip; six rounds failed with probability 63/64.
 func TestPutPartsResumeTwiceOverStalePart(t *testing.T) {
-	if os.Getenv("SINK_KNOWN_BUGS") == "" {
-		t.Skip("known bug in sink/upload.go listParts (duplicate part listings); SINK_KNOWN_BUGS=1 runs it")
-	}
 	t.Parallel()
 	b := setup(t)
 	bucket := b.env["EXPORT_BUCKET"]
