@@ -129,12 +129,20 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Delivery) error {
 	job.Resume = entry.Checkpoint
 	fence := func(ctx context.Context) error { return h.Ledger.Fence(ctx, entry, h.Lease) }
 	checkpoint := func(ctx context.Context, cp jobs.Checkpoint) error {
-		err := h.Ledger.SaveCheckpoint(ctx, entry, cp, h.Lease)
-		if ledger.IsLeaseLost(err) {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		err := h.Ledger.SaveCheckpoint(cctx, entry, cp, h.Lease)
+		switch {
+		case err == nil, ctx.Err() != nil:
+			return err
+		case ledger.IsLeaseLost(err):
 			// The export is another attempt's now, and so is its upload.
 			return fmt.Errorf("%w: %w", err, jobs.ErrKeepUpload)
 		}
-		return err
+		// MongoDB did not take it: the export goes on, and the next part's checkpoint covers
+		// this one (an interruption before it costs the rows since the last one saved).
+		log.Warn().Err(err).Int("parts", len(cp.Upload.Parts)).Msg("saving the export's checkpoint failed; going on")
+		return nil
 	}
 	if info.Crashed {
 		// The attempt before this one died without recording its outcome: perhaps after its
