@@ -75,6 +75,10 @@ type RunOptions struct {
 	Checkpoint func(context.Context, Checkpoint) error
 	// Stop ends the export at its next stored part (see PipelineOptions.Stop).
 	Stop <-chan struct{}
+	// OnStart, if not nil, is called when the export's stream starts: from the checkpoint cp,
+	// or from the beginning (cp nil), which can follow a start from a checkpoint whose upload
+	// turned out to be gone.
+	OnStart func(ctx context.Context, cp *Checkpoint)
 }
 
 // IncompleteAborter is implemented by sinks that can abort unfinished uploads of a key left
@@ -167,6 +171,9 @@ func (e *Exporter) Run(ctx context.Context, job *Job, o RunOptions) (Result, err
 		prog = new(Progress)
 	}
 	for {
+		if o.OnStart != nil {
+			o.OnStart(ctx, cp)
+		}
 		stats, written, err := e.stream(ctx, job, cp, o, prog)
 		res.Stats, res.Written, res.Finished = stats, written, time.Now().UTC()
 		res.RowsRead = stats.Rows

@@ -73,7 +73,7 @@ func TestCheckpointLifecycle(t *testing.T) {
 			t.Fatal("a retryable failure dropped the checkpoint")
 		}
 		_, e3, _ := b.claim(t, "m1", 5)
-		if err := b.l.RecordResume(ctx, e3, true, 1234, 100); err != nil {
+		if err := b.l.RecordResume(ctx, e3, true, false, 1234, 100); err != nil {
 			t.Fatal(err)
 		}
 		if err := b.l.Finish(ctx, e3, Succeeded, jobs.Result{}, nil, "", nil); err != nil {

@@ -81,10 +81,13 @@ type Entry struct {
 	// stands after the last part stored. The next attempt continues from it; it is removed
 	// when the export succeeds or fails for good.
 	Checkpoint *jobs.Checkpoint `bson:"checkpoint,omitempty" json:"checkpoint,omitempty"`
-	// Resumes counts the attempts that continued from a checkpoint; RowsResumed the rows they
-	// did not read again thanks to it, RowsReread the rows earlier attempts had read past
-	// their last checkpoint (or past the start, without one), read again.
+	// Resumes counts the attempts that started from a checkpoint, Restarts those whose
+	// checkpoint's upload was gone (they started over); RowsResumed the rows they did not read
+	// again, RowsReread the rows earlier attempts had read past their last checkpoint (or past
+	// the start, without one) that were read again: at least that many, since an attempt that
+	// was killed read more than it last recorded.
 	Resumes     int   `bson:"resumes,omitempty" json:"resumes,omitempty"`
+	Restarts    int   `bson:"restarts,omitempty" json:"restarts,omitempty"`
 	RowsResumed int64 `bson:"rows_resumed,omitempty" json:"rows_resumed,omitempty"`
 	RowsReread  int64 `bson:"rows_reread,omitempty" json:"rows_reread,omitempty"`
 	// Notice is the completion notice of a succeeded export, kept until it was sent (the
@@ -357,12 +360,16 @@ func (l *Ledger) SaveCheckpoint(ctx context.Context, e Entry, cp jobs.Checkpoint
 		{Key: "lease_expires", Value: now.Add(lease)}, {Key: "updated_at", Value: now}})
 }
 
-// RecordResume counts an attempt's start over what earlier attempts did: rowsResumed rows it
-// need not read again (its checkpoint's), rowsReread rows read before that it reads again.
-func (l *Ledger) RecordResume(ctx context.Context, e Entry, resumed bool, rowsResumed, rowsReread int64) error {
+// RecordResume counts an attempt's start over what earlier attempts did: a start from a
+// checkpoint (resumed), or a start over because the checkpoint's upload was gone (restart);
+// rowsResumed rows it need not read again, rowsReread rows read before that it reads again.
+func (l *Ledger) RecordResume(ctx context.Context, e Entry, resumed, restart bool, rowsResumed, rowsReread int64) error {
 	inc := bson.D{{Key: "rows_resumed", Value: rowsResumed}, {Key: "rows_reread", Value: rowsReread}}
 	if resumed {
 		inc = append(inc, bson.E{Key: "resumes", Value: 1})
+	}
+	if restart {
+		inc = append(inc, bson.E{Key: "restarts", Value: 1})
 	}
 	return l.ownUpdate(ctx, e, "record the resume", bson.D{{Key: "updated_at", Value: time.Now().UTC()}}, bson.E{Key: "$inc", Value: inc})
 }

@@ -184,12 +184,11 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Delivery) error {
 	go func() { defer wg.Done(); h.renewLease(ctx, entry, prog, cancel, log) }()
 	go func() { defer wg.Done(); h.logProgress(ctx, log, prog) }()
 	start := time.Now()
-	res, err := h.Exporter.Run(ctx, job, jobs.RunOptions{Progress: prog, Fence: fence, Checkpoint: checkpoint, Stop: m.Stop})
+	res, err := h.Exporter.Run(ctx, job, jobs.RunOptions{Progress: prog, Fence: fence, Checkpoint: checkpoint, Stop: m.Stop, OnStart: h.onStart(entry, info, log)})
 	cause := context.Cause(ctx)
 	cancel(nil)
 	wg.Wait()
 
-	h.recordResume(ctx, entry, info, job, res, log)
 	h.Metrics.Rows.WithLabelValues(m.Kind).Add(float64(res.RowsRead))
 	h.Metrics.BytesUncompressed.WithLabelValues(m.Kind).Add(float64(res.Stats.BytesUncompressed))
 	lctx, lcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -249,43 +248,54 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Delivery) error {
 	return err
 }
 
-// recordResume counts what this attempt continued from, and what it read again.
-func (h *ExportHandler) recordResume(ctx context.Context, entry ledger.Entry, info ledger.ClaimInfo, job *jobs.Job, res jobs.Result, log zerolog.Logger) {
-	if info.TookOver == "" {
-		return // the export's first attempt
-	}
-	// Rows read again: what the attempt before read past this one's starting point, as far as
-	// this one got.
-	var resumed, reread int64
-	if cp := res.Resumed; cp != nil {
-		resumed, reread = cp.Mark.Rows, min(res.RowsRead, max(0, info.PreviousRows-cp.Mark.Rows))
-	} else {
-		reread = min(res.RowsRead, info.PreviousRows)
-	}
-	if job.Resume != nil && (res.Resumed != nil || res.Restarted != "") {
-		cause := "retry"
+// onStart records, when the attempt's stream starts (from cp, or from the beginning when cp is
+// nil; again from the beginning if cp's upload was gone), what it continues from and what the
+// attempts before it had read that it reads again. That is a lower bound: an attempt that was
+// killed read more than its last renewal or checkpoint said.
+func (h *ExportHandler) onStart(entry ledger.Entry, info ledger.ClaimInfo, log zerolog.Logger) func(context.Context, *jobs.Checkpoint) {
+	started := false
+	return func(ctx context.Context, cp *jobs.Checkpoint) {
+		restart := started
+		started = true
+		if info.TookOver == "" {
+			return // the export's first attempt
+		}
+		var resumed, reread int64
 		switch {
-		case info.Crashed:
-			cause = "crash"
-		case info.TookOver == ledger.Released:
-			cause = "release"
+		case cp != nil:
+			resumed, reread = cp.Mark.Rows, max(0, info.PreviousRows-cp.Mark.Rows)
+		case restart:
+			// The checkpoint's upload was gone: its rows are read again too.
+			if prev := entry.Checkpoint; prev != nil {
+				reread = prev.Mark.Rows
+			}
+		default:
+			reread = info.PreviousRows
 		}
-		result := "continued"
-		if res.Resumed == nil {
-			result = "restarted"
-			log.Warn().Str("why", res.Restarted).Int64("rows_reread", reread).Msg("the export's checkpoint could not be continued: it started over")
+		if entry.Checkpoint != nil {
+			cause := "retry"
+			switch {
+			case info.Crashed:
+				cause = "crash"
+			case info.TookOver == ledger.Released:
+				cause = "release"
+			}
+			result := "continued"
+			if cp == nil {
+				result = "restarted"
+			}
+			h.Metrics.Resumes.WithLabelValues(cause, result).Inc()
 		}
-		h.Metrics.Resumes.WithLabelValues(cause, result).Inc()
-	}
-	h.Metrics.RowsResumed.Add(float64(resumed))
-	h.Metrics.RowsReread.Add(float64(reread))
-	if resumed == 0 && reread == 0 {
-		return
-	}
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	if err := h.Ledger.RecordResume(rctx, entry, res.Resumed != nil, resumed, reread); err != nil && !ledger.IsLeaseLost(err) {
-		log.Warn().Err(err).Msg("recording the resume in the ledger failed")
+		h.Metrics.RowsResumed.Add(float64(resumed))
+		h.Metrics.RowsReread.Add(float64(reread))
+		if resumed == 0 && reread == 0 && !restart {
+			return
+		}
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := h.Ledger.RecordResume(rctx, entry, cp != nil, restart, resumed, reread); err != nil && !ledger.IsLeaseLost(err) {
+			log.Warn().Err(err).Msg("recording the resume in the ledger failed")
+		}
 	}
 }
 

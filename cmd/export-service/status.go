@@ -136,8 +136,12 @@ func printStatus(w io.Writer, e ledger.Entry, now time.Time) {
 	if cp := ledger.DescribeCheckpoint(e, now); cp != "" {
 		row("checkpoint", "%s", cp)
 	}
-	if e.Resumes > 0 || e.RowsReread > 0 {
-		row("resumes", "%d: %d rows not read again, %d rows read again", e.Resumes, e.RowsResumed, e.RowsReread)
+	if e.Resumes > 0 || e.Restarts > 0 || e.RowsReread > 0 {
+		line := fmt.Sprintf("%d: %d rows not read again, at least %d rows read again", e.Resumes, e.RowsResumed, e.RowsReread)
+		if e.Restarts > 0 {
+			line += fmt.Sprintf("; %d start(s) over (the checkpoint's upload was gone)", e.Restarts)
+		}
+		row("resumes", "%s", line)
 	}
 	row("attempts", "%d", e.Attempts)
 	if e.WorkerID != "" {
