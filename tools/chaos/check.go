@@ -27,6 +27,10 @@ import (
 //	           gunzipped rows equal an independent query of MongoDB (same order), with a
 //	           manifest whose SHA-256 (recomputed from the downloaded bytes), size, row count,
 //	           bucket and key match
+//	parts      a multipart object's parts (read one by one with S3's partNumber): every part
+//	           but the last at least 5 MiB, each whole gzip members that end at a row's end
+//	identical  a multipart object is byte for byte what an uninterrupted run of its export
+//	           writes (reference.go: each is run again after the campaign, without faults)
 //	dlq        or it is in the dead-letter queue with a reason (a message without a reason
 //	           attribute was moved by the queue's redrive policy: max_receives), and has no
 //	           object
@@ -34,8 +38,8 @@ import (
 //	upload     no unfinished multipart upload under the campaign's prefixes
 //	rerun      no "export started" of an export after its first "export succeeded" (workers'
 //	           JSON logs)
-//	ledger     the ledger agrees: succeeded exports are succeeded with the object's key and
-//	           rows; nothing is left running
+//	ledger     the ledger agrees: succeeded exports are succeeded with the object's key,
+//	           rows and SHA-256, and no checkpoint left; nothing is left running
 //	notice     every complete export's completion notice reached the results queue
 //	process    no running worker exited on its own, or with a non-zero code after SIGTERM, or
 //	           hung on shutdown; no panic or fatal output (start-up failures are notes)
@@ -81,6 +85,48 @@ type Checker struct {
 	Violations []Violation
 	Counts     map[string]int
 	Rows       map[string]int64 // export id -> rows verified
+	// Verified are the objects verified, by export id.
+	Verified map[string]Verified
+	// Resume sums the ledger's resume counters by collection.
+	Resume map[string]*ResumeStats
+}
+
+// Verified is an object whose rows, manifest and ledger entry were verified.
+type Verified struct {
+	Object
+	SHA256  string
+	Parts   int // 1 for an object written with a single request
+	Resumes int // the ledger's
+}
+
+// ResumeStats are the ledger's resume counters of some exports, summed.
+type ResumeStats struct {
+	Exports     int   // exports
+	Resumed     int   // exports that continued from a checkpoint at least once
+	Resumes     int   // attempts that continued from a checkpoint
+	Restarts    int   // attempts whose checkpoint's upload was gone: they started over
+	RowsResumed int64 // rows those attempts did not read again
+	RowsReread  int64 // rows read again: past the last checkpoint, or from the start
+	MultiPart   int   // verified objects of more than one part
+	Parts       []int // their parts
+}
+
+func (r *ResumeStats) String() string {
+	parts := append([]int(nil), r.Parts...)
+	sort.Ints(parts)
+	return fmt.Sprintf("%d of %d exports resumed at least once; resumes %d, restarts %d, rows_resumed %d, rows_reread %d; multipart objects %d (parts %v)",
+		r.Resumed, r.Exports, r.Resumes, r.Restarts, r.RowsResumed, r.RowsReread, r.MultiPart, parts)
+}
+
+func (r *ResumeStats) add(o *ResumeStats) {
+	r.Exports += o.Exports
+	r.Resumed += o.Resumed
+	r.Resumes += o.Resumes
+	r.Restarts += o.Restarts
+	r.RowsResumed += o.RowsResumed
+	r.RowsReread += o.RowsReread
+	r.MultiPart += o.MultiPart
+	r.Parts = append(r.Parts, o.Parts...)
 }
 
 func (c *Checker) violate(inv, id, format string, args ...any) {
@@ -179,6 +225,8 @@ func exportIDOf(body string) string {
 func (c *Checker) Check(ctx context.Context) error {
 	c.Counts = map[string]int{}
 	c.Rows = map[string]int64{}
+	c.Verified = map[string]Verified{}
+	c.Resume = map[string]*ResumeStats{}
 	byID := map[string]*Job{}
 	for _, j := range c.Jobs {
 		byID[j.ExportID] = j
@@ -269,8 +317,14 @@ func (c *Checker) Check(ctx context.Context) error {
 	c.Violations = append(c.Violations, reruns(c.Logs.Events())...)
 	started := map[string]int{}
 	for _, ev := range c.Logs.Events() {
-		if ev.Message == "export started" {
+		switch ev.Message {
+		case "export started":
 			started[ev.ExportID]++
+			if strings.Contains(ev.Line, `"checkpoint_rows":`) {
+				c.Counts["attempts started with a checkpoint"]++
+			}
+		case "saving the export's checkpoint failed; going on":
+			c.Counts["checkpoint saves failed (went on)"]++
 		}
 	}
 
@@ -280,6 +334,23 @@ func (c *Checker) Check(ctx context.Context) error {
 		le := ledger[id]
 		status, _ := le["status"].(string)
 		c.Counts["attempts started"] += started[id]
+		rs := c.Resume[j.Collection]
+		if rs == nil {
+			rs = &ResumeStats{}
+			c.Resume[j.Collection] = rs
+		}
+		rs.Exports++
+		resumes, _ := asInt64(le["resumes"])
+		rs.Resumes += int(resumes)
+		if resumes > 0 {
+			rs.Resumed++
+		}
+		n, _ := asInt64(le["restarts"])
+		rs.Restarts += int(n)
+		n, _ = asInt64(le["rows_resumed"])
+		rs.RowsResumed += n
+		n, _ = asInt64(le["rows_reread"])
+		rs.RowsReread += n
 		switch {
 		case len(dl) > 0:
 			c.Counts["dead-lettered"]++
@@ -292,6 +363,9 @@ func (c *Checker) Check(ctx context.Context) error {
 			}
 			if status == "succeeded" || status == "running" {
 				c.violate("ledger", id, "dead-lettered (%s) but the ledger says %q", dl[0].Reason, status)
+			}
+			if le["checkpoint"] != nil {
+				c.Counts["dead-lettered with a checkpoint left"]++
 			}
 			continue
 		case len(d) == 0 && len(m) == 0:
@@ -318,6 +392,10 @@ func (c *Checker) Check(ctx context.Context) error {
 		if err := c.checkObject(ctx, j, d[0], m[0], le); err != nil {
 			return err
 		}
+		if v, ok := c.Verified[id]; ok && v.Parts > 1 {
+			rs.MultiPart++
+			rs.Parts = append(rs.Parts, v.Parts)
+		}
 	}
 	for id := range manifests {
 		if len(data[id]) == 0 && len(dlq[id]) == 0 {
@@ -330,6 +408,10 @@ func (c *Checker) Check(ctx context.Context) error {
 		}
 		if e["status"] == "running" {
 			c.violate("ledger", id, "still running in the ledger on %v", e["worker_id"])
+		}
+		if cp, ok := e["checkpoint"]; ok && e["status"] == "succeeded" {
+			// Finish and Adopt remove it: nothing may continue a complete export.
+			c.violate("ledger", id, "succeeded, but its checkpoint is still in the ledger: %s", describeCheckpoint(cp))
 		}
 	}
 	c.Counts["notices"] = len(notices)
@@ -423,6 +505,9 @@ func (c *Checker) checkObject(ctx context.Context, j *Job, obj, man Object, le b
 	}
 	sum := sha256.Sum256(body)
 	got := hex.EncodeToString(sum[:])
+	if s, _ := le["sha256"].(string); s != "" && s != got {
+		c.violate("ledger", id, "ledger SHA-256 %s, the object's %d bytes have %s", s, len(body), got)
+	}
 	switch {
 	case mf.ExportID != id || mf.Kind != j.Kind || mf.Format != j.Format || mf.Destination != j.Destination:
 		c.violate("object", id, "manifest says export %q kind %q format %q destination %q", mf.ExportID, mf.Kind, mf.Format, mf.Destination)
@@ -442,10 +527,14 @@ func (c *Checker) checkObject(ctx context.Context, j *Job, obj, man Object, le b
 	if err != nil {
 		return fmt.Errorf("query MongoDB for %s: %w", id, err)
 	}
-	n, err := compareRows(j, plain, docs)
+	n, ends, err := compareRowsEnds(j, plain, docs)
 	if err != nil {
 		c.violate("object", id, "rows differ from MongoDB's %d: %v", len(docs), err)
 		return nil
+	}
+	parts, err := c.checkParts(ctx, id, obj, body, ends)
+	if err != nil {
+		return err
 	}
 	if mf.Rows != int64(n) {
 		c.violate("object", id, "the object has %d rows, the manifest says %d", n, mf.Rows)
@@ -459,7 +548,100 @@ func (c *Checker) checkObject(ctx context.Context, j *Job, obj, man Object, le b
 	}
 	c.Rows[id] = int64(n)
 	c.Counts["objects verified"]++
+	resumes, _ := asInt64(le["resumes"])
+	c.Verified[id] = Verified{Object: obj, SHA256: got, Parts: parts, Resumes: int(resumes)}
+	if parts > 1 {
+		c.Counts["multipart objects verified"]++
+		if mf.SHA256 == got {
+			c.Counts["multipart objects whose manifest SHA-256 is the bytes'"]++
+		}
+	}
 	return nil
+}
+
+// checkParts checks a multipart object part by part (HeadObject with partNumber gives each
+// part's size): every part but the last at least S3's 5 MiB minimum, and each part whole gzip
+// members (it decompresses alone) ending at the end of a row (ends: where rows end in the
+// decompressed text). That is what lets an attempt stop after any stored part and another
+// continue with the next. It returns the number of parts: 1 for an object written with a
+// single request.
+func (c *Checker) checkParts(ctx context.Context, id string, obj Object, body []byte, ends []int64) (int, error) {
+	head := func(n int) (*s3.HeadObjectOutput, error) {
+		h, err := c.S3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(obj.Bucket), Key: aws.String(obj.Key), PartNumber: aws.Int32(int32(n))})
+		if err != nil {
+			return nil, fmt.Errorf("head part %d of %s/%s: %w", n, obj.Bucket, obj.Key, err)
+		}
+		return h, nil
+	}
+	h, err := head(1)
+	if err != nil {
+		return 0, err
+	}
+	count := int(aws.ToInt32(h.PartsCount))
+	if count <= 1 {
+		return 1, nil
+	}
+	isEnd := make(map[int64]bool, len(ends))
+	for _, e := range ends {
+		isEnd[e] = true
+	}
+	var off, textOff int64
+	for n := 1; n <= count; n++ {
+		if n > 1 {
+			if h, err = head(n); err != nil {
+				return 0, err
+			}
+		}
+		size := aws.ToInt64(h.ContentLength)
+		if off+size > int64(len(body)) {
+			c.violate("parts", id, "part %d of %d (%d bytes at %d) goes past the object's %d bytes", n, count, size, off, len(body))
+			return count, nil
+		}
+		if n < count && size < 5<<20 {
+			c.violate("parts", id, "part %d of %d has %d bytes, less than S3's 5 MiB minimum for all but the last", n, count, size)
+		}
+		text, err := gunzipAll(body[off : off+size])
+		if err != nil {
+			c.violate("parts", id, "part %d of %d (bytes %d-%d) is not whole gzip members: %v", n, count, off, off+size-1, err)
+			return count, nil
+		}
+		textOff += int64(len(text))
+		if n < count && !isEnd[textOff] {
+			c.violate("parts", id, "part %d of %d ends at byte %d of the decompressed text, which is not the end of a row", n, count, textOff)
+		}
+		off += size
+	}
+	if off != int64(len(body)) {
+		c.violate("parts", id, "the %d parts hold %d bytes, the object %d", count, off, len(body))
+	}
+	return count, nil
+}
+
+// describeCheckpoint summarizes a ledger checkpoint.
+func describeCheckpoint(cp any) string {
+	field := func(doc any, path string) any {
+		for _, k := range strings.Split(path, ".") {
+			switch d := doc.(type) {
+			case bson.M:
+				doc = d[k]
+			case bson.D:
+				doc = nil
+				for _, e := range d {
+					if e.Key == k {
+						doc = e.Value
+					}
+				}
+			default:
+				return nil
+			}
+		}
+		return doc
+	}
+	parts := "?"
+	if a, ok := field(cp, "upload.parts").(bson.A); ok {
+		parts = fmt.Sprint(len(a))
+	}
+	return fmt.Sprintf("key %v, %s part(s), %v rows, attempt %v, at %v", field(cp, "key"), parts, field(cp, "mark.rows"), field(cp, "attempt"), field(cp, "at"))
 }
 
 func leaseOf(le bson.M) string {

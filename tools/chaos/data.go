@@ -25,6 +25,13 @@ import (
 //	access_codes   campaigns acCampaigns[i] of acSizes[i] codes (0 to 6,000): the empty, small
 //	               and medium exports (by status, by tier).
 //	venues         150 venues (collection_fields): the tiny exports.
+//	campaigns      -big-rows campaigns (default 12,000) whose name, artist and markets hold
+//	               about 3.5 KB of random text that gzip barely compresses: the multi-part
+//	               exports (collection_fields of the whole collection, always with markets:
+//	               22-45 MB of text, 3-6 parts of 5 MiB), the ones that checkpoint and resume.
+//	               Few documents, so a scan stays cheap; a collection of their own, so the
+//	               other exports' scans do not grow. Their _ids are int64 numbers, then
+//	               strings, then ObjectIDs (the BSON sort order), so that resumes cross types.
 const xlCampaign = "chaos-xl"
 
 var (
@@ -55,6 +62,7 @@ var (
 		{"assigned_at", "assigned_at"}, {"expires_at", "expires_at"},
 	}
 	venueFields      = []string{"_id", "name", "city", "country", "capacity", "timezone"}
+	campaignFields   = []string{"_id", "name", "artist", "status", "markets", "starts_at", "ends_at", "presale_starts_at", "created_at", "updated_at"}
 	accessCodeFields = []string{"_id", "campaign_id", "event_id", "tier", "status", "registration_id", "assigned_at", "expires_at"}
 )
 
@@ -102,14 +110,42 @@ func (j *Job) Describe() string {
 	return fmt.Sprintf("%s %s %s(%s) -> %s", j.ExportID, j.Format, j.Kind, p, j.Destination) + " " + opts
 }
 
-// makeJobs draws n jobs from r. Weights: a quarter registrations (7k-50k rows with the default
-// -xl-rows), 45% access codes (0-6k rows), 30% collection_fields of venues or access codes.
+// makeJobs draws n jobs from r. Weights: 12% the big campaigns export (3-6 parts), 22%
+// registrations (7k-50k rows with the default -xl-rows), 40% access codes (0-6k rows), 26%
+// collection_fields of venues or access codes. A campaign of 5 exports or more has at least
+// one big export (its last job, if none was drawn), so that CI's small campaign exercises
+// checkpoints too.
 func makeJobs(r *rand.Rand, n int, run string, sendOver time.Duration) []*Job {
 	var jobs []*Job
+	big := false
 	for i := range n {
 		j := &Job{Index: i, ExportID: fmt.Sprintf("%s-%03d", run, i)}
-		switch x := r.IntN(100); {
-		case x < 25:
+		x := r.IntN(100)
+		if i == n-1 && n >= 5 && !big {
+			x = 0
+		}
+		switch {
+		case x < 12:
+			// The whole campaigns collection, markets (the bulk of the text) and some other
+			// fields, in a random order.
+			big = true
+			j.Kind, j.Collection, j.Filter = "collection_fields", "campaigns", bson.D{}
+			perm := r.Perm(len(campaignFields))[:1+r.IntN(len(campaignFields))]
+			hasMarkets := false
+			var chosen []any
+			for _, k := range perm {
+				hasMarkets = hasMarkets || campaignFields[k] == "markets"
+				chosen = append(chosen, campaignFields[k])
+			}
+			if !hasMarkets {
+				at := r.IntN(len(chosen) + 1)
+				chosen = append(chosen[:at], append([]any{"markets"}, chosen[at:]...)...)
+			}
+			for _, f := range chosen {
+				j.Columns = append(j.Columns, Column{f.(string), f.(string)})
+			}
+			j.Params = map[string]any{"collection": j.Collection, "fields": chosen}
+		case x < 34:
 			j.Kind, j.Collection, j.Columns = "registrations", "registrations", registrationColumns
 			j.Params = map[string]any{"campaign_id": xlCampaign}
 			j.Filter = bson.D{{Key: "campaign_id", Value: xlCampaign}}
@@ -126,7 +162,7 @@ func makeJobs(r *rand.Rand, n int, run string, sendOver time.Duration) []*Job {
 				j.Params["created_to"] = to.Format(time.RFC3339)
 				j.Filter = append(j.Filter, bson.E{Key: "created_at", Value: bson.D{{Key: "$gte", Value: from}, {Key: "$lt", Value: to}}})
 			}
-		case x < 70:
+		case x < 74:
 			c := acCampaigns[r.IntN(len(acCampaigns))]
 			j.Kind, j.Collection, j.Columns = "access_codes", "access_codes", accessCodeColumns
 			st := "assigned"
@@ -189,7 +225,7 @@ func oid(r *rand.Rand, t time.Time) bson.ObjectID {
 }
 
 // seed writes the data set into db and returns the number of documents per collection.
-func seed(ctx context.Context, db *mongo.Database, seedValue uint64, xlRows int) (map[string]int, error) {
+func seed(ctx context.Context, db *mongo.Database, seedValue uint64, xlRows, bigRows int) (map[string]int, error) {
 	r := rand.New(rand.NewPCG(seedValue, 0xc4a05))
 	counts := map[string]int{}
 	insert := func(coll string, docs []any) error {
@@ -257,5 +293,67 @@ func seed(ctx context.Context, db *mongo.Database, seedValue uint64, xlRows int)
 	if err := insert("venues", venues); err != nil {
 		return nil, err
 	}
+
+	// The big exports' collection: few documents of much random text (see the top of the file).
+	var campaigns []any
+	nNum, nStr := bigRows*5/24, bigRows*5/24
+	for i := range bigRows {
+		created := regBase.Add(-time.Duration(r.IntN(365*24*3600)) * time.Second).Truncate(time.Millisecond)
+		var id any
+		switch {
+		case i < nNum:
+			id = int64(1<<40 + 13*i)
+		case i < nNum+nStr:
+			id = fmt.Sprintf("cmp-%05d", i)
+		default:
+			id = oid(r, created)
+		}
+		var markets bson.A
+		for range 3 + r.IntN(5) {
+			markets = append(markets, randomText(r, marketAlphabet, 200+r.IntN(400)))
+		}
+		prefix := []string{"", "", "", "Tour ", "Zénith ", "=", "@", "-", "+1 ", " "}[r.IntN(10)]
+		starts := created.Add(time.Duration(30+r.IntN(200)) * 24 * time.Hour)
+		d := bson.D{
+			{Key: "_id", Value: id},
+			{Key: "name", Value: prefix + randomText(r, nameAlphabet, 600+r.IntN(800))},
+			{Key: "artist", Value: randomText(r, artistAlphabet, 200+r.IntN(600))},
+			{Key: "status", Value: []string{"draft", "open", "open", "closed", "archived"}[r.IntN(5)]},
+			{Key: "markets", Value: markets},
+			{Key: "starts_at", Value: starts},
+			{Key: "ends_at", Value: starts.Add(time.Duration(1+r.IntN(90)) * 24 * time.Hour)},
+		}
+		if r.IntN(3) > 0 { // some campaigns have no presale: the field is missing
+			d = append(d, bson.E{Key: "presale_starts_at", Value: starts.Add(-time.Duration(1+r.IntN(14)) * 24 * time.Hour)})
+		}
+		d = append(d, bson.E{Key: "created_at", Value: created}, bson.E{Key: "updated_at", Value: created.Add(time.Duration(r.IntN(1000)) * time.Hour)})
+		campaigns = append(campaigns, d)
+	}
+	if err := insert("campaigns", campaigns); err != nil {
+		return nil, err
+	}
 	return counts, nil
+}
+
+// Alphabets of 64 characters for randomText. Market names go into arrays, which a CSV cell
+// writes as JSON: no character JSON escapes. Names have what CSV quotes and doubles.
+const (
+	marketAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 -"
+	nameAlphabet   = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234 ,;|\"'."
+	artistAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789  "
+)
+
+// randomText draws n characters of a 64-character alphabet (6 bits each: gzip keeps about
+// 80% of it).
+func randomText(r *rand.Rand, alphabet string, n int) string {
+	b := make([]byte, n)
+	for i := 0; i < n; {
+		x := r.Uint64()
+		for k := 0; k < 10 && i < n; k++ {
+			b[i] = alphabet[x&63]
+			x >>= 6
+			i++
+		}
+	}
+	return string(b)
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -15,6 +16,9 @@ import (
 	"time"
 
 	toxiproxy "github.com/Shopify/toxiproxy/v2/client"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/verifiedfan/export-service/internal/stacktest"
 )
@@ -110,8 +114,8 @@ type Driver struct {
 	start   time.Time
 	proxies map[stacktest.Upstream]*stacktest.ToxiProxy
 	workers []*Worker
-	mongo   *MongoServer // nil when the campaign uses the stack's FerretDB
-	drain   time.Duration
+	mongo   *MongoServer  // nil when the campaign uses the stack's FerretDB
+	drain   time.Duration // DRAIN_TIMEOUT + DRAIN_STOP_GRACE: the longest a drain may take
 	gap     time.Duration // mean time between faults
 	// calmAfter: after this long (the send window), the mean time between faults doubles.
 	calmAfter time.Duration
@@ -166,8 +170,11 @@ func (d *Driver) dur(lo, hi time.Duration) time.Duration {
 	return lo + time.Duration(d.r.Int64N(int64(hi-lo)))
 }
 
-// Run injects faults until ctx ends, then waits for the faults in progress to be undone.
-// Every random choice is drawn here, on one goroutine, so a seed gives one sequence of faults.
+// Wait waits for the faults in progress to be undone (after Run and the Interrupter ended).
+func (d *Driver) Wait() { d.wg.Wait() }
+
+// Run injects faults until ctx ends. Every random choice is drawn here, on one goroutine, so
+// a seed gives one sequence of faults.
 func (d *Driver) Run(ctx context.Context) {
 	for {
 		mean := d.gap
@@ -179,7 +186,6 @@ func (d *Driver) Run(ctx context.Context) {
 		gap := d.dur(mean/2, mean*3/2)
 		select {
 		case <-ctx.Done():
-			d.wg.Wait()
 			return
 		case <-time.After(gap):
 		}
@@ -291,26 +297,33 @@ func (d *Driver) cut(ctx context.Context, u stacktest.Upstream) {
 func (d *Driver) signal(sig syscall.Signal) {
 	w := d.workers[d.r.IntN(len(d.workers))]
 	after := d.dur(500*time.Millisecond, 4*time.Second)
+	d.kill(w, sig, after, "")
+}
+
+// kill sends sig to the worker in slot w, unless a kill of it is in progress or it is not
+// running, and starts a new one after it exits. It reports whether it sent it.
+func (d *Driver) kill(w *Worker, sig syscall.Signal, after time.Duration, why string) bool {
 	if !d.claim(w.Name) {
-		return // a kill of this worker is in progress
+		return false // a kill of this worker is in progress
 	}
 	if !w.Running() {
 		d.release(w.Name)
-		return
+		return false
 	}
 	kind := "sigkill"
 	if sig == syscall.SIGTERM {
 		kind = "sigterm"
 	}
-	f := Fault{At: time.Since(d.start), Kind: kind, Target: w.Name, Detail: fmt.Sprintf("pid %d, restarted %.1fs after it exits", w.PID(), after.Seconds())}
+	f := Fault{At: time.Since(d.start), Kind: kind, Target: w.Name, Detail: fmt.Sprintf("pid %d, restarted %.1fs after it exits%s", w.PID(), after.Seconds(), why)}
 	d.record(f)
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
 		defer d.release(w.Name)
-		// SIGTERM: jobs in flight get DRAIN_TIMEOUT, and the process must exit soon after.
+		// SIGTERM: jobs in flight get DRAIN_TIMEOUT, then DRAIN_STOP_GRACE to reach their next
+		// stored part, and the process must exit soon after.
 		if !w.Kill(sig, d.drain+30*time.Second) {
-			w.note(fmt.Sprintf("%s did not exit within DRAIN_TIMEOUT+30s of %s; killed", w.Name, kind))
+			w.note(fmt.Sprintf("%s did not exit within DRAIN_TIMEOUT+DRAIN_STOP_GRACE+30s of %s; killed", w.Name, kind))
 			w.Kill(syscall.SIGKILL, 10*time.Second)
 		}
 		time.Sleep(after)
@@ -318,6 +331,97 @@ func (d *Driver) signal(sig syscall.Signal) {
 			d.record(Fault{At: time.Since(d.start), Kind: "undo", Target: w.Name, Detail: "restart", Err: err.Error()})
 		}
 	}()
+	return true
+}
+
+// Interrupter kills the workers of checkpointed exports. A multipart export lasts some
+// seconds, a part every second or two, so the random faults seldom fall between two of its
+// parts. Every second, Interrupter reads the running exports that have a checkpoint from the
+// ledger (straight to MongoDB); the first time it sees one, it draws whether to interrupt it
+// (with probability Prob), how and after how many stored parts: 3 in 4 SIGKILL after 1 or 2
+// parts (the next attempt continues after the checkpoint), 1 in 4 SIGTERM after the first (a
+// drain: the export finishes within DRAIN_TIMEOUT, or stops at a stored part and is released);
+// once its checkpoint has that many parts, it signals the worker running it. A third of the
+// exports it interrupted get SIGKILL once more, one part later (a resumed attempt's own
+// checkpoint continued). Its draws come from a generator of its own, in the order it sees the
+// exports.
+type Interrupter struct {
+	D    *Driver
+	DB   *mongo.Database
+	R    *rand.Rand
+	Prob float64
+
+	plan  map[string]interruption // by export id; wait 0: left alone
+	kills map[string]int          // export id -> interruptions sent
+}
+
+type interruption struct {
+	wait int // stored parts to wait for
+	sig  syscall.Signal
+}
+
+// Run interrupts until ctx ends.
+func (in *Interrupter) Run(ctx context.Context) {
+	in.plan, in.kills = map[string]interruption{}, map[string]int{}
+	for ctx.Err() == nil {
+		sleep(ctx, time.Second)
+		in.once(ctx)
+	}
+}
+
+func (in *Interrupter) once(ctx context.Context) {
+	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	cur, err := in.DB.Collection("exports").Find(qctx,
+		bson.D{{Key: "status", Value: "running"}, {Key: "checkpoint", Value: bson.D{{Key: "$exists", Value: true}}}},
+		options.Find().SetProjection(bson.D{{Key: "worker_id", Value: 1}, {Key: "checkpoint.upload.parts.n", Value: 1}}).SetSort(bson.D{{Key: "_id", Value: 1}}))
+	if err != nil {
+		return // MongoDB restarting: next time
+	}
+	var running []struct {
+		ID         string `bson:"_id"`
+		WorkerID   string `bson:"worker_id"`
+		Checkpoint struct {
+			Upload struct {
+				Parts []struct{} `bson:"parts"`
+			} `bson:"upload"`
+		} `bson:"checkpoint"`
+	}
+	if err := cur.All(qctx, &running); err != nil {
+		return
+	}
+	for _, e := range running {
+		plan, seen := in.plan[e.ID]
+		if !seen {
+			if in.R.Float64() < in.Prob {
+				plan = interruption{wait: 1 + in.R.IntN(2), sig: syscall.SIGKILL}
+				if in.R.IntN(4) == 0 {
+					// A drain at the first part: the export has more than DRAIN_TIMEOUT to go.
+					plan = interruption{wait: 1, sig: syscall.SIGTERM}
+				}
+			}
+			in.plan[e.ID] = plan
+		}
+		parts := len(e.Checkpoint.Upload.Parts)
+		if plan.wait == 0 || parts < plan.wait {
+			continue
+		}
+		// The worker that runs it now (not a dead one whose lease has not expired yet).
+		i := slices.IndexFunc(in.D.workers, func(w *Worker) bool { return w.ID() == e.WorkerID })
+		if i < 0 {
+			continue
+		}
+		after := time.Duration(500+in.R.IntN(2500)) * time.Millisecond
+		why := fmt.Sprintf("; targeted: %s (%s) at its checkpoint of %d part(s)", e.ID, e.WorkerID, parts)
+		if !in.D.kill(in.D.workers[i], plan.sig, after, why) {
+			continue // that worker is being killed already: next time
+		}
+		in.kills[e.ID]++
+		in.plan[e.ID] = interruption{}
+		if in.kills[e.ID] == 1 && in.R.IntN(3) == 0 {
+			in.plan[e.ID] = interruption{wait: parts + 1, sig: syscall.SIGKILL}
+		}
+	}
 }
 
 // restart restarts the campaign's FerretDB (SIGTERM or SIGKILL, down for a moment); with the

@@ -49,6 +49,7 @@ type config struct {
 	workers     int
 	concurrency int
 	xlRows      int
+	bigRows     int
 	duration    time.Duration
 	settle      time.Duration
 	gap         time.Duration
@@ -61,6 +62,8 @@ type config struct {
 	verbose     bool
 	noFaults    bool
 	serialize   bool
+	reference   bool
+	interrupt   float64
 }
 
 func main() {
@@ -70,7 +73,8 @@ func main() {
 	flag.StringVar(&seedStr, "seed", "", "seed of the data, the jobs and the faults (default: random; printed at start)")
 	flag.IntVar(&cfg.workers, "workers", 3, "worker processes")
 	flag.IntVar(&cfg.concurrency, "concurrency", 3, "WORKER_CONCURRENCY of each worker")
-	flag.IntVar(&cfg.xlRows, "xl-rows", 50000, "registrations of the big campaign (the largest export)")
+	flag.IntVar(&cfg.xlRows, "xl-rows", 50000, "registrations of the big campaign (the largest export in rows)")
+	flag.IntVar(&cfg.bigRows, "big-rows", 12000, "documents of the campaigns collection, about 3.5 KB of random text each: the multi-part exports (3-6 parts of 5 MiB)")
 	flag.DurationVar(&cfg.duration, "duration", 0, "longest time faults are injected (default -send-over + 60s + 8s per export); they stop earlier when every export has ended")
 	flag.DurationVar(&cfg.settle, "settle", 4*time.Minute, "after the faults, how long the exports in flight may take to end")
 	flag.DurationVar(&cfg.gap, "gap", 5*time.Second, "mean time between two faults while jobs are being sent (twice that afterwards)")
@@ -82,6 +86,8 @@ func main() {
 	flag.BoolVar(&cfg.sabotage, "sabotage", false, "after the campaign, corrupt an object, delete a manifest and leave a multipart upload, to show that the checker catches them")
 	flag.BoolVar(&cfg.verbose, "v", false, "print each fault as it is injected")
 	flag.BoolVar(&cfg.noFaults, "no-faults", false, "inject no faults (a baseline)")
+	flag.Float64Var(&cfg.interrupt, "interrupt", 0.75, "probability that the worker of a checkpointed export gets SIGKILL after 1 or 2 stored parts, or SIGTERM after 1 (faults.go: Interrupter)")
+	flag.BoolVar(&cfg.reference, "reference", true, "after the checks, run each multipart export again without faults and check that the campaign's object is byte for byte that run's (reference.go)")
 	flag.BoolVar(&cfg.serialize, "serialize-writes", true, "let the workers' write commands reach FerretDB one at a time, as MongoDB's per-document atomicity would (see mongoserial.go); false shows FerretDB's lost updates")
 	flag.Parse()
 	if seedStr == "" {
@@ -220,7 +226,7 @@ func run(ctx context.Context, cfg config) (int, error) {
 	db := mc.Database(dbName)
 	clean.add(func() { _ = db.Drop(context.Background()) })
 	ts := time.Now()
-	counts, err := seed(ctx, db, cfg.seed, cfg.xlRows)
+	counts, err := seed(ctx, db, cfg.seed, cfg.xlRows, cfg.bigRows)
 	if err != nil {
 		return 0, err
 	}
@@ -310,10 +316,12 @@ func run(ctx context.Context, cfg config) (int, error) {
 	for k, v := range stacktest.ProxyEnv(nil, proxies[stacktest.Mongo], proxies[stacktest.S3], proxies[stacktest.STS], proxies[stacktest.SQS]) {
 		workerEnv[k] = v
 	}
-	const drain = 5 * time.Second
+	// A drain lets jobs run DRAIN_TIMEOUT, then asks them to stop at their next stored part
+	// and cancels what has not within DRAIN_STOP_GRACE: a worker exits within their sum.
+	const drain, stopGrace = 5 * time.Second, 10 * time.Second
 	for k, v := range map[string]string{
 		"WORKER_CONCURRENCY": strconv.Itoa(cfg.concurrency), "VISIBILITY_TIMEOUT": visibility.String(),
-		"DRAIN_TIMEOUT": drain.String(), "RECEIVE_WAIT": "2s", "STALL_AFTER": "1m",
+		"DRAIN_TIMEOUT": drain.String(), "DRAIN_STOP_GRACE": stopGrace.String(), "RECEIVE_WAIT": "2s", "STALL_AFTER": "1m",
 		"RETRY_BASE": "2s", "RETRY_MAX": "20s", "PROGRESS_EVERY": "5s", "POLL_QUEUE_DEPTH_EVERY": "0",
 		"GZIP_LEVEL": "1", "S3_PART_SIZE_MB": "5", "MAX_MESSAGE_LEASE": "45s", "HANDOVER_DELAY": "2s",
 	} {
@@ -326,7 +334,7 @@ func run(ctx context.Context, cfg config) (int, error) {
 			return 0, err
 		}
 		fleet = append(fleet, w)
-		clean.add(func() { w.Stop(drain + 20*time.Second) })
+		clean.add(func() { w.Stop(drain + stopGrace + 20*time.Second) })
 	}
 
 	// The jobs, sent over the first part of the campaign.
@@ -342,7 +350,7 @@ func run(ctx context.Context, cfg config) (int, error) {
 	go func() { sent <- sendJobs(ctx, sqsc, jobsURL, jobs, start) }()
 
 	driver := &Driver{r: rand.New(rand.NewPCG(cfg.seed, 0xfa017)), start: start, proxies: proxies, workers: fleet, mongo: mongoSrv,
-		drain: drain, gap: cfg.gap, calmAfter: cfg.sendOver, verbose: cfg.verbose, busy: map[string]bool{}}
+		drain: drain + stopGrace, gap: cfg.gap, calmAfter: cfg.sendOver, verbose: cfg.verbose, busy: map[string]bool{}}
 	faultLog, err := os.Create(filepath.Join(dir, "faults.txt"))
 	if err != nil {
 		return 0, err
@@ -354,7 +362,15 @@ func run(ctx context.Context, cfg config) (int, error) {
 	if cfg.noFaults {
 		close(faultsDone)
 	} else {
-		go func() { driver.Run(fctx); close(faultsDone) }()
+		go func() {
+			in := &Interrupter{D: driver, DB: db, R: rand.New(rand.NewPCG(cfg.seed, 0x1e7e)), Prob: cfg.interrupt}
+			inDone := make(chan struct{})
+			go func() { in.Run(fctx); close(inDone) }()
+			driver.Run(fctx)
+			<-inDone
+			driver.Wait()
+			close(faultsDone)
+		}()
 	}
 
 	// Faults until every export has ended (or the fault window closes), then heal and settle.
@@ -430,8 +446,8 @@ func run(ctx context.Context, cfg config) (int, error) {
 
 	// The fleet stops as a deploy stops it: SIGTERM, and it must exit within the drain.
 	for _, w := range fleet {
-		if !w.Stop(drain + 20*time.Second) {
-			w.note(fmt.Sprintf("%s did not exit within DRAIN_TIMEOUT+20s of the final SIGTERM; killed", w.Name))
+		if !w.Stop(drain + stopGrace + 20*time.Second) {
+			w.note(fmt.Sprintf("%s did not exit within DRAIN_TIMEOUT+DRAIN_STOP_GRACE+20s of the final SIGTERM; killed", w.Name))
 		}
 	}
 
@@ -446,6 +462,31 @@ func run(ctx context.Context, cfg config) (int, error) {
 	defer ccancel()
 	if err := checker.Check(cctx); err != nil {
 		return 0, fmt.Errorf("check: %w", err)
+	}
+	if cfg.reference {
+		// Each multipart export once more, without faults, on a worker of its own that writes
+		// under a prefix of its own (after Check, so that nothing of it is taken for the
+		// campaign's).
+		refPrefix := run + "-ref/"
+		refEnv := map[string]string{}
+		for k, v := range workerEnv {
+			refEnv[k] = v
+		}
+		refEnv["EXPORT_KEY_PREFIX"] = refPrefix
+		refLogs := &Logs{}
+		ref := &Worker{Name: "ref", bin: bin, env: envList(refEnv), dir: dir, logs: refLogs}
+		clean.add(func() {
+			cleanBuckets(admin, &Checker{S3: admin, Buckets: map[string]string{"internal": buckets["internal"]}, Prefix: refPrefix})
+		})
+		rctx, rcancel := context.WithTimeout(ctx, 6*time.Minute)
+		err := checker.Reference(rctx, ref, jobsURL, 4*time.Minute)
+		rcancel()
+		if err != nil {
+			return 0, fmt.Errorf("reference runs: %w", err)
+		}
+		for _, s := range append(ref.Unexpected, refLogs.Odd()...) {
+			checker.violate("process", "", "reference worker: %.300s", s)
+		}
 	}
 	for _, w := range fleet {
 		for _, s := range w.Unexpected {
@@ -638,7 +679,7 @@ func report(cfg config, run, dir string, jobs []*Job, faults []Fault, c *Checker
 	}
 	// Faults.
 	byKind, byTarget := map[string]int{}, map[string]int{}
-	failed := 0
+	failed, targeted := 0, 0
 	for _, f := range faults {
 		if f.Err != "" {
 			failed++
@@ -646,9 +687,24 @@ func report(cfg config, run, dir string, jobs []*Job, faults []Fault, c *Checker
 		}
 		byKind[f.Kind]++
 		byTarget[f.Target]++
+		if strings.Contains(f.Detail, "targeted:") {
+			targeted++
+		}
 	}
-	logf("faults injected: %d over %.0fs (%s); by kind %v; by target %v; %d could not be injected or undone",
-		len(faults)-failed, faultTime.Seconds(), filepath.Join(dir, "faults.txt"), sortedMap(byKind), sortedMap(byTarget), failed)
+	logf("faults injected: %d over %.0fs (%s); by kind %v; by target %v; %d could not be injected or undone; %d signals targeted at checkpointed exports",
+		len(faults)-failed, faultTime.Seconds(), filepath.Join(dir, "faults.txt"), sortedMap(byKind), sortedMap(byTarget), failed, targeted)
+	// Checkpoints and resumes: the ledger's counters, by collection and in all.
+	all := &ResumeStats{}
+	var colls []string
+	for coll, rs := range c.Resume {
+		all.add(rs)
+		colls = append(colls, coll)
+	}
+	sort.Strings(colls)
+	logf("resumes: %s", all)
+	for _, coll := range colls {
+		logf("  %-15s %s", coll+":", c.Resume[coll])
+	}
 	// Invariants.
 	logf("invariant counts: %v", sortedMap(c.Counts))
 	if len(c.Violations) == 0 {

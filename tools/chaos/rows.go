@@ -157,18 +157,34 @@ func jsonValue(v any, relaxed bool) (any, error) {
 // compareRows checks the gunzipped body of an export against the documents, in order. It
 // returns the number of data rows read and the first difference, if any.
 func compareRows(j *Job, body []byte, docs []bson.D) (int, error) {
-	if j.Format == "csv" {
-		return compareCSV(j, body, docs)
-	}
-	return compareNDJSON(j, body, docs)
+	n, _, err := compareRowsEnds(j, body, docs)
+	return n, err
 }
 
-func compareCSV(j *Job, body []byte, docs []bson.D) (int, error) {
+// compareRowsEnds is compareRows that also returns where rows end in body: the offset after
+// the header (CSV) and after each row read, in order.
+func compareRowsEnds(j *Job, body []byte, docs []bson.D) (int, []int64, error) {
+	var ends []int64
+	var n int
+	var err error
+	if j.Format == "csv" {
+		n, err = compareCSV(j, body, docs, &ends)
+	} else {
+		n, err = compareNDJSON(j, body, docs, &ends)
+	}
+	return n, ends, err
+}
+
+func compareCSV(j *Job, body []byte, docs []bson.D, ends *[]int64) (int, error) {
 	bom := []byte("\xef\xbb\xbf")
 	if j.BOM != bytes.HasPrefix(body, bom) {
 		return 0, fmt.Errorf("byte order mark: want %v, object has %v", j.BOM, bytes.HasPrefix(body, bom))
 	}
 	body = bytes.TrimPrefix(body, bom)
+	offset := int64(0)
+	if j.BOM {
+		offset = int64(len(bom))
+	}
 	if len(body) > 0 && !bytes.HasSuffix(body, []byte("\r\n")) {
 		return 0, fmt.Errorf("the CSV does not end with CRLF (truncated?): ends with %q", tail(body, 40))
 	}
@@ -184,6 +200,7 @@ func compareCSV(j *Job, body []byte, docs []bson.D) (int, error) {
 			return 0, fmt.Errorf("CSV header column %d is %q, want %q", i+1, header[i], c.Header)
 		}
 	}
+	*ends = append(*ends, offset+rd.InputOffset())
 	n := 0
 	for {
 		rec, err := rd.Read()
@@ -206,6 +223,7 @@ func compareCSV(j *Job, body []byte, docs []bson.D) (int, error) {
 				return n, fmt.Errorf("CSV row %d (_id %v) column %s is %q, MongoDB has %q", n+1, idOf(docs[n]), c.Header, rec[i], want)
 			}
 		}
+		*ends = append(*ends, offset+rd.InputOffset())
 		n++
 	}
 	if n != len(docs) {
@@ -214,14 +232,18 @@ func compareCSV(j *Job, body []byte, docs []bson.D) (int, error) {
 	return n, nil
 }
 
-func compareNDJSON(j *Job, body []byte, docs []bson.D) (int, error) {
+func compareNDJSON(j *Job, body []byte, docs []bson.D, ends *[]int64) (int, error) {
 	if len(body) > 0 && body[len(body)-1] != '\n' {
 		return 0, fmt.Errorf("the NDJSON does not end with a newline (truncated?): ends with %q", tail(body, 40))
 	}
 	sc := bufio.NewScanner(bytes.NewReader(body))
 	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	sc.Split(scanLF)
 	n := 0
+	offset := int64(0)
 	for sc.Scan() {
+		offset += int64(len(sc.Bytes())) + 1
+		*ends = append(*ends, offset)
 		if n >= len(docs) {
 			return n + 1, fmt.Errorf("NDJSON has more lines than MongoDB's %d rows: %s", len(docs), tail(sc.Bytes(), 120))
 		}
@@ -254,6 +276,18 @@ func compareNDJSON(j *Job, body []byte, docs []bson.D) (int, error) {
 		return n, fmt.Errorf("NDJSON has %d lines, MongoDB %d rows", n, len(docs))
 	}
 	return n, nil
+}
+
+// scanLF splits at each \n, keeping everything else (bufio.ScanLines drops a \r before it,
+// which would shift the row ends).
+func scanLF(data []byte, atEOF bool) (int, []byte, error) {
+	if i := bytes.IndexByte(data, '\n'); i >= 0 {
+		return i + 1, data[:i], nil
+	}
+	if atEOF && len(data) > 0 {
+		return len(data), data, nil
+	}
+	return 0, nil, nil
 }
 
 // orderedObject decodes a JSON object keeping its keys' order.

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -87,5 +89,69 @@ func TestReruns(t *testing.T) {
 	}
 	if odd := l.Odd(); len(odd) != 1 {
 		t.Fatalf("odd lines = %q, want the panic", odd)
+	}
+}
+
+func TestRowEnds(t *testing.T) {
+	j := &Job{Format: "csv", Delimiter: ";", BOM: true, Columns: testCols}
+	body := "\xef\xbb\xbf" + goodCSV
+	_, ends, err := compareRowsEnds(j, []byte(body), testDocs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	header := 3 + strings.Index(goodCSV, "\r\n") + 2
+	row1 := 3 + strings.Index(goodCSV, "65f1a2b3c4d5e6f708192a3b;'")
+	if want := []int64{int64(header), int64(row1), int64(len(body))}; !slices.Equal(ends, want) {
+		t.Errorf("CSV row ends %v, want %v", ends, want)
+	}
+	j = &Job{Format: "ndjson", Mode: "plain", Columns: testCols}
+	_, ends, err = compareRowsEnds(j, []byte(goodNDJSON), testDocs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []int64{int64(strings.Index(goodNDJSON, "\n") + 1), int64(len(goodNDJSON))}; !slices.Equal(ends, want) {
+		t.Errorf("NDJSON row ends %v, want %v", ends, want)
+	}
+}
+
+func TestMakeJobs(t *testing.T) {
+	for seed := range uint64(50) {
+		jobs := makeJobs(rand.New(rand.NewPCG(seed, 0x10b5)), 8, "r", time.Minute)
+		big := 0
+		for _, j := range jobs {
+			if j.Collection != "campaigns" {
+				continue
+			}
+			big++
+			if !slices.ContainsFunc(j.Columns, func(c Column) bool { return c.Path == "markets" }) {
+				t.Errorf("seed %d: %s exports no markets: %v", seed, j.ExportID, j.Params)
+			}
+		}
+		if big == 0 {
+			t.Errorf("seed %d: no big export among 8", seed)
+		}
+	}
+	jobs := makeJobs(rand.New(rand.NewPCG(1, 0x10b5)), 2000, "r", time.Minute)
+	big := 0
+	for _, j := range jobs {
+		if j.Collection == "campaigns" {
+			big++
+		}
+	}
+	if big < 200 || big > 300 {
+		t.Errorf("%d big exports of 2000, want about 12%%", big)
+	}
+}
+
+func TestRandomText(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for _, a := range []string{marketAlphabet, nameAlphabet, artistAlphabet} {
+		if len(a) != 64 {
+			t.Fatalf("alphabet %q has %d characters", a, len(a))
+		}
+		s := randomText(r, a, 1000)
+		if len(s) != 1000 || strings.Trim(s, a) != "" {
+			t.Errorf("randomText of %q: %q", a, s)
+		}
 	}
 }

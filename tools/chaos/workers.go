@@ -269,6 +269,13 @@ func (w *Worker) Stop(grace time.Duration) bool {
 	return false
 }
 
+// ID is the current process's WORKER_ID.
+func (w *Worker) ID() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return fmt.Sprintf("%s.%d", w.Name, w.gen)
+}
+
 // PID is the current process's pid, or 0.
 func (w *Worker) PID() int {
 	w.mu.Lock()
