@@ -365,11 +365,9 @@ func TestResumeAfterThreeSIGKILLs(t *testing.T) {
 	want := resumeWant(t, b.db, campaign)
 
 	// The same query uninterrupted, on its own queue and worker, at the same time.
-	ref := &bundle{st: st, db: b.db, queues: st.NewQueues(t, 6*time.Second, 10)}
-	stacktest.Start(t, ref.workerEnv(t, resumeEnv), "worker")
-	refID, id := "ref-"+stacktest.RandomID(), "kill-"+stacktest.RandomID()
-	key, refKey := resumeKey(id, campaign), resumeKey(refID, campaign)
-	ref.send(t, resumeJob(t, refID, campaign))
+	ref, refID, refKey := startReference(t, st, b, campaign)
+	id := "kill-" + stacktest.RandomID()
+	key := resumeKey(id, campaign)
 	began := time.Now()
 	b.send(t, resumeJob(t, id, campaign))
 
@@ -615,11 +613,9 @@ func TestResumeAcrossMixedIDTypes(t *testing.T) {
 	docs = nil
 	want := resumeWant(t, b.db, campaign)
 
-	ref := &bundle{st: st, db: b.db, queues: st.NewQueues(t, 6*time.Second, 10)}
-	stacktest.Start(t, ref.workerEnv(t, resumeEnv), "worker")
-	refID, id := "ref-"+stacktest.RandomID(), "mixed-"+stacktest.RandomID()
-	key, refKey := resumeKey(id, campaign), resumeKey(refID, campaign)
-	ref.send(t, resumeJob(t, refID, campaign))
+	ref, refID, refKey := startReference(t, st, b, campaign)
+	id := "mixed-" + stacktest.RandomID()
+	key := resumeKey(id, campaign)
 	b.send(t, resumeJob(t, id, campaign))
 
 	var from int64
@@ -662,4 +658,15 @@ func TestResumeAcrossMixedIDTypes(t *testing.T) {
 	t.Logf("object: %d bytes in %d parts; uninterrupted: %d bytes in %d parts", len(data), m.Parts, len(refData), refManifest.Parts)
 	plain := sameExport(t, data, refData)
 	checkRows(t, plain, want())
+}
+
+// startReference runs the campaign's export uninterrupted, on a worker and queues of its own
+// over b's database, at the same time as the test's: the object an interrupted one must equal.
+func startReference(t *testing.T, st *stacktest.Stack, b *bundle, campaign string) (ref *bundle, refID, refKey string) {
+	t.Helper()
+	ref = &bundle{st: st, db: b.db, queues: st.NewQueues(t, 6*time.Second, 10)}
+	stacktest.Start(t, ref.workerEnv(t, resumeEnv), "worker")
+	refID = "ref-" + stacktest.RandomID()
+	ref.send(t, resumeJob(t, refID, campaign))
+	return ref, refID, resumeKey(refID, campaign)
 }

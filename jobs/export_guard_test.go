@@ -9,6 +9,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/verifiedfan/export-service/internal/fixtures"
 	"github.com/verifiedfan/export-service/jobs"
@@ -41,18 +42,7 @@ func TestCursorThatEndsEarlyCommitsNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	run := func(id string, wrap func(jobs.Source) jobs.Source) (string, error) {
-		ex := &jobs.Exporter{DB: db, Kinds: jobs.DefaultRegistry(), WrapSource: wrap, Destinations: map[string]jobs.Destination{
-			"internal": {Name: "internal", Bucket: e.bucket, Prefix: e.prefix, Sink: e.sink}}}
-		msg, err := jobs.Decode([]byte(`{"version":1,"export_id":"` + id + `","kind":"registrations","params":{"campaign_id":"` + fixtures.Campaigns[0] + `"}}`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		job, err := ex.PrepareMessage(msg, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = ex.Run(context.Background(), job, jobs.RunOptions{})
-		return job.Key, err
+		return runCampaignExport(t, e, db, id, wrap)
 	}
 
 	key, err := run("early", func(s jobs.Source) jobs.Source { return &quietEnd{Source: s, n: 20} })
@@ -96,4 +86,22 @@ func (s *insertAfterFirst) Next(ctx context.Context) bool {
 		s.insert()
 	}
 	return ok
+}
+
+// runCampaignExport runs the registrations export of fixtures.Campaigns[0] in db into e's
+// sink, its source wrapped by wrap, and returns its key and error.
+func runCampaignExport(t *testing.T, e *s3Env, db *mongo.Database, id string, wrap func(jobs.Source) jobs.Source) (string, error) {
+	t.Helper()
+	ex := &jobs.Exporter{DB: db, Kinds: jobs.DefaultRegistry(), WrapSource: wrap, Destinations: map[string]jobs.Destination{
+		"internal": {Name: "internal", Bucket: e.bucket, Prefix: e.prefix, Sink: e.sink}}}
+	msg, err := jobs.Decode([]byte(`{"version":1,"export_id":"` + id + `","kind":"registrations","params":{"campaign_id":"` + fixtures.Campaigns[0] + `"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	job, err := ex.PrepareMessage(msg, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = ex.Run(context.Background(), job, jobs.RunOptions{})
+	return job.Key, err
 }

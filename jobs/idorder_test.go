@@ -196,18 +196,7 @@ func TestCursorThatEndsEarlyBeforeAnotherIDType(t *testing.T) {
 		t.Fatal(err)
 	}
 	run := func(id string, wrap func(jobs.Source) jobs.Source) (string, error) {
-		ex := &jobs.Exporter{DB: db, Kinds: jobs.DefaultRegistry(), WrapSource: wrap, Destinations: map[string]jobs.Destination{
-			"internal": {Name: "internal", Bucket: e.bucket, Prefix: e.prefix, Sink: e.sink}}}
-		msg, err := jobs.Decode([]byte(`{"version":1,"export_id":"` + id + `","kind":"registrations","params":{"campaign_id":"` + fixtures.Campaigns[0] + `"}}`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		job, err := ex.PrepareMessage(msg, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = ex.Run(context.Background(), job, jobs.RunOptions{})
-		return job.Key, err
+		return runCampaignExport(t, e, db, id, wrap)
 	}
 	for _, n := range []int{0, 10, 20} { // none read, inside the numbers, right after the last number
 		key, err := run(fmt.Sprintf("early%d", n), func(s jobs.Source) jobs.Source { return &quietEnd{Source: s, n: n} })
