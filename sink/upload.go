@@ -82,7 +82,7 @@ type upload struct {
 	stored       []jobs.StoredPart
 	waiting      map[int]pendingPart
 	checkpointed bool
-	cpErr        error // the first failed checkpoint: no later one is made
+	cpErr        error      // the first failed checkpoint: no later one is made
 	cpMu         sync.Mutex // one checkpoint at a time, in order
 }
 
