@@ -170,6 +170,13 @@ func (e *Exporter) Run(ctx context.Context, job *Job, o RunOptions) (Result, err
 	if prog == nil {
 		prog = new(Progress)
 	}
+	if cp != nil {
+		if err := e.checkUpload(ctx, job, cp); errors.Is(err, ErrUploadGone) {
+			res.Restarted, cp = err.Error(), nil
+		} else if err != nil {
+			return res, fmt.Errorf("jobs: export %s: check the checkpoint's upload: %w", job.Message.ExportID, err)
+		}
+	}
 	for {
 		if o.OnStart != nil {
 			o.OnStart(ctx, cp)
@@ -181,11 +188,8 @@ func (e *Exporter) Run(ctx context.Context, job *Job, o RunOptions) (Result, err
 			res.RowsRead -= cp.Mark.Rows
 		}
 		if cp != nil && errors.Is(err, ErrUploadGone) {
-			// Best effort: an upload that is there but cannot be continued is not left to the
-			// bucket's lifecycle rule (a partner's bucket may have none).
-			if ps, ok := job.Destination.Sink.(PartSink); ok {
-				_ = ps.AbortUpload(ctx, job.Key, cp.Upload.UploadID)
-			}
+			// Gone since it was checked (a rare race): start over.
+			_ = e.checkUpload(ctx, job, cp)
 			res.Restarted, cp = err.Error(), nil
 			if ctx.Err() == nil {
 				continue
@@ -204,6 +208,18 @@ func (e *Exporter) Run(ctx context.Context, job *Job, o RunOptions) (Result, err
 	}
 	res.Manifest = manifest
 	return res, nil
+}
+
+// checkUpload checks that cp's upload can be continued; when it cannot (ErrUploadGone), the
+// upload is aborted, best effort: one that is there but cannot be continued is not left to the
+// bucket's lifecycle rule (a partner's bucket may have none).
+func (e *Exporter) checkUpload(ctx context.Context, job *Job, cp *Checkpoint) error {
+	ps := job.Destination.Sink.(PartSink)
+	err := ps.CheckUpload(ctx, job.Key, cp.Upload)
+	if errors.Is(err, ErrUploadGone) {
+		_ = ps.AbortUpload(ctx, job.Key, cp.Upload.UploadID)
+	}
+	return err
 }
 
 // stream runs the job's query (from cp, if not nil) through the pipeline into its destination.

@@ -112,6 +112,9 @@ type PartSink interface {
 	PutParts(ctx context.Context, obj Object, parts Parts, resume *UploadState, checkpoint func(context.Context, UploadState, Mark) error) (Written, error)
 	// AbortUpload aborts an upload of key (a checkpoint's, when its export fails for good).
 	AbortUpload(ctx context.Context, key, uploadID string) error
+	// CheckUpload says whether the upload of st can be continued: nil, an error wrapping
+	// ErrUploadGone, or another error (the check itself failed).
+	CheckUpload(ctx context.Context, key string, st UploadState) error
 }
 
 // ErrUploadGone says a checkpoint's upload can no longer be continued: it was aborted (by the

@@ -207,7 +207,20 @@ func (u *upload) resume(ctx context.Context, st *jobs.UploadState) error {
 	if err := u.full.(encoding.BinaryUnmarshaler).UnmarshalBinary(st.ChecksumState); err != nil {
 		return fmt.Errorf("sink: s3://%s/%s: restore the checkpoint's %s state: %v: %w", s.bucket, u.obj.Key, st.ChecksumAlgorithm, err, jobs.ErrUploadGone)
 	}
-	have, err := s.listParts(ctx, u.obj.Key, st.UploadID)
+	if err := s.CheckUpload(ctx, u.obj.Key, *st); err != nil {
+		return err
+	}
+	u.uploadID = st.UploadID
+	u.stored = slices.Clone(st.Parts)
+	u.size, u.parts, u.checkpointed = st.Size, len(st.Parts), true
+	return nil
+}
+
+// CheckUpload implements jobs.PartSink: ListParts must show every part st recorded (any
+// listed copy of a part number may match: SeaweedFS keeps every upload of a number, and
+// completes with the one whose ETag it is given).
+func (s *S3) CheckUpload(ctx context.Context, key string, st jobs.UploadState) error {
+	have, err := s.listParts(ctx, key, st.UploadID)
 	if err != nil {
 		return err
 	}
@@ -215,12 +228,9 @@ func (u *upload) resume(ctx context.Context, st *jobs.UploadState) error {
 		if !slices.ContainsFunc(have[p.Number], func(got jobs.StoredPart) bool {
 			return got.Size == p.Size && trimETag(got.ETag) == trimETag(p.ETag)
 		}) {
-			return fmt.Errorf("sink: s3://%s/%s: upload %s no longer holds part %d as checkpointed: %w", s.bucket, u.obj.Key, st.UploadID, p.Number, jobs.ErrUploadGone)
+			return fmt.Errorf("sink: s3://%s/%s: upload %s no longer holds part %d as checkpointed: %w", s.bucket, key, st.UploadID, p.Number, jobs.ErrUploadGone)
 		}
 	}
-	u.uploadID = st.UploadID
-	u.stored = slices.Clone(st.Parts)
-	u.size, u.parts, u.checkpointed = st.Size, len(st.Parts), true
 	return nil
 }
 
