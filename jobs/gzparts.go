@@ -70,8 +70,9 @@ type chunk struct {
 }
 
 // gzipParts turns an encoder's output into Parts. The producer (one goroutine) writes rows
-// and calls EndRow after each, then Close; compressors and the assembler run on their own
-// goroutines; the consumer calls Next.
+// and calls EndRow after each, then one of Close, Stop or Fail (these five methods are the
+// producer's alone); compressors and the assembler run on their own goroutines; the consumer
+// calls Next, and drain once the producer returned.
 type gzipParts struct {
 	o      partsOptions
 	ctx    context.Context
