@@ -56,7 +56,7 @@ type putStats struct {
 }
 
 func (s *S3) put(ctx context.Context, obj jobs.Object, parts jobs.Parts, resume *jobs.UploadState, checkpoint func(context.Context, jobs.UploadState, jobs.Mark) error) (jobs.Written, putStats, error) {
-	u := &upload{s: s, obj: obj, full: s.newHash(), checkpoint: checkpoint, waiting: map[int]pendingPart{}}
+	u := &upload{s: s, obj: obj, full: s.newHash(), checkpoint: checkpoint, waiting: map[int]pendingPart{}, firstPart: 1, maxPart: MaxParts}
 	w, err := u.run(ctx, parts, resume)
 	return w, putStats{Parts: u.parts, PeakBuffered: u.peak, Bytes: u.size}, err
 }
@@ -71,14 +71,27 @@ type upload struct {
 
 	uploadID   string
 	checkpoint func(context.Context, jobs.UploadState, jobs.Mark) error
-	g          *errgroup.Group // the part uploads, once the multipart upload exists
-	stop       context.CancelFunc
+
+	// firstPart and maxPart are the upload's range of part numbers: 1 and MaxParts for a whole
+	// object, a segment's own range for PutSegment (parts before it are other segments').
+	firstPart, maxPart int
+	// holdBack holds each part back until the next one exists, and merges a part under
+	// MinPartSize (the stream's tail) into the held one: the upload's last part is at least
+	// MinPartSize (a segment that is not its object's last; see PutSegment).
+	holdBack bool
+	// noComplete leaves the upload open once every part is stored (a segment: its export's
+	// coordinator completes it); noAbort never aborts it on a failure (a segment: the upload
+	// is shared, and the coordinator decides).
+	noComplete, noAbort bool
+
+	g    *errgroup.Group // the part uploads, once the multipart upload exists
+	stop context.CancelFunc
 
 	mu   sync.Mutex
 	held int64 // bytes of parts held
 	peak int64
-	// stored are the parts stored in order from 1 with no gap (checkpointed when there is a
-	// checkpoint); waiting are stored parts after a gap.
+	// stored are the parts stored in order from firstPart with no gap (checkpointed when there
+	// is a checkpoint); waiting are stored parts after a gap.
 	stored       []jobs.StoredPart
 	waiting      map[int]pendingPart
 	checkpointed bool
@@ -122,7 +135,7 @@ func (u *upload) run(ctx context.Context, parts jobs.Parts, resume *jobs.UploadS
 			u.stop()
 			_ = u.g.Wait()
 		}
-		if err != nil && u.uploadID != "" && u.shouldAbort(err) {
+		if err != nil && u.uploadID != "" && !u.noAbort && u.shouldAbort(err) {
 			err = u.abort(ctx, err)
 		}
 	}()
@@ -131,6 +144,9 @@ func (u *upload) run(ctx context.Context, parts jobs.Parts, resume *jobs.UploadS
 		if err := u.resume(ctx, resume); err != nil {
 			return jobs.Written{}, err
 		}
+		return u.uploadParts(ctx, parts, nil)
+	}
+	if u.uploadID != "" { // a segment of an upload that exists: never a single PutObject
 		return u.uploadParts(ctx, parts, nil)
 	}
 	first, err := parts.Next(ctx)
@@ -307,7 +323,7 @@ func (u *upload) uploadParts(ctx context.Context, parts jobs.Parts, first *jobs.
 	send := func(n int, p *jobs.Part) {
 		u.full.Write(p.Data)
 		u.size += int64(len(p.Data))
-		u.parts = n
+		u.parts++
 		pend := pendingPart{last: p.Last, mark: p.Mark, size: u.size}
 		if u.checkpoint != nil && !p.Last {
 			pend.state, _ = u.full.(encoding.BinaryMarshaler).MarshalBinary()
@@ -327,14 +343,30 @@ func (u *upload) uploadParts(ctx context.Context, parts jobs.Parts, first *jobs.
 			return u.done(gctx, pend)
 		})
 	}
-	n := u.parts + 1
+	n := u.firstPart + u.parts
+	// put sends p as the next part, n, unless n is past the upload's range (p is released).
+	put := func(p *jobs.Part) error {
+		if n > u.maxPart {
+			u.release(p)
+			return u.tooLarge()
+		}
+		send(n, p)
+		n++
+		return nil
+	}
 	last := false
 	if first != nil {
 		send(n, first)
 		n, last = n+1, first.Last
 	}
+	var held *jobs.Part // with holdBack, the part waiting for the next one
+	defer func() {
+		if held != nil { // a panic of the stream
+			u.release(held)
+		}
+	}()
 	var readErr error
-	for ; !last; n++ {
+	for !last {
 		p, err := parts.Next(gctx)
 		if err == io.EOF { //nolint:errorlint // only io.EOF itself is the end
 			break
@@ -344,14 +376,42 @@ func (u *upload) uploadParts(ctx context.Context, parts jobs.Parts, first *jobs.
 			break
 		}
 		u.hold(p)
-		if n > MaxParts {
-			u.release(p)
-			readErr = jobs.Permanentf(jobs.ReasonTooLarge, "sink: s3://%s/%s: the export is larger than %d parts of up to %d bytes (%d bytes)", s.bucket, u.obj.Key, MaxParts, PartSize(s.opts.PartSize, MaxParts), Capacity(s.opts.PartSize))
+		last = p.Last
+		switch {
+		case !u.holdBack:
+			readErr = put(p)
+		case held == nil:
+			held = p
+		case len(held.Data) < MinPartSize || len(p.Data) < MinPartSize:
+			// A short part is the stream's tail (jobs.Parts: every part but the last is at
+			// least MinPartSize): both are whole gzip members, so held+p is a valid part.
+			a := held
+			held = nil
+			held, readErr = u.merge(gctx, a, p)
+		default:
+			a := held
+			held = p
+			readErr = put(a)
+		}
+		if readErr != nil {
 			break
 		}
-		send(n, p)
-		last = p.Last
 	}
+	// The held part is the last: stored if large enough.
+	switch {
+	case held == nil && u.holdBack && readErr == nil && u.parts == 0:
+		readErr = u.tooSmall(0) // no part at all
+	case held == nil:
+	case readErr != nil:
+		u.release(held)
+	case len(held.Data) < MinPartSize:
+		// Nothing was stored in this attempt (else held would have been merged).
+		readErr = u.tooSmall(int64(len(held.Data)))
+		u.release(held)
+	default:
+		readErr = put(held)
+	}
+	held = nil
 	partsErr := g.Wait()
 	u.g = nil
 	stop()
@@ -363,7 +423,36 @@ func (u *upload) uploadParts(ctx context.Context, parts jobs.Parts, first *jobs.
 	case readErr != nil:
 		return jobs.Written{}, readErr
 	}
+	if u.noComplete {
+		return jobs.Written{}, u.allStored()
+	}
 	return u.complete(ctx)
+}
+
+// tooLarge is the permanent failure of a stream with more parts than the upload's range.
+func (u *upload) tooLarge() error {
+	s := u.s
+	if u.firstPart != 1 || u.maxPart != MaxParts {
+		return jobs.Permanentf(jobs.ReasonTooLarge, "sink: s3://%s/%s: the segment is larger than its parts %d..%d of up to %d bytes", s.bucket, u.obj.Key, u.firstPart, u.maxPart, PartSize(s.opts.PartSize, MaxParts))
+	}
+	return jobs.Permanentf(jobs.ReasonTooLarge, "sink: s3://%s/%s: the export is larger than %d parts of up to %d bytes (%d bytes)", s.bucket, u.obj.Key, MaxParts, PartSize(s.opts.PartSize, MaxParts), Capacity(s.opts.PartSize))
+}
+
+// merge returns one part of a's bytes then b's, with b's mark and Last, in a new buffer of
+// the budget; a and b are released (also on a failure, which returns nil).
+func (u *upload) merge(ctx context.Context, a, b *jobs.Part) (*jobs.Part, error) {
+	defer u.release(a)
+	defer u.release(b)
+	pool := u.s.opts.Buffers
+	size := len(a.Data) + len(b.Data)
+	buf, err := pool.Get(ctx, int64(size))
+	if err != nil {
+		return nil, err
+	}
+	copy(buf[copy(buf, a.Data):size], b.Data)
+	m := jobs.NewPart(buf[:size], b.Last, b.Mark, func() { pool.Put(buf) })
+	u.hold(m)
+	return m, nil
 }
 
 // done records a stored part, and checkpoints every part it completes a gap-free run of.
@@ -378,7 +467,7 @@ func (u *upload) done(ctx context.Context, p pendingPart) error {
 	}
 	for {
 		u.mu.Lock()
-		next, ok := u.waiting[len(u.stored)+1]
+		next, ok := u.waiting[u.firstPart+len(u.stored)]
 		if ok {
 			delete(u.waiting, next.part.Number)
 			u.stored = append(u.stored, next.part)
@@ -406,18 +495,31 @@ func (u *upload) done(ctx context.Context, p pendingPart) error {
 	}
 }
 
+// allStored fails unless every part sent was stored, in order.
+func (u *upload) allStored() error {
+	if len(u.waiting) > 0 || len(u.stored) != u.parts {
+		return fmt.Errorf("sink: s3://%s/%s: %d parts stored in order of %d", u.s.bucket, u.obj.Key, len(u.stored), u.parts)
+	}
+	return nil
+}
+
 // complete commits the upload with every stored part.
 func (u *upload) complete(ctx context.Context) (jobs.Written, error) {
-	s := u.s
-	if len(u.waiting) > 0 || len(u.stored) != u.parts {
-		return jobs.Written{}, fmt.Errorf("sink: s3://%s/%s: %d parts stored in order of %d", s.bucket, u.obj.Key, len(u.stored), u.parts)
+	if err := u.allStored(); err != nil {
+		return jobs.Written{}, err
 	}
+	return u.commit(ctx, base64.StdEncoding.EncodeToString(u.full.Sum(nil)))
+}
+
+// commit completes the upload with u.stored, of u.size bytes in all, whose full-object
+// checksum is sum, after the object's commit hook; the server's checksum must be sum.
+func (u *upload) commit(ctx context.Context, sum string) (jobs.Written, error) {
+	s := u.s
 	completed := make([]s3types.CompletedPart, len(u.stored))
 	for i, p := range u.stored {
 		completed[i] = s3types.CompletedPart{ETag: aws.String(p.ETag), PartNumber: aws.Int32(int32(p.Number))}
 		s.setChecksum(&completed[i].ChecksumCRC64NVME, &completed[i].ChecksumCRC32C, p.Checksum)
 	}
-	sum := base64.StdEncoding.EncodeToString(u.full.Sum(nil))
 	in := &s3.CompleteMultipartUploadInput{
 		Bucket:              aws.String(s.bucket),
 		Key:                 aws.String(u.obj.Key),
