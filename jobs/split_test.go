@@ -47,15 +47,6 @@ func splitSameIDs(a, b []bson.RawValue) bool {
 	return true
 }
 
-func splitRaw(t *testing.T, v any) bson.RawValue {
-	t.Helper()
-	typ, data, err := bson.MarshalValue(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return bson.RawValue{Type: typ, Value: data}
-}
-
 // checkSegments queries every segment of plan and checks that they are not empty, that
 // their sizes are within slack documents of Rows/segments and that, read in order, they are
 // exactly whole (the query's sorted _ids).
@@ -302,7 +293,7 @@ func TestSegmentFilterBetweenEveryPairOfIDs(t *testing.T) {
 	check(&all[7], &all[3], nil)
 
 	// NaN sorts before every other number; FerretDB stores none, so it is only a bound.
-	nan, first, last := splitRaw(t, math.NaN()), 0, 0
+	nan, first, last := rawID(math.NaN()), 0, 0
 	for IDRank(all[first].Type) < IDRank(bson.TypeDouble) {
 		first++
 	}
@@ -316,7 +307,7 @@ func TestSegmentFilterBetweenEveryPairOfIDs(t *testing.T) {
 
 func TestSegmentFilterShapes(t *testing.T) {
 	f := bson.D{{Key: "g", Value: int32(1)}}
-	lo, hi, s := splitRaw(t, int32(3)), splitRaw(t, 9.5), splitRaw(t, "x")
+	lo, hi, s := rawID(int32(3)), rawID(9.5), rawID("x")
 	minKey, null := bson.RawValue{Type: bson.TypeMinKey}, bson.RawValue{Type: bson.TypeNull}
 	for _, c := range []struct {
 		got  bson.D
