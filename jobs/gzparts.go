@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"hash"
 	"hash/crc32"
@@ -537,7 +536,7 @@ func (r *partsReader) Read(p []byte) (int, error) {
 			return 0, io.EOF
 		}
 		part, err := r.parts.Next(r.ctx)
-		if errors.Is(err, io.EOF) && err == io.EOF { //nolint:errorlint // only io.EOF itself ends it
+		if err == io.EOF { //nolint:errorlint // only io.EOF itself ends it
 			return 0, io.EOF
 		}
 		if err != nil {

@@ -81,6 +81,9 @@ type S3 struct {
 	timeouts func(*s3.Options)
 	// perTier is partsPerTier; tests lower it to see parts grow without uploading 8 GiB.
 	perTier int
+	// noSegmentMerge makes segments upload their parts as they come, short tail and all (a
+	// test hook: it shows that S3 then refuses the object).
+	noSegmentMerge bool
 }
 
 var _ jobs.Sink = (*S3)(nil)

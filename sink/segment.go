@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 
 	"github.com/verifiedfan/export-service/jobs"
 )
@@ -44,15 +43,6 @@ type SegmentWritten struct {
 // completed. PutSegment returns it wrapped in a permanent error, having stored nothing.
 var ErrSegmentTooSmall = errors.New("a segment other than the object's last is under S3's least part size (5 MiB)")
 
-// unmergedSinks are sinks whose segments upload their parts as they come, short tail and all
-// (a test hook: it shows that S3 then refuses the object).
-var unmergedSinks sync.Map // *S3 -> struct{}
-
-func noSegmentMerge(s *S3) bool {
-	_, ok := unmergedSinks.Load(s)
-	return ok
-}
-
 // CreateUpload creates a multipart upload of obj for segments to share (PutSegment), with the
 // sink's full-object checksum, metadata, encryption and storage class.
 func (s *S3) CreateUpload(ctx context.Context, obj jobs.Object) (string, error) {
@@ -88,7 +78,7 @@ func (s *S3) PutSegment(ctx context.Context, obj jobs.Object, seg Segment, parts
 	u := &upload{
 		s: s, obj: obj, full: s.newHash(), checkpoint: checkpoint, waiting: map[int]pendingPart{},
 		uploadID: seg.UploadID, firstPart: seg.FirstPart, maxPart: seg.FirstPart + seg.MaxParts - 1,
-		holdBack: !seg.Last && !noSegmentMerge(s), noComplete: true, noAbort: true,
+		holdBack: !seg.Last && !s.noSegmentMerge, noComplete: true, noAbort: true,
 	}
 	if resume != nil {
 		if err := checkSegmentState(seg, *resume); err != nil {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -238,9 +237,8 @@ func TestSegmentsUnmergedTooSmall(t *testing.T) {
 	key := b.prefix + "segments-unmerged"
 	pool := NewBufferPool(128 << 20)
 	sk := NewS3(b.s3Client(b.base.Credentials, nil), bucket, S3Options{Concurrency: 3, Buffers: pool})
-	unmergedSinks.Store(sk, struct{}{})
+	sk.noSegmentMerge = true
 	t.Cleanup(func() {
-		unmergedSinks.Delete(sk)
 		_, _ = sk.AbortIncomplete(context.Background(), key, "")
 	})
 	id, err := sk.CreateUpload(ctx, jobs.Object{Key: key})
@@ -499,17 +497,7 @@ func TestSegmentFailureKeepsUpload(t *testing.T) {
 			defer cancel()
 			key := b.prefix + "keep-" + strings.ReplaceAll(tc.name, " ", "-")
 			pool := NewBufferPool(64 << 20)
-			h := &partHooks{}
-			attempts := 0
-			if tc.failPart != 0 {
-				attempts = 1
-				h.before = func(_ *http.Request, n int) error {
-					if n == tc.failPart {
-						return errors.New("connection reset by peer")
-					}
-					return nil
-				}
-			}
+			h, attempts := failingPart(tc.failPart)
 			sk := b.hookedSink(h, attempts, S3Options{Concurrency: 2, Buffers: pool})
 			t.Cleanup(func() { _, _ = sk.AbortIncomplete(context.Background(), key, "") })
 			id, err := sk.CreateUpload(ctx, jobs.Object{Key: key})

@@ -355,9 +355,9 @@ func (u *upload) uploadParts(ctx context.Context, parts jobs.Parts, first *jobs.
 		return nil
 	}
 	last := false
+	var readErr error
 	if first != nil {
-		send(n, first)
-		n, last = n+1, first.Last
+		last, readErr = first.Last, put(first)
 	}
 	var held *jobs.Part // with holdBack, the part waiting for the next one
 	defer func() {
@@ -365,8 +365,7 @@ func (u *upload) uploadParts(ctx context.Context, parts jobs.Parts, first *jobs.
 			u.release(held)
 		}
 	}()
-	var readErr error
-	for !last {
+	for !last && readErr == nil {
 		p, err := parts.Next(gctx)
 		if err == io.EOF { //nolint:errorlint // only io.EOF itself is the end
 			break

@@ -219,6 +219,22 @@ func (h *partHooks) stored() []int {
 
 // hookedSink is a sink of the export bucket whose requests go through h; attempts is the
 // SDK's attempts per request (0: its default).
+// failingPart returns hooks that fail the upload of part n (none when n is 0) as a reset
+// connection, and the attempts a sink with them should make (1: no SDK retry hides it).
+func failingPart(n int) (*partHooks, int) {
+	h := &partHooks{}
+	if n == 0 {
+		return h, 0
+	}
+	h.before = func(_ *http.Request, part int) error {
+		if part == n {
+			return errors.New("connection reset by peer")
+		}
+		return nil
+	}
+	return h, 1
+}
+
 func (b *bundle) hookedSink(h *partHooks, attempts int, opts S3Options) *S3 {
 	h.inner = awshttp.NewBuildableClient()
 	client := s3.NewFromConfig(b.base, func(o *s3.Options) {
@@ -967,17 +983,7 @@ func TestPutPartsAbortPolicy(t *testing.T) {
 				_, _ = NewS3(b.s3Client(b.base.Credentials, nil), bucket, S3Options{}).AbortIncomplete(context.Background(), key, "")
 			})
 			pool := NewBufferPool(64 << 20)
-			h := &partHooks{}
-			attempts := 0
-			if tc.failPart != 0 {
-				attempts = 1
-				h.before = func(_ *http.Request, n int) error {
-					if n == tc.failPart {
-						return errors.New("connection reset by peer")
-					}
-					return nil
-				}
-			}
+			h, attempts := failingPart(tc.failPart)
 			sk := b.hookedSink(h, attempts, S3Options{Concurrency: 3, Buffers: pool})
 			cps := &cpLog{fail: tc.checkpoint}
 			src := &sliceParts{pool: pool, data: parts, first: 1}
