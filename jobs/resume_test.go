@@ -64,11 +64,15 @@ func TestRunResumesOrStartsOver(t *testing.T) {
 		}
 		return b
 	}
-	// interrupted runs job until its first checkpoint and returns it.
+	// interrupted runs job until its first checkpoint and returns it. Its source waits before
+	// row 5,500 (past the first part, which ends near row 4,700) until the stop, so that the
+	// stop always comes before the end.
 	interrupted := func(job *jobs.Job) *jobs.Checkpoint {
 		stop := make(chan struct{})
 		var once sync.Once
 		var cp *jobs.Checkpoint
+		ex.WrapSource = func(src jobs.Source) jobs.Source { return &gatedSource{Source: src, at: 5500, gate: stop} }
+		defer func() { ex.WrapSource = nil }()
 		_, err := ex.Run(ctx, job, jobs.RunOptions{Stop: stop, Checkpoint: func(_ context.Context, c jobs.Checkpoint) error {
 			once.Do(func() { cp = &c; close(stop) })
 			return nil
@@ -114,4 +118,22 @@ func TestRunResumesOrStartsOver(t *testing.T) {
 		}
 	}
 	e.nothingLeft(t, e.prefix+"nothing")
+}
+
+// gatedSource waits before its row number at until gate is closed.
+type gatedSource struct {
+	jobs.Source
+	at, i int
+	gate  <-chan struct{}
+}
+
+func (g *gatedSource) Next(ctx context.Context) bool {
+	if g.i++; g.i == g.at {
+		select {
+		case <-g.gate:
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return g.Source.Next(ctx)
 }
