@@ -473,6 +473,42 @@ func TestExportOutlivingMessageLeaseIsHandedOver(t *testing.T) {
 	}
 }
 
+// A copy of a running export's message that arrives while the export runs hops on without
+// writing the ledger entry: only the owner writes a running entry (on FerretDB a concurrent
+// write could undo the outcome the owner records meanwhile: CI saw a succeeded export put back
+// to "running" and adopted by the next copy).
+func TestAHopDoesNotWriteTheRunningExportsEntry(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 40)
+	// The owner hands its message over at once; the copy arrives and hops while it runs (~8s).
+	env := map[string]string{"VISIBILITY_TIMEOUT": "3s", "MAX_MESSAGE_LEASE": "3s", "HANDOVER_DELAY": "1s", "EXPORT_FAULT_ROW_DELAY": "200ms"}
+	p := stacktest.Start(t, b.workerEnv(t, env), "worker")
+	id, campaign := "hop-"+stacktest.RandomID(), fixtures.Campaigns[1]
+	b.send(t, regJob(t, id, campaign))
+	// The owner recorded its copy as the carrier; that copy hops, and the entry must still
+	// name it (before: the hop recorded its own copy, a non-owner write).
+	var hopped string
+	eventually(t, 30*time.Second, "the handover copy hops", func() bool {
+		for _, l := range logLines(t, p.Output()) {
+			if l.str("message") == "message re-sent delayed: its export is running elsewhere" {
+				hopped = l.str("message_id")
+			}
+		}
+		return hopped != ""
+	})
+	if after, _ := b.ledger(t, id); after.Status == ledger.Running && after.MessageID != hopped {
+		t.Errorf("the hop wrote the running export's entry: message %s, want the hopped copy %s", after.MessageID, hopped)
+	}
+	e := b.waitLedger(t, id, 30*time.Second, func(e ledger.Entry) bool { return e.Status == ledger.Succeeded })
+	if e.Attempts != 1 {
+		t.Errorf("attempts %d, want 1", e.Attempts)
+	}
+	eventually(t, 30*time.Second, "the copy acknowledged and the queue empty", func() bool {
+		v, f := b.st.QueueCounts(t, b.queues.JobsURL)
+		return v+f == 0
+	})
+}
+
 // Load: 500 small exports enqueued at once through 2 worker processes: each has exactly one
 // object and one succeeded ledger entry, nothing in the dead-letter queue.
 func TestLoad500Exports(t *testing.T) {

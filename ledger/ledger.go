@@ -11,6 +11,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"sync"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -130,6 +132,9 @@ type Notice struct {
 // Ledger records exports in MongoDB.
 type Ledger struct {
 	coll *mongo.Collection
+	// owners serializes this process's owner writes to one export (see ownUpdate), striped
+	// by export id.
+	owners [64]sync.Mutex
 }
 
 // New returns the ledger in db.
@@ -326,7 +331,24 @@ func ownFilter(e Entry) bson.D {
 }
 
 // ownUpdate applies update to the export if this attempt still owns it.
+//
+// The owner's writes (renewals, checkpoints, its outcome) come from several goroutines. On
+// FerretDB an update is a read and a later replace of the whole entry, so two concurrent
+// updates of one entry can lose one of them: a renewal could put a finished export back to
+// "running". So the writes of this process to one export are made one at a time, and a write
+// is never abandoned because its context was canceled (its server would go on and apply it
+// later, after what came next): only the context's deadline bounds it.
 func (l *Ledger) ownUpdate(ctx context.Context, e Entry, what string, set bson.D, more ...bson.E) error {
+	if d, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(context.WithoutCancel(ctx), d)
+		defer cancel()
+	} else {
+		ctx = context.WithoutCancel(ctx)
+	}
+	mu := l.ownerLock(e.ExportID)
+	mu.Lock()
+	defer mu.Unlock()
 	update := append(bson.D{{Key: "$set", Value: set}}, more...)
 	res, err := l.coll.UpdateOne(ctx, ownFilter(e), update)
 	if err != nil {
@@ -336,6 +358,13 @@ func (l *Ledger) ownUpdate(ctx context.Context, e Entry, what string, set bson.D
 		return fmt.Errorf("ledger: %s of export %s: %w", what, e.ExportID, errLeaseLost)
 	}
 	return nil
+}
+
+// ownerLock returns the lock of this process's owner writes to the export.
+func (l *Ledger) ownerLock(exportID string) *sync.Mutex {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(exportID))
+	return &l.owners[h.Sum32()%uint32(len(l.owners))]
 }
 
 // Renew extends the attempt's lease and records its progress. It fails with a lease-lost
@@ -384,18 +413,6 @@ func (l *Ledger) Fence(ctx context.Context, e Entry, lease time.Duration) error 
 // SetMessage records that the running attempt is now carried by another SQS message.
 func (l *Ledger) SetMessage(ctx context.Context, e Entry, messageID string) error {
 	return l.ownUpdate(ctx, e, "set message", bson.D{{Key: "message_id", Value: messageID}})
-}
-
-// HandOver moves the export from the message fromID to toID, if it is still carried by
-// fromID; it reports whether it did. Any holder of the message fromID may call it.
-func (l *Ledger) HandOver(ctx context.Context, exportID, fromID, toID string) (bool, error) {
-	res, err := l.coll.UpdateOne(ctx,
-		bson.D{{Key: "_id", Value: exportID}, {Key: "message_id", Value: fromID}},
-		bson.D{{Key: "$set", Value: bson.D{{Key: "message_id", Value: toID}}}})
-	if err != nil {
-		return false, fmt.Errorf("ledger: hand export %s over to message %s: %w", exportID, toID, err)
-	}
-	return res.MatchedCount == 1, nil
 }
 
 // Finish records the attempt's outcome: status (succeeded, failed or released), the result's

@@ -102,11 +102,12 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Delivery) error {
 			return nil
 		}
 		// This message carries the running attempt (a handover copy, or the message of an
-		// attempt whose worker died and whose lease has not expired yet): keep it alive.
-		return &HopError{Reason: "export running on " + entry.WorkerID, Delay: time.Until(entry.LeaseExpires) + time.Second, OnSent: func(ctx context.Context, newID string) error {
-			_, err := h.Ledger.HandOver(ctx, m.ExportID, m.ID, newID)
-			return err
-		}}
+		// attempt whose worker died and whose lease has not expired yet): keep it alive. Its
+		// copy is known as a carrier by its copy attribute (ClaimOptions.Copy), so the ledger
+		// is not written: only the owner writes a running entry. On FerretDB an update is a
+		// read and a later replace of the whole entry, so a write here could undo the outcome
+		// the owner records meanwhile (seen in CI: a succeeded export back to "running").
+		return &HopError{Reason: "export running on " + entry.WorkerID, Delay: time.Until(entry.LeaseExpires) + time.Second}
 	case ledger.Exhausted:
 		if entry.DeadLettered && m.CopyOf != "" {
 			// Another copy of its message is in the dead-letter queue already: one is enough.

@@ -180,15 +180,14 @@ func (m *Delivery) SetOnHandOver(f func(ctx context.Context, newID string) error
 	m.onHandOver.Store(&f)
 }
 
-// HopError asks the worker to re-send the message as a new message delayed by Delay, call
-// OnSent with the new message's id, and delete this delivery. A handler returns it for a
+// HopError asks the worker to re-send the message as a new message delayed by Delay and
+// delete this delivery. A handler returns it for a
 // message that carries a job running elsewhere: the copy keeps the job's retry path alive
 // without this delivery's receive count growing toward the redrive limit.
 type HopError struct {
 	Reason string
 	// Delay of the copy; 0 means HandOverDelay.
-	Delay  time.Duration
-	OnSent func(ctx context.Context, newID string) error
+	Delay time.Duration
 }
 
 func (e *HopError) Error() string { return "worker: hop: " + e.Reason }
@@ -449,7 +448,7 @@ func (w *Worker) process(jobsCtx context.Context, m *Delivery) {
 		if delay <= 0 {
 			delay = w.cfg.HandOverDelay
 		}
-		if herr := w.hop(actx, m, delay, hop.OnSent); herr != nil {
+		if herr := w.hop(actx, m, delay, nil); herr != nil {
 			log.Warn().Err(herr).Msg("re-sending the message failed; it comes back after its visibility timeout")
 			w.changeVisibility(actx, m, w.retryDelay(1), log)
 		} else {
@@ -606,10 +605,7 @@ func (w *Worker) hop(ctx context.Context, m *Delivery, delay time.Duration, onSe
 			return fmt.Errorf("worker: record copy %s of message %s: %w", newID, m.ID, err)
 		}
 	}
-	if err := w.delete(ctx, m); err != nil {
-		return err
-	}
-	return nil
+	return w.delete(ctx, m)
 }
 
 // isGone reports whether an SQS error says the receipt handle no longer holds the message.
