@@ -40,6 +40,8 @@ const (
 	// ReasonMaxReceives: a dead-letter message the queue's redrive policy moved (it carries no
 	// reason of its own).
 	ReasonMaxReceives Reason = "max_receives"
+	// ReasonExportFailed: a segment stopped because its export failed in another segment.
+	ReasonExportFailed Reason = "export_failed"
 )
 
 // PermanentError marks a failure that retrying cannot fix: a malformed message, an unknown kind,

@@ -106,6 +106,8 @@ type Result struct {
 	// Restarted says why the job's checkpoint could not be continued (the run started over),
 	// if it could not.
 	Restarted string
+	// Segment is what a segment run stored (RunSegment), for the export's completion.
+	Segment *SegmentDone
 }
 
 // PrepareMessage validates and plans an already decoded message requested at requestedAt (the
@@ -224,6 +226,23 @@ func (e *Exporter) checkUpload(ctx context.Context, job *Job, cp *Checkpoint) er
 
 // stream runs the job's query (from cp, if not nil) through the pipeline into its destination.
 func (e *Exporter) stream(ctx context.Context, job *Job, cp *Checkpoint, o RunOptions, prog *Progress) (Stats, Written, error) {
+	return e.streamInto(ctx, job, cp, o, prog, nil, false)
+}
+
+// object is the job's object as its sink writes it.
+func (e *Exporter) object(job *Job, o RunOptions) Object {
+	return Object{
+		Key:             job.Key,
+		ContentType:     job.Message.Format.ContentType(),
+		ContentEncoding: "gzip",
+		Metadata:        map[string]string{"export-id": job.Message.ExportID, "kind": job.Plan.Kind.Name},
+		BeforeCommit:    o.Fence,
+	}
+}
+
+// streamInto is stream, into the segment seg of a shared upload when seg is not nil, without
+// the CSV header when noHeader (a segment after the first).
+func (e *Exporter) streamInto(ctx context.Context, job *Job, cp *Checkpoint, o RunOptions, prog *Progress, seg *UploadSegment, noHeader bool) (Stats, Written, error) {
 	p := job.Plan
 	opts := options.Find().SetSort(p.Sort).SetProjection(p.Projection)
 	if e.BatchSize > 0 {
@@ -261,16 +280,9 @@ func (e *Exporter) stream(ctx context.Context, job *Job, cp *Checkpoint, o RunOp
 	newEnc := func(w io.Writer) (encode.Encoder, error) {
 		return encode.New(job.Message.Format, w, p.Columns, job.Message.EncoderOptions())
 	}
-	obj := Object{
-		Key:             job.Key,
-		ContentType:     job.Message.Format.ContentType(),
-		ContentEncoding: "gzip",
-		Metadata:        map[string]string{"export-id": job.Message.ExportID, "kind": p.Kind.Name},
-		BeforeCommit:    o.Fence,
-	}
-	return Stream(ctx, src, newEnc, job.Destination.Sink, obj, PipelineOptions{
+	return Stream(ctx, src, newEnc, job.Destination.Sink, e.object(job, o), PipelineOptions{
 		GzipLevel: e.GzipLevel, Progress: prog, Compressors: e.Compressors, MemberSize: e.MemberSize,
-		Buffers: e.Buffers, Resume: cp, Checkpoint: o.Checkpoint, Stop: o.Stop,
+		Buffers: e.Buffers, Resume: cp, Checkpoint: o.Checkpoint, Stop: o.Stop, Segment: seg, NoHeader: noHeader,
 	})
 }
 

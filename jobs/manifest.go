@@ -37,8 +37,9 @@ type Manifest struct {
 	BytesCompressed int64  `json:"bytes_compressed"`
 	ContentType     string `json:"content_type"`
 	ContentEncoding string `json:"content_encoding"`
-	// SHA256 is the hex SHA-256 of the object's bytes (the gzip stream).
-	SHA256 string `json:"sha256"`
+	// SHA256 is the hex SHA-256 of the object's bytes (the gzip stream). An export split into
+	// segments has none (see Segments; S3Checksum covers the whole object).
+	SHA256 string `json:"sha256,omitempty"`
 	// S3Checksum is the object's checksum as S3 stores it (for example a full-object CRC64NVME).
 	S3Checksum *ManifestChecksum `json:"s3_checksum,omitempty"`
 	ETag       string            `json:"etag,omitempty"`
@@ -47,6 +48,9 @@ type Manifest struct {
 	FinishedAt time.Time         `json:"finished_at"`
 	// ServiceVersion is the build of export-service that wrote the export.
 	ServiceVersion string `json:"service_version"`
+	// Segments are the segments of an export split over the fleet, in order: rows, bytes
+	// and SHA-256 of each one's bytes (they follow one another in the object).
+	Segments []SegmentDone `json:"segments,omitempty"`
 }
 
 // ManifestChecksum is an S3 checksum: the algorithm and the base64 value of its

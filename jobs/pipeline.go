@@ -52,6 +52,8 @@ type Written struct {
 	// ChecksumAlgorithm names the algorithm of Checksum, for example "CRC32C".
 	ChecksumAlgorithm string
 	Parts             int
+	// Segment is what a segment stored (PipelineOptions.Segment); the upload is not complete.
+	Segment *SegmentWritten
 }
 
 // Sink stores one object from a stream of unknown length. The object must become visible only
@@ -103,6 +105,11 @@ type PipelineOptions struct {
 	// Stop, once closed, ends the export after the parts already made are stored and
 	// checkpointed: Stream returns ErrStopped (and keeps the upload, if it was checkpointed).
 	Stop <-chan struct{}
+	// Segment, if set, stores the stream as this segment of a shared upload (the sink must be
+	// a SegmentSink): Written.Segment says what it stored, and nothing is completed.
+	Segment *UploadSegment
+	// NoHeader leaves out the format's header (a segment after the first).
+	NoHeader bool
 }
 
 // ErrStopped is Stream's error when PipelineOptions.Stop ended the export before its end.
@@ -190,7 +197,7 @@ func Stream(ctx context.Context, src Source, newEnc func(io.Writer) (encode.Enco
 			}
 			prodDone <- err
 		}()
-		err = produce(ctx, src, newEnc, gp, opts.Resume == nil, prog, opts.Stop)
+		err = produce(ctx, src, newEnc, gp, opts.Resume == nil && !opts.NoHeader, prog, opts.Stop)
 	}()
 
 	var written Written
@@ -202,7 +209,11 @@ func Stream(ctx context.Context, src Source, newEnc func(io.Writer) (encode.Enco
 				return opts.Checkpoint(ctx, Checkpoint{Key: obj.Key, Upload: up, Mark: m, At: time.Now().UTC()})
 			}
 		}
-		written, sinkErr = putParts(ctx, ps, obj, gp, resumeUpload, checkpoint)
+		if opts.Segment != nil {
+			written, sinkErr = putSegment(ctx, sink, obj, *opts.Segment, gp, resumeUpload, checkpoint)
+		} else {
+			written, sinkErr = putParts(ctx, ps, obj, gp, resumeUpload, checkpoint)
+		}
 	} else {
 		r := &partsReader{ctx: ctx, parts: gp}
 		written, sinkErr = put(ctx, sink, obj, r)
@@ -256,6 +267,24 @@ func putParts(ctx context.Context, ps PartSink, obj Object, parts Parts, resume 
 		}
 	}()
 	return ps.PutParts(ctx, obj, parts, resume, checkpoint)
+}
+
+// putSegment is PutSegment of a SegmentSink with a panic made an error.
+func putSegment(ctx context.Context, sink Sink, obj Object, seg UploadSegment, parts Parts, resume *UploadState, checkpoint func(context.Context, UploadState, Mark) error) (w Written, err error) {
+	ss, ok := sink.(SegmentSink)
+	if !ok {
+		return Written{}, errors.New("jobs: this sink cannot store a segment of a shared upload")
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = Recovered("jobs: sink", r)
+		}
+	}()
+	sw, err := ss.PutSegment(ctx, obj, seg, parts, resume, checkpoint)
+	if err != nil {
+		return Written{}, err
+	}
+	return Written{Key: obj.Key, Parts: len(sw.Parts), Segment: &sw}, nil
 }
 
 // produce reads and encodes every row into gp; begin says the stream starts here (and needs

@@ -28,13 +28,14 @@ import (
 //   - FerretDB 1.24 implements neither splitVector (CommandNotFound) nor $bucketAuto,
 //     $bucket, $sample, $setWindowFields or $push (NotImplemented). It has countDocuments,
 //     count, estimatedDocumentCount, collStats/$collStats and find with sort, skip and limit,
-//     so the bounds are found by skipping: K-1 queries, each for the _id found a segment's
-//     size past the previous bound. FerretDB scans the whole collection for each of them.
+//     so the bounds are found by walking: one sorted query of the _ids alone, keeping the _id
+//     at the end of each segment's share. One query (FerretDB scans the whole collection for
+//     each), where a skip query per bound would cost K-1 scans.
 
 // Split methods (SplitPlan.Method).
 const (
 	SplitByBucketAuto = "bucketAuto"
-	SplitBySkip       = "skip"
+	SplitByWalk       = "walk"
 	// SplitNone: one segment, nothing to find (k is 1 or the query has at most 1 row).
 	SplitNone = "none"
 )
@@ -49,7 +50,7 @@ type SplitPlan struct {
 	// query. There are at most min(K, Rows)-1 bounds, so no segment is empty (unless rows are
 	// deleted meanwhile).
 	Bounds []bson.RawValue
-	// Method is how the bounds were found: SplitByBucketAuto, SplitBySkip or SplitNone.
+	// Method is how the bounds were found: SplitByBucketAuto, SplitByWalk or SplitNone.
 	Method string
 }
 
@@ -72,23 +73,26 @@ func (p SplitPlan) Segment(i int) (lo, hi *bson.RawValue) {
 // Rows/k documents each: with $bucketAuto where the server has it (a segment may then be
 // off by up to about k/2 documents, and there may be fewer segments when Rows is less than
 // about 1.5k: MongoDB fills round(Rows/k) documents a bucket and the last takes the rest),
-// else with one skip query per bound (sizes within 1 document of Rows/k). Fewer than k
+// else by walking the query's sorted _ids once (sizes within 1 document of Rows/k). Fewer than k
 // segments when Rows < k. The plan is a snapshot: rows written after it fall into the
 // segment of their _id, and every row is still in exactly one segment.
 func SplitPoints(ctx context.Context, coll *mongo.Collection, filter bson.D, k int) (SplitPlan, error) {
-	return splitPoints(ctx, coll, filter, k, true)
+	return splitPoints(ctx, coll, filter, k, -1, true)
 }
 
-func splitPoints(ctx context.Context, coll *mongo.Collection, filter bson.D, k int, bucketAuto bool) (SplitPlan, error) {
+// splitPoints is SplitPoints of a query of rows documents (counted when rows is negative).
+func splitPoints(ctx context.Context, coll *mongo.Collection, filter bson.D, k int, rows int64, bucketAuto bool) (SplitPlan, error) {
 	if k < 1 {
 		return SplitPlan{}, fmt.Errorf("jobs: split %s into %d segments: want at least 1", coll.Name(), k)
 	}
 	if filter == nil {
 		filter = bson.D{}
 	}
-	rows, err := coll.CountDocuments(ctx, filter)
-	if err != nil {
-		return SplitPlan{}, fmt.Errorf("jobs: split %s: count: %w", coll.Name(), err)
+	if rows < 0 {
+		var err error
+		if rows, err = coll.CountDocuments(ctx, filter); err != nil {
+			return SplitPlan{}, fmt.Errorf("jobs: split %s: count: %w", coll.Name(), err)
+		}
 	}
 	segments := int64(k)
 	if rows < segments {
@@ -106,11 +110,11 @@ func splitPoints(ctx context.Context, coll *mongo.Collection, filter bson.D, k i
 			return SplitPlan{}, fmt.Errorf("jobs: split %s: $bucketAuto: %w", coll.Name(), err)
 		}
 	}
-	bounds, err := skipBounds(ctx, coll, filter, rows, segments)
+	bounds, err := walkBounds(ctx, coll, filter, rows, segments)
 	if err != nil {
 		return SplitPlan{}, fmt.Errorf("jobs: split %s: %w", coll.Name(), err)
 	}
-	return SplitPlan{Rows: rows, Bounds: bounds, Method: SplitBySkip}, nil
+	return SplitPlan{Rows: rows, Bounds: bounds, Method: SplitByWalk}, nil
 }
 
 // bucketAutoBounds returns the highest _id of each bucket but the last of
@@ -174,38 +178,35 @@ func unsupported(err error) bool {
 	return false
 }
 
-// skipBounds finds segments-1 bounds by skipping: bound i is the document at position
-// floor(i*rows/segments)-1 of the sorted query. Each query starts after the previous bound
-// (so the bounds increase strictly even if the collection changes meanwhile) and skips the
-// segment's size less one. If the query ends early (rows were deleted), there are fewer
+// walkBounds finds segments-1 bounds in one pass over the query's _ids, in order: bound i is
+// the _id at position floor(i*rows/segments)-1. One query whatever the number of segments
+// (a skip query per bound costs a scan each on a server that cannot seek the _id index with
+// the filter, as FerretDB). If the query ends early (rows were deleted), there are fewer
 // bounds.
-func skipBounds(ctx context.Context, coll *mongo.Collection, filter bson.D, rows, segments int64) ([]bson.RawValue, error) {
+func walkBounds(ctx context.Context, coll *mongo.Collection, filter bson.D, rows, segments int64) ([]bson.RawValue, error) {
+	cur, err := coll.Find(ctx, filter, options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}).
+		SetProjection(bson.D{{Key: "_id", Value: 1}}).SetBatchSize(10_000))
+	if err != nil {
+		return nil, fmt.Errorf("walk the _ids: %w", err)
+	}
+	defer func() { _ = cur.Close(context.WithoutCancel(ctx)) }()
 	var bounds []bson.RawValue
-	var prevEnd int64 // position after the previous bound
-	for i := int64(1); i < segments; i++ {
-		// floor(i*rows/segments) without overflow: rows = q*segments + r.
-		end := rows/segments*i + rows%segments*i/segments
-		q := filter
-		if len(bounds) > 0 {
-			q = SegmentFilter(filter, &bounds[len(bounds)-1], nil)
+	var pos int64
+	// floor(i*rows/segments) without overflow: rows = q*segments + r.
+	end := func(i int64) int64 { return rows/segments*i + rows%segments*i/segments }
+	for next := int64(1); next < segments && cur.Next(ctx); pos++ {
+		if pos != end(next)-1 {
+			continue
 		}
-		opts := options.FindOne().
-			SetSort(bson.D{{Key: "_id", Value: 1}}).
-			SetSkip(end - prevEnd - 1).
-			SetProjection(bson.D{{Key: "_id", Value: 1}})
-		raw, err := coll.FindOne(ctx, q, opts).Raw()
-		if errors.Is(err, mongo.ErrNoDocuments) {
-			break
-		}
+		id, err := cur.Current.LookupErr("_id")
 		if err != nil {
-			return nil, fmt.Errorf("bound %d of %d: %w", i, segments-1, err)
-		}
-		id, err := raw.LookupErr("_id")
-		if err != nil {
-			return nil, fmt.Errorf("bound %d of %d: a document without _id", i, segments-1)
+			return nil, fmt.Errorf("bound %d of %d: a document without _id", next, segments-1)
 		}
 		bounds = append(bounds, copyRawValue(id))
-		prevEnd = end
+		next++
+	}
+	if err := cur.Err(); err != nil {
+		return nil, fmt.Errorf("walk the _ids: %w", err)
 	}
 	return bounds, nil
 }

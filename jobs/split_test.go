@@ -172,7 +172,7 @@ func checkSplit(t *testing.T, coll *mongo.Collection, filter bson.D, whole []bso
 		return
 	}
 	switch plan.Method {
-	case SplitBySkip:
+	case SplitByWalk:
 		if plan.Segments() != want {
 			t.Fatalf("k=%d, %d rows: %d segments, want %d", k, len(whole), plan.Segments(), want)
 		}
@@ -180,9 +180,9 @@ func checkSplit(t *testing.T, coll *mongo.Collection, filter bson.D, whole []bso
 	case SplitByBucketAuto:
 		checkSegments(t, coll, filter, plan, whole, float64(want)/2)
 		// And the fallback, which this server does not need.
-		skip, err := splitPoints(ctx, coll, filter, k, false)
-		if err != nil || skip.Method != SplitBySkip || skip.Segments() != want {
-			t.Fatalf("k=%d: skip method: %v, %+v", k, err, skip)
+		skip, err := splitPoints(ctx, coll, filter, k, -1, false)
+		if err != nil || skip.Method != SplitByWalk || skip.Segments() != want {
+			t.Fatalf("k=%d: walk method: %v, %+v", k, err, skip)
 		}
 		checkSegments(t, coll, filter, skip, whole, 1)
 	default:

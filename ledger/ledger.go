@@ -33,6 +33,9 @@ const (
 	Failed    Status = "failed"
 	// Released: the attempt was stopped by a shutdown and its message put back; not a failure.
 	Released Status = "released"
+	// Segmented: the export was split into segments (Entry.Segments), each with an entry of
+	// its own (SegmentID); it ends when the last of them completes it, or one fails for good.
+	Segmented Status = "segmented"
 )
 
 // Collection is the collection of the export ledger.
@@ -96,6 +99,10 @@ type Entry struct {
 	// outbox): the export is complete once its manifest is written; sending the notice is
 	// retried on its own and never runs the export again.
 	Notice *Notice `bson:"notice,omitempty" json:"notice,omitempty"`
+	// Segments is the plan of an export split into segments; SegmentDone is what a finished
+	// segment (an entry of its own, SegmentID) stored, for the export's completion.
+	Segments    *jobs.SegmentPlan `bson:"segments,omitempty" json:"segments,omitempty"`
+	SegmentDone *jobs.SegmentDone `bson:"segment_done,omitempty" json:"segment_done,omitempty"`
 }
 
 // MarshalJSON is the entry as the status command prints it: times in UTC, and the lease
@@ -157,6 +164,8 @@ const (
 	// belongs in the dead-letter queue. This is how a failure after a handover (when the
 	// failed attempt had no message to act on) reaches the DLQ.
 	Exhausted
+	// InSegments: the export was split into segments; its segments' messages run it.
+	InSegments
 )
 
 // ClaimOptions are the rules of a claim.
@@ -223,6 +232,8 @@ func (l *Ledger) Claim(ctx context.Context, job *jobs.Job, o ClaimOptions) (Clai
 		switch {
 		case e.Status == Succeeded:
 			return AlreadyDone, e, info, nil
+		case e.Status == Segmented:
+			return InSegments, e, info, nil
 		case e.Status == Running && !e.LeaseExpires.Before(now):
 			return Busy, e, info, nil
 		case e.Status == Running:
@@ -439,6 +450,9 @@ func (l *Ledger) Finish(ctx context.Context, e Entry, status Status, res jobs.Re
 	}
 	if notice != nil {
 		set = append(set, bson.E{Key: "notice", Value: Notice{Body: string(notice), Pending: true, NextAt: now}})
+	}
+	if res.Segment != nil && status == Succeeded {
+		set = append(set, bson.E{Key: "segment_done", Value: res.Segment})
 	}
 	var more []bson.E
 	if status == Failed {

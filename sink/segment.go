@@ -17,26 +17,12 @@ import (
 // CombineChecksums).
 
 // Segment is one segment's share of a shared multipart upload.
-type Segment struct {
-	// UploadID is the shared upload (CreateUpload).
-	UploadID string
-	// FirstPart is the segment's first part number; the segment may use the numbers
-	// FirstPart..FirstPart+MaxParts-1 (at most MaxParts in all: 10,000).
-	FirstPart, MaxParts int
-	// Last says the segment is the object's last: its last part may be under MinPartSize.
-	Last bool
-}
+type Segment = jobs.UploadSegment
 
 // SegmentWritten is what PutSegment stored.
-type SegmentWritten struct {
-	// Parts are the segment's parts, in order, numbered from its FirstPart with no gap.
-	Parts []jobs.StoredPart
-	// Size is the segment's bytes.
-	Size int64
-	// Checksum is the CRC of the segment's own bytes (base64, of the sink's algorithm), for
-	// CombineChecksums.
-	Checksum string
-}
+type SegmentWritten = jobs.SegmentWritten
+
+var _ jobs.SegmentSink = (*S3)(nil)
 
 // ErrSegmentTooSmall says a segment that is not its object's last has fewer than MinPartSize
 // bytes: its last part would be under S3's least part size, and the object could not be
@@ -143,4 +129,22 @@ func (s *S3) CompleteUpload(ctx context.Context, obj jobs.Object, uploadID strin
 	}
 	u := &upload{s: s, obj: obj, uploadID: uploadID, stored: parts, size: size}
 	return u.commit(ctx, checksum)
+}
+
+// CompleteSegments completes the shared upload uploadID of obj with the parts of segs, in
+// order, and the full-object checksum combined from the segments' (CompleteUpload).
+func (s *S3) CompleteSegments(ctx context.Context, obj jobs.Object, uploadID string, segs []jobs.SegmentWritten) (jobs.Written, error) {
+	var parts []jobs.StoredPart
+	sums := make([]SegmentChecksum, len(segs))
+	var size int64
+	for i, sg := range segs {
+		parts = append(parts, sg.Parts...)
+		sums[i] = SegmentChecksum{Checksum: sg.Checksum, Size: sg.Size}
+		size += sg.Size
+	}
+	sum, err := CombineChecksums(s.opts.Checksum, sums)
+	if err != nil {
+		return jobs.Written{}, fmt.Errorf("sink: complete s3://%s/%s: combine the segments' checksums: %w", s.bucket, obj.Key, err)
+	}
+	return s.CompleteUpload(ctx, obj, uploadID, parts, sum, size)
 }

@@ -37,6 +37,10 @@ type ExportHandler struct {
 	ProgressEvery time.Duration
 	// FinishFor bounds the retries of recording a succeeded export in the ledger; 0 means 2m.
 	FinishFor time.Duration
+	// Segments chooses the exports split into segments over the fleet; Enqueue sends their
+	// messages to the jobs queue (nil: never split).
+	Segments jobs.SegmentOptions
+	Enqueue  func(ctx context.Context, bodies []string) error
 	// MaxDuration, if set, ends an attempt that ran this long as a permanent failure (reason
 	// "timeout"). It must be shorter than the bucket's abort-incomplete-multipart-upload rule,
 	// or that rule would abort the upload of an attempt still running.
@@ -67,6 +71,9 @@ func (h *ExportHandler) maxAttempts() int {
 
 // Handle implements Handler.
 func (h *ExportHandler) Handle(ctx context.Context, m *Delivery) error {
+	if jobs.IsSegmentMessage([]byte(m.Body)) {
+		return h.handleSegment(ctx, m)
+	}
 	msg, err := jobs.Decode([]byte(m.Body))
 	m.ExportID = msg.ExportID
 	if err != nil {
@@ -79,17 +86,88 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Delivery) error {
 	// Only known (bounded) kinds and destinations become metric labels.
 	m.Kind, m.Destination = job.Plan.Kind.Name, job.Destination.Name
 	log := h.Log.With().Str("export_id", m.ExportID).Str("kind", m.Kind).Str("destination", m.Destination).Logger()
+	a := &attempt{job: job, ledgerJob: job, log: log, what: "export"}
+	a.run = func(ctx context.Context, o jobs.RunOptions) (jobs.Result, error) {
+		if a.entry.Segments != nil || a.entry.Checkpoint == nil {
+			done, err := h.split(ctx, m, a)
+			switch {
+			case done:
+				return jobs.Result{}, errSplit{err}
+			case err != nil:
+				return jobs.Result{}, err
+			}
+		}
+		return h.Exporter.Run(ctx, a.job, o)
+	}
+	a.succeeded = func(ctx context.Context, res jobs.Result) error {
+		log.Info().Int64("duration", res.Finished.Sub(res.Started).Milliseconds()).Int64("rows", res.Stats.Rows).
+			Int64("bytes", res.Stats.BytesCompressed).Int64("bytes_uncompressed", res.Stats.BytesUncompressed).
+			Str("bucket", job.Destination.Bucket).Str("key", job.Key).Str("sha256", res.Stats.SHA256).
+			Int("aborted_uploads", res.AbortedUploads).Msg("export succeeded")
+		h.Outbox.SendNow(ctx, m.ExportID)
+		return nil
+	}
+	a.failedForGood = func(ctx context.Context, _ error) bool { h.discardIncomplete(ctx, job, log); return false }
+	return h.attempt(ctx, m, a)
+}
 
-	claim, entry, info, err := h.Ledger.Claim(ctx, job, ledger.ClaimOptions{WorkerID: h.WorkerID, MessageID: m.ID, Lease: h.Lease, MaxFailures: h.maxAttempts(), Copy: m.CopyOf != ""})
+// attempt is one attempt of a unit of work the ledger leases: an export, or one segment of a
+// split export.
+type attempt struct {
+	// job is the export's job; ledgerJob the one claimed in the ledger (a segment's has the
+	// segment's id).
+	job, ledgerJob *jobs.Job
+	log            zerolog.Logger
+	// what names it in errors: "export", "segment 2 of 4".
+	what string
+	// entry and info are the claim's.
+	entry ledger.Entry
+	info  ledger.ClaimInfo
+	// run runs it; succeeded follows its recorded success; failedForGood cleans up after a
+	// permanent failure, and says whether the failure is absorbed (the message is then
+	// acknowledged, not dead-lettered: a segment of an export that had failed already); watch,
+	// if set, is checked with every lease renewal and cancels the attempt with its error.
+	run           func(context.Context, jobs.RunOptions) (jobs.Result, error)
+	succeeded     func(context.Context, jobs.Result) error
+	failedForGood func(context.Context, error) bool
+	watch         func(context.Context) error
+	// alreadyDone, if set, is called instead of acknowledging a duplicate of a unit that
+	// succeeded.
+	alreadyDone func(context.Context) error
+}
+
+// errSplit ends the planner's attempt of an export it split into segments (or failed to).
+type errSplit struct{ err error }
+
+func (e errSplit) Error() string {
+	if e.err != nil {
+		return e.err.Error()
+	}
+	return "export split into segments"
+}
+func (e errSplit) Unwrap() error { return e.err }
+
+// attempt claims a's unit in the ledger and runs it under a lease, and records its outcome.
+func (h *ExportHandler) attempt(ctx context.Context, m *Delivery, a *attempt) error {
+	log := a.log
+	claim, entry, info, err := h.Ledger.Claim(ctx, a.ledgerJob, ledger.ClaimOptions{WorkerID: h.WorkerID, MessageID: m.ID, Lease: h.Lease, MaxFailures: h.maxAttempts(), Copy: m.CopyOf != ""})
 	if err != nil {
 		return err // MongoDB unreachable or the like: retryable
 	}
+	a.entry, a.info = entry, info
 	m.Failures = entry.Failures
 	log.Debug().Str("message_id", m.ID).Int("claim", int(claim)).Str("status", string(entry.Status)).Int("attempts", entry.Attempts).Int("failures", entry.Failures).Msg("ledger claim")
 	switch claim {
 	case ledger.AlreadyDone:
+		if a.alreadyDone != nil {
+			return a.alreadyDone(ctx)
+		}
 		m.Outcome = OutcomeDuplicate
 		log.Info().Str("message_id", m.ID).Str("key", entry.Key).Msg("export already succeeded: duplicate message acknowledged")
+		return nil
+	case ledger.InSegments:
+		m.Outcome = OutcomeDuplicate
+		log.Info().Str("message_id", m.ID).Msg("export runs as segments: duplicate message acknowledged")
 		return nil
 	case ledger.Busy:
 		if entry.MessageID != m.ID && m.CopyOf == "" {
@@ -122,10 +200,15 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Delivery) error {
 			reason = jobs.ReasonMaxAttempts
 		}
 		log.Warn().Str("message_id", m.ID).Str("reason", string(reason)).Int("failures", entry.Failures).Msg("export failed for good: its message goes to the dead-letter queue")
-		h.discardIncomplete(ctx, job, log)
-		return jobs.Permanentf(reason, "export %s failed %d time(s) and may not run again: %s", m.ExportID, entry.Failures, entry.Error)
+		err := jobs.Permanentf(reason, "%s %s failed %d time(s) and may not run again: %s", a.what, entry.ExportID, entry.Failures, entry.Error)
+		if a.failedForGood(ctx, err) {
+			m.Outcome = OutcomeDuplicate
+			return nil
+		}
+		return err
 	}
 
+	job := a.job
 	job.Attempt = entry.Attempts
 	job.Resume = entry.Checkpoint
 	fence := func(ctx context.Context) error { return h.Ledger.Fence(ctx, entry, h.Lease) }
@@ -145,7 +228,7 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Delivery) error {
 		log.Warn().Err(err).Int("parts", len(cp.Upload.Parts)).Msg("saving the export's checkpoint failed; going on")
 		return nil
 	}
-	if info.Crashed {
+	if info.Crashed && a.ledgerJob == a.job {
 		// The attempt before this one died without recording its outcome: perhaps after its
 		// object and manifest were complete. Then adopt them instead of exporting again (a
 		// second run would replace a good object, and might differ from its manifest).
@@ -166,12 +249,12 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Delivery) error {
 
 	m.SetOnHandOver(func(ctx context.Context, newID string) error { return h.Ledger.SetMessage(ctx, entry, newID) })
 	started := log.Info().Str("message_id", m.ID).Int("receive_count", m.ReceiveCount).Int("attempt", entry.Attempts).
-		Int("failures", entry.Failures).Str("format", string(msg.Format))
+		Int("failures", entry.Failures).Str("format", string(job.Message.Format))
 	if cp := job.Resume; cp != nil {
 		started = started.Int64("checkpoint_rows", cp.Mark.Rows).Int("checkpoint_parts", len(cp.Upload.Parts)).
 			Int64("checkpoint_bytes", cp.Upload.Size).Int64("previous_rows", info.PreviousRows)
 	}
-	started.Msg("export started")
+	started.Msg(a.what + " started")
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -182,10 +265,10 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Delivery) error {
 	prog := new(jobs.Progress)
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); h.renewLease(ctx, entry, prog, cancel, log) }()
+	go func() { defer wg.Done(); h.renewLease(ctx, entry, prog, cancel, a.watch, log) }()
 	go func() { defer wg.Done(); h.logProgress(ctx, log, prog) }()
 	start := time.Now()
-	res, err := h.Exporter.Run(ctx, job, jobs.RunOptions{Progress: prog, Fence: fence, Checkpoint: checkpoint, Stop: m.Stop, OnStart: h.onStart(entry, info, log)})
+	res, err := a.run(ctx, jobs.RunOptions{Progress: prog, Fence: fence, Checkpoint: checkpoint, Stop: m.Stop, OnStart: h.onStart(entry, info, log)})
 	cause := context.Cause(ctx)
 	cancel(nil)
 	wg.Wait()
@@ -200,20 +283,18 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Delivery) error {
 		}
 	}
 	duration := time.Since(start).Milliseconds()
+	var split errSplit
 	switch {
+	case errors.As(err, &split):
+		return split.err
 	case err == nil:
 		if ferr := h.finishSucceeded(ctx, entry, res, log); ferr != nil {
 			// The object and manifest are complete. The message comes back; its next delivery
 			// finds this attempt dead and adopts them (see info.Crashed above).
-			return fmt.Errorf("worker: export %s is complete, but recording it failed: %w", m.ExportID, ferr)
+			return fmt.Errorf("worker: %s %s is complete, but recording it failed: %w", a.what, entry.ExportID, ferr)
 		}
 		h.Metrics.BytesWritten.WithLabelValues(m.Destination).Add(float64(res.Stats.BytesCompressed))
-		log.Info().Int64("duration", duration).Int64("rows", res.Stats.Rows).
-			Int64("bytes", res.Stats.BytesCompressed).Int64("bytes_uncompressed", res.Stats.BytesUncompressed).
-			Str("bucket", job.Destination.Bucket).Str("key", job.Key).Str("sha256", res.Stats.SHA256).
-			Int("aborted_uploads", res.AbortedUploads).Msg("export succeeded")
-		h.Outbox.SendNow(ctx, m.ExportID)
-		return nil
+		return a.succeeded(ctx, res)
 	case errors.Is(cause, errLedgerLeaseLost), ledger.IsLeaseLost(err):
 		// Not ours any more: the new owner records the outcome.
 		log.Warn().Err(err).Msg("export attempt stopped: another attempt owns the export now")
@@ -223,13 +304,21 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Delivery) error {
 		return fmt.Errorf("%w: %w", err, ErrReleased)
 	case errors.Is(cause, errDrainTimeout):
 		finish(ledger.Released, jobs.ReasonShutdown, errors.New("canceled by shutdown after the drain deadline; message released"))
+	case errors.Is(cause, errExportEnded):
+		// Another segment failed the export for good: nothing to retry.
+		finish(ledger.Failed, jobs.ReasonExportFailed, cause)
+		m.Outcome = OutcomeDuplicate
+		log.Warn().Msg("segment stopped: its export failed in another segment")
+		return nil
 	case errors.Is(cause, errMaxDuration):
-		err = jobs.Permanentf(jobs.ReasonTimeout, "export %s ran longer than MAX_EXPORT_DURATION (%s), before the bucket's lifecycle rule would abort its upload: %w", m.ExportID, h.MaxDuration, err)
+		err = jobs.Permanentf(jobs.ReasonTimeout, "%s %s ran longer than MAX_EXPORT_DURATION (%s), before the bucket's lifecycle rule would abort its upload: %w", a.what, entry.ExportID, h.MaxDuration, err)
 		m.Failures = entry.Failures + 1
-		if fence(lctx) == nil {
-			h.discardIncomplete(lctx, job, log)
-		}
+		absorbed := fence(lctx) == nil && a.failedForGood(lctx, err)
 		finish(ledger.Failed, jobs.ReasonTimeout, err)
+		if absorbed {
+			m.Outcome = OutcomeDuplicate
+			return nil
+		}
 	default:
 		reason, permanent := jobs.IsPermanent(err)
 		m.Failures = entry.Failures + 1
@@ -237,15 +326,19 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Delivery) error {
 			reason = jobs.ReasonRetryable
 			if m.Failures >= h.maxAttempts() {
 				reason = jobs.ReasonMaxAttempts
-				err = jobs.Permanent(reason, fmt.Errorf("export %s failed %d times; the last failure: %w", m.ExportID, m.Failures, err))
+				err = jobs.Permanent(reason, fmt.Errorf("%s %s failed %d times; the last failure: %w", a.what, entry.ExportID, m.Failures, err))
 			}
 		}
-		if _, permanent := jobs.IsPermanent(err); permanent && fence(lctx) == nil {
-			h.discardIncomplete(lctx, job, log)
-		}
+		_, permanent = jobs.IsPermanent(err)
+		absorbed := permanent && fence(lctx) == nil && a.failedForGood(lctx, err)
 		finish(ledger.Failed, reason, err)
+		if absorbed {
+			m.Outcome = OutcomeDuplicate
+			log.Warn().Err(err).Msg(a.what + " failed; its export had failed already")
+			return nil
+		}
 	}
-	log.Warn().Err(err).Int64("duration", duration).Int64("rows", res.Stats.Rows).Int("failures", m.Failures).Msg("export failed")
+	log.Warn().Err(err).Int64("duration", duration).Int64("rows", res.Stats.Rows).Int("failures", m.Failures).Msg(a.what + " failed")
 	return err
 }
 
@@ -366,7 +459,7 @@ func (h *ExportHandler) DeadLettered(ctx context.Context, m *Delivery, reason jo
 
 // renewLease keeps the export's ledger lease alive (and its progress visible) until ctx ends;
 // if another attempt took the export over, it cancels this one.
-func (h *ExportHandler) renewLease(ctx context.Context, entry ledger.Entry, prog *jobs.Progress, cancel context.CancelCauseFunc, log zerolog.Logger) {
+func (h *ExportHandler) renewLease(ctx context.Context, entry ledger.Entry, prog *jobs.Progress, cancel context.CancelCauseFunc, watch func(context.Context) error, log zerolog.Logger) {
 	t := time.NewTicker(min(h.Lease/3, 10*time.Second))
 	defer t.Stop()
 	expires := time.Now().Add(h.Lease)
@@ -383,6 +476,13 @@ func (h *ExportHandler) renewLease(ctx context.Context, entry ledger.Entry, prog
 		switch {
 		case err == nil:
 			expires = time.Now().Add(h.Lease)
+			if watch != nil {
+				if werr := watch(ctx); werr != nil {
+					log.Warn().Err(werr).Msg("canceling this attempt")
+					cancel(werr)
+					return
+				}
+			}
 		case ctx.Err() != nil:
 			return
 		case ledger.IsLeaseLost(err) || time.Now().After(expires):

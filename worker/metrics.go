@@ -44,6 +44,7 @@ type Metrics struct {
 	Resumes           *prometheus.CounterVec
 	RowsResumed       prometheus.Counter
 	RowsReread        prometheus.Counter
+	Segments          *prometheus.CounterVec
 }
 
 // NewMetrics creates the collectors and registers them, with the Go and process collectors and
@@ -113,6 +114,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		RowsReread: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "export_rows_reread_total", Help: "Rows an attempt read again: what the attempt before it had read past its last checkpoint (or past the start).",
 		}),
+		Segments: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "export_segments_total", Help: "Segments of exports split over the fleet, by event: planned (by the worker that split the export), succeeded, failed (for good: the export fails), stopped (its export failed in another segment), completed (exports this worker completed from their segments).",
+		}, []string{"event"}),
 	}
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "export_build_info",
@@ -124,7 +128,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.Jobs, m.JobDuration, m.Rows, m.BytesUncompressed, m.BytesWritten, m.InFlight,
 		m.SQSRequests, m.AssumeRole, m.DLQMessages, m.QueueMessages, m.MessageAge,
 		m.LastSuccess, m.LastProgress, m.HTTPRequests, m.HTTPDuration, m.Notices, m.NoticesPending,
-		m.Resumes, m.RowsResumed, m.RowsReread, buildInfo,
+		m.Resumes, m.RowsResumed, m.RowsReread, m.Segments, buildInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

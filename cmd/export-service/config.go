@@ -33,14 +33,17 @@ type config struct {
 	// DrainTimeout is how long jobs in flight may run after SIGTERM; then they are asked to stop
 	// at their next stored part (checkpointed, released, continued by another worker) and get
 	// StopGrace to get there before they are canceled.
-	DrainTimeout      time.Duration
-	ReceiveWait       time.Duration
-	StallAfter        time.Duration
-	RetryBase         time.Duration
-	RetryMax          time.Duration
-	ProgressEvery     time.Duration
-	GzipLevel         int
-	GzipConcurrency   int
+	DrainTimeout    time.Duration
+	ReceiveWait     time.Duration
+	StallAfter      time.Duration
+	RetryBase       time.Duration
+	RetryMax        time.Duration
+	ProgressEvery   time.Duration
+	GzipLevel       int
+	GzipConcurrency int
+	// SegmentRows and MaxSegments choose the exports split over the fleet (jobs.SegmentOptions).
+	SegmentRows       int
+	MaxSegments       int
 	StopGrace         time.Duration
 	S3PathStyle       bool
 	PartSizeMB        int
@@ -180,6 +183,8 @@ func loadConfig(getenv func(string) string) (config, error) {
 		DestinationsFile:  r.str("EXPORT_DESTINATIONS_FILE", ""),
 		DestinationsJSON:  r.str("EXPORT_DESTINATIONS", ""),
 		ResultsQueueURL:   r.str("EXPORT_RESULTS_QUEUE_URL", ""),
+		SegmentRows:       r.int("SEGMENT_ROWS", 1_000_000, 0, 1<<40),
+		MaxSegments:       r.int("MAX_SEGMENTS", 8, 2, 100),
 	}
 	c.PollQueueDepthEvery = r.dur("POLL_QUEUE_DEPTH_EVERY", 30*time.Second, 0, time.Hour)
 	if c.StallAfter <= c.ReceiveWait {

@@ -99,11 +99,13 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 		MaxDuration:   cfg.MaxExportDuration,
 		Lease:         cfg.VisibilityTimeout,
 		ProgressEvery: cfg.ProgressEvery,
+		Segments:      jobs.SegmentOptions{Rows: int64(cfg.SegmentRows), Max: cfg.MaxSegments},
 	}
 	w, err := worker.New(workerConfig(cfg), sqsClient, handler, metrics, logs.For("titan:worker"))
 	if err != nil {
 		return err
 	}
+	handler.Enqueue = w.Enqueue
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
