@@ -11,12 +11,15 @@ import (
 	"math/rand/v2"
 	"os"
 	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/verifiedfan/export-service/internal/gzipcheck"
 	"github.com/verifiedfan/export-service/internal/stacktest"
@@ -221,5 +224,180 @@ func TestSegmentedExportIsTheUnsegmentedOne(t *testing.T) {
 	eventually(t, 30*time.Second, "the jobs queue empty", func() bool { v, f := b.st.QueueCounts(t, b.queues.JobsURL); return v+f == 0 })
 	if got := b.drainDLQ(t, 1, time.Second); len(got) != 0 {
 		t.Errorf("dead-letter queue has %v", got)
+	}
+}
+
+// One segment's worker SIGKILLed in the middle of its segment: the export still completes,
+// with exactly the query's rows; the killed segment's next attempt continues from its own
+// checkpoint, and no other segment ran twice (only that segment's rows after its checkpoint
+// are read again). status shows the segments while they run.
+func TestKilledSegmentResumesAlone(t *testing.T) {
+	t.Parallel()
+	const n = 180_000
+	st := stacktest.New(t)
+	b := &bundle{st: st, db: st.NewDatabase(t), queues: st.NewQueues(t, 20*time.Second, 5)}
+	campaign := "cmp-segkill-" + stacktest.RandomID()
+	seedNoisy(t, b, campaign, n, rand.Uint64())
+	want := resumeWant(t, b.db, campaign)
+
+	// w1 runs one job at a time: it splits the export, then takes one segment; w2 the rest.
+	env1 := segmentEnv(n)
+	env1["WORKER_CONCURRENCY"] = "1"
+	w1 := stacktest.Start(t, b.workerEnv(t, env1), "worker")
+	id := "segkill-" + stacktest.RandomID()
+	key := resumeKey(id, campaign)
+	b.send(t, resumeJob(t, id, campaign))
+	eventually(t, 3*time.Minute, "the export split", func() bool { return len(procLines(w1, "export split into segments")) == 1 })
+	env2 := segmentEnv(n)
+	env2["WORKER_CONCURRENCY"] = "3"
+	w2 := stacktest.Start(t, b.workerEnv(t, env2), "worker")
+
+	// The segment w1 runs, once it has a checkpoint.
+	l := ledger.New(b.db)
+	var killed ledger.Entry
+	eventually(t, 5*time.Minute, "a checkpoint of w1's segment", func() bool {
+		segs, err := l.Segments(context.Background(), id, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range segs {
+			if s.Status == ledger.Running && strings.Contains(w1.Output(), s.WorkerID) && s.Checkpoint != nil && s.Checkpoint.Mark.Rows > 0 {
+				killed = s
+				return true
+			}
+		}
+		return false
+	})
+	code, out, errOut := runCLI(t, b.workerEnv(t, nil), "status", id)
+	if code != 0 || !strings.Contains(out, "running as 4 segments over the fleet") || !strings.Contains(out, "segments ") {
+		t.Errorf("status while the segments run: exit %d\n%s%s", code, out, errOut)
+	}
+	kill(t, w1)
+	t.Logf("killed %s at its checkpoint of %d rows", killed.ExportID, killed.Checkpoint.Mark.Rows)
+	// Another worker takes the killed segment over once its lease has expired.
+	w3 := stacktest.Start(t, b.workerEnv(t, env1), "worker")
+
+	e := b.waitLedger(t, id, 10*time.Minute, func(e ledger.Entry) bool { return e.Status == ledger.Succeeded || e.Status == ledger.Failed })
+	if e.Status != ledger.Succeeded {
+		t.Fatalf("export %s: %s (%s)", id, e.Status, e.Error)
+	}
+	segs, err := l.Segments(context.Background(), id, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range segs {
+		switch {
+		case s.ExportID == killed.ExportID:
+			if s.Attempts != 2 || s.Resumes != 1 || s.RowsResumed < killed.Checkpoint.Mark.Rows {
+				t.Errorf("the killed segment: attempts %d, resumes %d, rows resumed %d; want 2, 1 and at least its checkpoint's %d", s.Attempts, s.Resumes, s.RowsResumed, killed.Checkpoint.Mark.Rows)
+			}
+			t.Logf("the killed segment: %d rows, resumed from %d, at least %d read again", s.Rows, s.RowsResumed, s.RowsReread)
+		case s.Attempts != 1 || s.RowsReread != 0:
+			t.Errorf("segment %s: attempts %d, rows read again %d; only the killed segment may run twice", s.ExportID, s.Attempts, s.RowsReread)
+		}
+	}
+	data, _ := b.checkSegmentedObject(t, key, segs)
+	checkRows(t, gunzip(t, data), want())
+	if c := countLines(w1.Output()+w2.Output()+w3.Output(), `"message":"export succeeded"`); c != 1 {
+		t.Errorf("%d export succeeded lines, want 1 (one completion)", c)
+	}
+	if got := b.drainDLQ(t, 1, time.Second); len(got) != 0 {
+		t.Errorf("dead-letter queue has %v", got)
+	}
+}
+
+// A segment that fails for good (the rows of its range were deleted after the plan: what is
+// left is under S3's least part size, and it is not the object's last): the export fails
+// once, its upload is aborted, the segment's message is the one message in the dead-letter
+// queue and names it, the other segments stop, and no object appears.
+func TestSegmentFailingForGoodFailsTheExport(t *testing.T) {
+	t.Parallel()
+	const n = 180_000
+	st := stacktest.New(t)
+	b := &bundle{st: st, db: st.NewDatabase(t), queues: st.NewQueues(t, 20*time.Second, 5)}
+	campaign := "cmp-segfail-" + stacktest.RandomID()
+	seedNoisy(t, b, campaign, n, rand.Uint64())
+
+	env := segmentEnv(n)
+	env["WORKER_CONCURRENCY"] = "1"
+	w1 := stacktest.Start(t, b.workerEnv(t, env), "worker")
+	id := "segfail-" + stacktest.RandomID()
+	key := resumeKey(id, campaign)
+	b.send(t, resumeJob(t, id, campaign))
+	// Stop the planner as soon as it split the export, before it takes a segment.
+	eventually(t, 3*time.Minute, "the export split", func() bool { return len(procLines(w1, "export split into segments")) == 1 })
+	w1.Signal(syscall.SIGSTOP)
+	e, _ := b.ledger(t, id)
+	if e.Segments == nil || e.Segments.Segments() != 4 {
+		t.Fatalf("plan %+v, want 4 segments", e.Segments)
+	}
+	// Delete all but 100 rows of segment 1.
+	coll := b.db.Collection("registrations")
+	filter := e.Segments.Filter(bson.D{{Key: "campaign_id", Value: campaign}}, 1)
+	cur, err := coll.Find(context.Background(), filter, options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}).SetSkip(100).SetLimit(1).SetProjection(bson.D{{Key: "_id", Value: 1}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var first []bson.Raw
+	if err := cur.All(context.Background(), &first); err != nil || len(first) != 1 {
+		t.Fatalf("segment 1's 101st row: %v %v", err, first)
+	}
+	// In ranges of 20,000 rows: FerretDB's SQLite backend refuses one delete of more rows than
+	// SQLite takes variables (32,766).
+	var deleted int64
+	from := first[0].Lookup("_id")
+	for {
+		rest := bson.D{{Key: "$and", Value: bson.A{filter, bson.D{{Key: "_id", Value: bson.D{{Key: "$gte", Value: from}}}}}}}
+		var next []bson.Raw
+		cur, err := coll.Find(context.Background(), rest, options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}).SetSkip(20_000).SetLimit(1).SetProjection(bson.D{{Key: "_id", Value: 1}}))
+		if err == nil {
+			err = cur.All(context.Background(), &next)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		chunk := rest
+		if len(next) == 1 {
+			chunk = bson.D{{Key: "$and", Value: bson.A{rest, bson.D{{Key: "_id", Value: bson.D{{Key: "$lt", Value: next[0].Lookup("_id")}}}}}}}
+		}
+		del, err := coll.DeleteMany(context.Background(), chunk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		deleted += del.DeletedCount
+		if len(next) == 0 {
+			break
+		}
+		from = next[0].Lookup("_id")
+	}
+	t.Logf("deleted %d rows of segment 1", deleted)
+	w1.Signal(syscall.SIGKILL)
+	w1.Wait(10 * time.Second)
+
+	env["WORKER_CONCURRENCY"] = "4"
+	w2 := stacktest.Start(t, b.workerEnv(t, env), "worker")
+	e = b.waitLedger(t, id, 5*time.Minute, func(e ledger.Entry) bool { return e.Status == ledger.Succeeded || e.Status == ledger.Failed })
+	if e.Status != ledger.Failed || !e.Permanent || !strings.Contains(e.Error, "segment 1 of 4") {
+		t.Errorf("ledger: %s (permanent %v): %s; want failed for good, naming segment 1 of 4", e.Status, e.Permanent, e.Error)
+	}
+	dl := b.drainDLQ(t, 1, 30*time.Second)
+	if len(dl) != 1 || !strings.Contains(dl[0].Body, `"segment":1`) || !strings.Contains(dl[0].Attrs["error"], "segment 1 of 4") {
+		t.Errorf("dead-letter queue: %+v; want segment 1's message, saying so", dl)
+	}
+	eventually(t, 2*time.Minute, "the other segments stopped and the queue empty", func() bool {
+		v, f := b.st.QueueCounts(t, b.queues.JobsURL)
+		return v+f == 0
+	})
+	if got := b.drainDLQ(t, 1, 2*time.Second); len(got) != 0 {
+		t.Errorf("more in the dead-letter queue: %+v", got)
+	}
+	if n := b.unfinishedUploads(t, key); n != 0 {
+		t.Errorf("%d unfinished uploads of %s", n, key)
+	}
+	if data, manifests := b.dataObjects(t, key); len(data)+len(manifests) != 0 {
+		t.Errorf("objects %v %v written", data, manifests)
+	}
+	if c := countLines(w2.Output(), "export failed: a segment failed for good"); c != 1 {
+		t.Errorf("%d lines say the export failed, want 1", c)
 	}
 }

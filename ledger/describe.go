@@ -25,6 +25,11 @@ func Describe(e Entry, now time.Time) string {
 		return "failed (permanent): the message was sent to the dead-letter queue (export-service dlq list)"
 	case Released:
 		return "released by a worker's shutdown: the message is back in the queue and another worker " + next(e)
+	case Segmented:
+		if p := e.Progress; p != nil {
+			return fmt.Sprintf("running as %d segments over the fleet: %d done, %d running, %d waiting", p.Segments, p.Done, p.Running, p.Waiting)
+		}
+		return "running as segments over the fleet"
 	}
 	return string(e.Status)
 }

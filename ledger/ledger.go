@@ -103,6 +103,8 @@ type Entry struct {
 	// segment (an entry of its own, SegmentID) stored, for the export's completion.
 	Segments    *jobs.SegmentPlan `bson:"segments,omitempty" json:"segments,omitempty"`
 	SegmentDone *jobs.SegmentDone `bson:"segment_done,omitempty" json:"segment_done,omitempty"`
+	// Progress is a split export's segments' progress, as Status read it (not stored).
+	Progress *Progress `bson:"-" json:"progress,omitempty"`
 }
 
 // MarshalJSON is the entry as the status command prints it: times in UTC, and the lease

@@ -70,7 +70,10 @@ func (l *Ledger) Segments(ctx context.Context, exportID string, k int) ([]Entry,
 
 // SegmentCounts are the segments of an export by state.
 type SegmentCounts struct {
-	Done, Running, Waiting, Failed int
+	Done    int `json:"done"`
+	Running int `json:"running"`
+	Waiting int `json:"waiting"`
+	Failed  int `json:"failed"`
 }
 
 // CountSegments says how many of the export's segments are done, running, waiting (not
@@ -165,4 +168,37 @@ func (l *Ledger) EndSegmented(ctx context.Context, exportID string, status Statu
 		return fmt.Errorf("ledger: record %s of export %s: %w", status, exportID, errNotSegmented)
 	}
 	return nil
+}
+
+// Progress is what a split export's segments have done so far, for a person (Status).
+type Progress struct {
+	Segments int `json:"segments"`
+	SegmentCounts
+	Rows              int64 `json:"rows"`
+	Bytes             int64 `json:"bytes"`
+	BytesUncompressed int64 `json:"bytes_uncompressed"`
+}
+
+// Status returns the export's entry; for a split export that is not finished, its segments'
+// Progress too, and its rows and bytes are their sums so far.
+func (l *Ledger) Status(ctx context.Context, exportID string) (Entry, error) {
+	e, err := l.Get(ctx, exportID)
+	if err != nil || e.Segments == nil || e.Status == Succeeded {
+		return e, err
+	}
+	segs, err := l.Segments(ctx, exportID, e.Segments.Segments())
+	if err != nil {
+		return e, err
+	}
+	p := &Progress{Segments: len(segs), SegmentCounts: CountSegments(segs)}
+	for _, s := range segs {
+		p.Rows += s.Rows
+		p.Bytes += s.Bytes
+		p.BytesUncompressed += s.BytesUncompressed
+	}
+	e.Progress = p
+	if e.Status == Segmented || e.Status == Running {
+		e.Rows, e.Bytes, e.BytesUncompressed = p.Rows, p.Bytes, p.BytesUncompressed
+	}
+	return e, nil
 }

@@ -307,6 +307,7 @@ func (h *ExportHandler) attempt(ctx context.Context, m *Delivery, a *attempt) er
 	case errors.Is(cause, errExportEnded):
 		// Another segment failed the export for good: nothing to retry.
 		finish(ledger.Failed, jobs.ReasonExportFailed, cause)
+		h.Metrics.Segments.WithLabelValues("stopped").Inc()
 		m.Outcome = OutcomeDuplicate
 		log.Warn().Msg("segment stopped: its export failed in another segment")
 		return nil

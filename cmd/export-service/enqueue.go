@@ -356,6 +356,8 @@ func judge(before ledger.Entry, existed bool, e ledger.Entry, found bool, maxRec
 		return verdict{state: "running", detail: fmt.Sprintf("attempt %d on %s", e.Attempts, e.WorkerID)}
 	case ledger.Released:
 		return verdict{state: "released", detail: ledger.Describe(e, now)}
+	case ledger.Segmented:
+		return verdict{state: "running", detail: ledger.Describe(e, now)}
 	case ledger.Failed:
 		if e.Reason != jobs.ReasonRetryable {
 			return verdict{done: true, failed: true, state: "failed", detail: fmt.Sprintf("failed permanently (%s), the message went to the dead-letter queue: %s", e.Reason, e.Error)}
@@ -374,7 +376,7 @@ func (f *follower) follow(ctx context.Context, client sqsAPI, poll, timeout time
 	defer t.Stop()
 	var lastDLQ time.Time
 	for {
-		e, err := f.ledger.Get(ctx, f.exportID)
+		e, err := f.ledger.Status(ctx, f.exportID)
 		found := err == nil
 		if err != nil && !errors.Is(err, ledger.ErrNotFound) {
 			if ctx.Err() != nil {

@@ -19,7 +19,9 @@ import (
 const statusHelp = `Usage: export-service status [flags] EXPORT_ID
 
 The export's state in the ledger (MongoDB collection "exports"): status (running, succeeded,
-failed, released), attempts, worker, rows, bytes, object, error and reason, times.
+failed, released, segmented), attempts, worker, rows, bytes, object, error and reason, times.
+An export split into segments over the fleet shows how many are done, running and waiting
+(each segment has an entry of its own: EXPORT_ID/segment/N).
 
 An export that is not in the ledger has not been started by any worker yet: it is still in
 the jobs queue, or it died before it started (see "export-service dlq list").
@@ -49,7 +51,7 @@ func runStatus(ctx context.Context, args []string, getenv func(string) string, s
 		return err
 	}
 	defer closeDB()
-	e, err := ledger.New(db).Get(ctx, id)
+	e, err := ledger.New(db).Status(ctx, id)
 	if errors.Is(err, ledger.ErrNotFound) {
 		return fmt.Errorf("export %q is not in the ledger of database %q: no worker has started it yet (still queued, or dead before it started: see export-service dlq list), or the id or MONGO_DATABASE is wrong", id, db.Name())
 	}
@@ -122,7 +124,7 @@ func printStatus(w io.Writer, e ledger.Entry, now time.Time) {
 		row("object", "%s", obj)
 	}
 	rows := fmt.Sprintf("%d", e.Rows)
-	if e.Status == ledger.Running {
+	if e.Status == ledger.Running || e.Status == ledger.Segmented {
 		rows += " so far"
 		if secs := e.UpdatedAt.Sub(e.StartedAt).Seconds(); secs >= 1 && e.Rows > 0 {
 			rows += fmt.Sprintf(" (%.0f rows/s)", float64(e.Rows)/secs)
@@ -132,6 +134,9 @@ func printStatus(w io.Writer, e ledger.Entry, now time.Time) {
 	row("bytes", "%s written (%s before gzip)", humanBytes(e.Bytes), humanBytes(e.BytesUncompressed))
 	if e.SHA256 != "" {
 		row("sha256", "%s", e.SHA256)
+	}
+	if sp := e.Segments; sp != nil {
+		row("segments", "%d over _id ranges (bounds by %s, %d rows when planned), parts %d each, upload %s", sp.Segments(), sp.Method, sp.Rows, sp.PartsPerSegment, sp.UploadID)
 	}
 	if cp := ledger.DescribeCheckpoint(e, now); cp != "" {
 		row("checkpoint", "%s", cp)

@@ -143,6 +143,8 @@ locals {
           log_level          = var.log_level
           debug              = var.debug
           gzip_level         = var.gzip_level
+          segment_rows       = var.segment_rows
+          max_segments       = var.max_segments
           aws_region         = var.aws_region
         })
       },

@@ -217,6 +217,28 @@ variable "gzip_level" {
   default     = 6
 }
 
+variable "segment_rows" {
+  description = "SEGMENT_ROWS: an export of at least twice this many rows is split into segments of about this many rows over the fleet, written into one object (0: never split). See docs/OPERATIONS.md, Large exports."
+  type        = number
+  default     = 1000000
+
+  validation {
+    condition     = var.segment_rows >= 0
+    error_message = "segment_rows must be 0 (never split) or more."
+  }
+}
+
+variable "max_segments" {
+  description = "MAX_SEGMENTS: most segments of one export (2..100). Segments run on any instance; more than the group's max_size x worker_concurrency only queue."
+  type        = number
+  default     = 8
+
+  validation {
+    condition     = var.max_segments >= 2 && var.max_segments <= 100
+    error_message = "max_segments must be between 2 and 100."
+  }
+}
+
 variable "mongo_uri" {
   description = "MONGO_URI of the source database. Written to the instance's env file (mode 0600); see docs/OPERATIONS.md on who can read user data."
   type        = string
