@@ -104,14 +104,7 @@ func Decode(body []byte) (Message, error) {
 	} else if !o.has("version") {
 		o.invalidf("version", "required (%d)", CurrentVersion)
 	}
-	if s, ok := o.string("export_id"); ok {
-		m.ExportID = s
-		if !exportIDPattern.MatchString(s) {
-			o.invalidf("export_id", "%q must be 1-128 characters of A-Z a-z 0-9 . _ - starting with a letter or digit", clip.String(s, 40))
-		}
-	} else if !o.has("export_id") {
-		o.invalidf("export_id", "required")
-	}
+	m.ExportID = decodeExportID(o)
 	if s, ok := o.string("kind"); ok {
 		m.Kind = s
 		if !namePattern.MatchString(s) {

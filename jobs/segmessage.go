@@ -111,8 +111,8 @@ func DecodeSegment(body []byte) (SegmentMessage, error) {
 	return m, nil
 }
 
-// decodeExportID reads the required "export_id" of o by the job message's rule (Decode's
-// exportIDPattern, with the same error), returning it even when it breaks the rule.
+// decodeExportID reads the required "export_id" of o (job and segment messages): 1-128
+// characters of exportIDPattern. It returns it even when it breaks the rule.
 func decodeExportID(o *jsonObject) string {
 	s, ok := o.string("export_id")
 	if !ok {

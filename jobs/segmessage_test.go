@@ -2,7 +2,6 @@ package jobs
 
 import (
 	"bytes"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -323,10 +322,6 @@ func loadSegmentSchema(tb testing.TB) any {
 func segmentSchemaValidate(tb testing.TB, instance []byte) []string {
 	tb.Helper()
 	root := loadSegmentSchema(tb)
-	if !json.Valid(instance) {
-		// jsontest.Decode lets a stray "}" or "]" after the value pass.
-		return []string{"not JSON"}
-	}
 	v, err := jsontest.Decode(instance)
 	if err != nil {
 		return []string{"not JSON: " + err.Error()}

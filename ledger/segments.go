@@ -131,14 +131,17 @@ func (l *Ledger) ReleaseCompletion(ctx context.Context, exportID, workerID strin
 	return nil
 }
 
+// Ended says whether a split export has ended: succeeded, or failed for good.
+func Ended(e Entry) bool { return e.Status == Succeeded || e.Status == Failed && e.Permanent }
+
 // errNotSegmented says a split export was not waiting for its segments any more.
 var errNotSegmented = errors.New("the export is not running in segments any more")
 
 // IsNotSegmented reports whether err says the split export had ended already.
 func IsNotSegmented(err error) bool { return errors.Is(err, errNotSegmented) }
 
-// EndSegmented records the outcome of a split export (Succeeded, with its notice; or Failed,
-// with the segment's error and reason), if it is still running in segments.
+// EndSegmented records the outcome of a split export (Succeeded, with its notice; or Failed
+// for good, with the segment's error and reason), unless it has ended already.
 func (l *Ledger) EndSegmented(ctx context.Context, exportID string, status Status, res jobs.Result, cause error, reason jobs.Reason, notice []byte) error {
 	now := time.Now().UTC()
 	set := bson.D{
@@ -158,8 +161,10 @@ func (l *Ledger) EndSegmented(ctx context.Context, exportID string, status Statu
 	if notice != nil {
 		set = append(set, bson.E{Key: "notice", Value: Notice{Body: string(notice), Pending: true, NextAt: now}})
 	}
+	// Whatever the planner's attempt recorded (it may have failed, retryably, after sending
+	// the segments' messages), the export has not ended until it succeeded or failed for good.
 	filter := bson.D{{Key: "_id", Value: exportID}, {Key: "segments", Value: bson.D{{Key: "$exists", Value: true}}},
-		{Key: "status", Value: bson.D{{Key: "$in", Value: bson.A{Segmented, Running}}}}}
+		{Key: "status", Value: bson.D{{Key: "$ne", Value: Succeeded}}}, {Key: "permanent", Value: bson.D{{Key: "$ne", Value: true}}}}
 	r, err := l.coll.UpdateOne(ctx, filter, bson.D{{Key: "$set", Value: set}})
 	if err != nil {
 		return fmt.Errorf("ledger: record %s of export %s: %w", status, exportID, err)

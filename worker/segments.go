@@ -103,7 +103,7 @@ func (h *ExportHandler) handleSegment(ctx context.Context, m *Delivery) error {
 	}
 	m.Kind, m.Destination = job.Plan.Kind.Name, job.Destination.Name
 	log = log.With().Str("kind", m.Kind).Str("destination", m.Destination).Logger()
-	if parent.Status == ledger.Succeeded || parent.Status == ledger.Failed && parent.Permanent {
+	if ledger.Ended(parent) {
 		m.Outcome = OutcomeDuplicate
 		log.Info().Str("message_id", m.ID).Str("export_status", string(parent.Status)).Msg("the segment's export has ended: segment message acknowledged")
 		return nil
@@ -117,7 +117,7 @@ func (h *ExportHandler) handleSegment(ctx context.Context, m *Delivery) error {
 	}
 	a.watch = func(ctx context.Context) error {
 		p, err := h.Ledger.Get(ctx, sm.ExportID)
-		if err == nil && p.Status == ledger.Failed && p.Permanent {
+		if err == nil && ledger.Ended(p) && p.Status == ledger.Failed {
 			return fmt.Errorf("%w: %s", errExportEnded, p.Error)
 		}
 		return nil
@@ -151,12 +151,21 @@ func (h *ExportHandler) completeSplit(ctx context.Context, m *Delivery, job *job
 		return nil
 	}
 	won, err := h.Ledger.ClaimCompletion(ctx, id, h.WorkerID, completionStale)
-	if err != nil || !won {
+	if err != nil {
 		return err
 	}
 	parent, err := h.Ledger.Get(ctx, id)
-	if err != nil || parent.Status != ledger.Segmented && parent.Status != ledger.Running {
-		return err // completed (or failed) already
+	if err != nil {
+		return err
+	}
+	if ledger.Ended(parent) {
+		return nil // completed (or failed) already
+	}
+	if !won {
+		// Another worker completes it. Should it die doing so, this message comes back to
+		// take over once its claim is stale: until the export has ended, the last segment's
+		// message is not let go.
+		return &HopError{Reason: "export being completed by another worker", Delay: time.Minute}
 	}
 	done := make([]jobs.SegmentDone, len(segs))
 	for i, s := range segs {

@@ -14,6 +14,10 @@ import (
 
 // Decode decodes one JSON value with numbers kept as json.Number, nothing after it.
 func Decode(b []byte) (any, error) {
+	// The decoder alone takes a stray closing bracket after the value ("{}}") for the end.
+	if !json.Valid(b) {
+		return nil, errors.New("not one valid JSON value")
+	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
 	var v any
