@@ -88,22 +88,11 @@ var messageFields = []string{"version", "export_id", "kind", "format", "destinat
 // once. The kind's parameters are decoded and validated by the kind (see Registry.Plan).
 func Decode(body []byte) (Message, error) {
 	var m Message
-	if len(body) > MaxMessageBytes {
-		return m, Permanentf(ReasonOversizeMessage, "message is %d bytes, more than the %d allowed", len(body), MaxMessageBytes)
-	}
-	o, err := parseJSONObject(body, "", messageFields...)
+	o, err := openMessage(body, messageFields)
 	if err != nil {
-		return m, Permanent(ReasonMalformedMessage, err)
+		return m, err
 	}
-	if n, ok := o.number("version"); ok {
-		if jsonNumberIsInt(n, CurrentVersion) {
-			m.Version = CurrentVersion
-		} else {
-			o.invalidf("version", "%s is not supported (want %d)", clip.String(n, 20), CurrentVersion)
-		}
-	} else if !o.has("version") {
-		o.invalidf("version", "required (%d)", CurrentVersion)
-	}
+	m.Version = decodeVersion(o)
 	m.ExportID = decodeExportID(o)
 	if s, ok := o.string("kind"); ok {
 		m.Kind = s
@@ -206,4 +195,31 @@ func (m Message) Encode() ([]byte, error) {
 		m.Version = CurrentVersion
 	}
 	return json.Marshal(m)
+}
+
+// openMessage parses a message's JSON object of the given fields (job or segment message): an
+// oversize or malformed body is a permanent error.
+func openMessage(body []byte, fields []string) (*jsonObject, error) {
+	if len(body) > MaxMessageBytes {
+		return nil, Permanentf(ReasonOversizeMessage, "message is %d bytes, more than the %d allowed", len(body), MaxMessageBytes)
+	}
+	o, err := parseJSONObject(body, "", fields...)
+	if err != nil {
+		return nil, Permanent(ReasonMalformedMessage, err)
+	}
+	return o, nil
+}
+
+// decodeVersion reads the required "version" of o, which must be CurrentVersion.
+func decodeVersion(o *jsonObject) int {
+	n, ok := o.number("version")
+	switch {
+	case ok && jsonNumberIsInt(n, CurrentVersion):
+		return CurrentVersion
+	case ok:
+		o.invalidf("version", "%s is not supported (want %d)", clip.String(n, 20), CurrentVersion)
+	case !o.has("version"):
+		o.invalidf("version", "required (%d)", CurrentVersion)
+	}
+	return 0
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/verifiedfan/export-service/internal/stacktest"
 	"github.com/verifiedfan/export-service/jobs"
@@ -100,6 +101,41 @@ func newS3Env(t *testing.T) *s3Env {
 	client := s3.NewFromConfig(aws.Config{Region: st.Env["AWS_REGION"]}, func(o *s3.Options) { *o = st.S3.Options() })
 	bucket := st.Env["EXPORT_BUCKET"]
 	return &s3Env{st: st, bucket: bucket, prefix: "pipelinetest/" + stacktest.RandomID() + "/", sink: sink.NewS3(client, bucket, sink.S3Options{PartSize: 5 << 20})}
+}
+
+// exporter is an exporter of db into the test's prefix of the bucket (destination internal).
+func (e *s3Env) exporter(db *mongo.Database) *jobs.Exporter {
+	return &jobs.Exporter{DB: db, Kinds: jobs.DefaultRegistry(), Destinations: map[string]jobs.Destination{
+		"internal": {Name: "internal", Bucket: e.bucket, Prefix: e.prefix, Sink: e.sink}}}
+}
+
+// get returns the object at key.
+func (e *s3Env) get(t *testing.T, key string) []byte {
+	t.Helper()
+	out, err := e.st.S3.GetObject(context.Background(), &s3.GetObjectInput{Bucket: aws.String(e.bucket), Key: aws.String(key)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Body.Close()
+	b, err := io.ReadAll(out.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// prepareVenues is the job of export id that exports the _id and name of every venue.
+func prepareVenues(t *testing.T, ex *jobs.Exporter, id string) *jobs.Job {
+	t.Helper()
+	msg, err := jobs.Decode([]byte(`{"version":1,"export_id":"` + id + `","kind":"collection_fields","params":{"collection":"venues","fields":["_id","name"]}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	job, err := ex.PrepareMessage(msg, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return job
 }
 
 // nothingLeft checks that key has no object and the test's prefix no unfinished upload.

@@ -5,15 +5,11 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
-	"io"
 	"math/rand/v2"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/verifiedfan/export-service/jobs"
@@ -39,31 +35,9 @@ func TestRunResumesOrStartsOver(t *testing.T) {
 	if _, err := db.Collection("venues").InsertMany(ctx, docs); err != nil {
 		t.Fatal(err)
 	}
-	ex := &jobs.Exporter{DB: db, Kinds: jobs.DefaultRegistry(), Destinations: map[string]jobs.Destination{
-		"internal": {Name: "internal", Bucket: e.bucket, Prefix: e.prefix, Sink: e.sink}}}
-	prepare := func(id string) *jobs.Job {
-		msg, err := jobs.Decode([]byte(`{"version":1,"export_id":"` + id + `","kind":"collection_fields","params":{"collection":"venues","fields":["_id","name"]}}`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		job, err := ex.PrepareMessage(msg, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return job
-	}
-	get := func(key string) []byte {
-		out, err := e.st.S3.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(e.bucket), Key: aws.String(key)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer out.Body.Close()
-		b, err := io.ReadAll(out.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
+	ex := e.exporter(db)
+	prepare := func(id string) *jobs.Job { return prepareVenues(t, ex, id) }
+	get := func(key string) []byte { return e.get(t, key) }
 	// interrupted runs job until its first checkpoint and returns it. Its source waits before
 	// row 5,500 (past the first part, which ends near row 4,700) until the stop, so that the
 	// stop always comes before the end.

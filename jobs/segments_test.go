@@ -8,10 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"testing"
-	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/verifiedfan/export-service/jobs"
@@ -40,26 +37,10 @@ func TestSegmentsRunInAnyOrderMakeTheUnsegmentedExport(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ex := &jobs.Exporter{DB: db, Kinds: jobs.DefaultRegistry(), Destinations: map[string]jobs.Destination{
-		"internal": {Name: "internal", Bucket: e.bucket, Prefix: e.prefix, Sink: e.sink}}}
-	prepare := func(id string) *jobs.Job {
-		msg, err := jobs.Decode([]byte(`{"version":1,"export_id":"` + id + `","kind":"collection_fields","params":{"collection":"venues","fields":["_id","name"]}}`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		job, err := ex.PrepareMessage(msg, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return job
-	}
+	ex := e.exporter(db)
+	prepare := func(id string) *jobs.Job { return prepareVenues(t, ex, id) }
 	get := func(key string) []byte {
-		out, err := e.st.S3.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(e.bucket), Key: aws.String(key)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer out.Body.Close()
-		zr, err := gzip.NewReader(out.Body)
+		zr, err := gzip.NewReader(bytes.NewReader(e.get(t, key)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -125,14 +106,7 @@ func TestSegmentsRunInAnyOrderMakeTheUnsegmentedExport(t *testing.T) {
 // prepareFiltered is a job of the venues with _id < 3000.
 func prepareFiltered(t *testing.T, ex *jobs.Exporter, id string) *jobs.Job {
 	t.Helper()
-	msg, err := jobs.Decode([]byte(`{"version":1,"export_id":"` + id + `","kind":"collection_fields","params":{"collection":"venues","fields":["_id","name"]}}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	job, err := ex.PrepareMessage(msg, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	job := prepareVenues(t, ex, id)
 	job.Plan.Filter = bson.D{{Key: "_id", Value: bson.D{{Key: "$lt", Value: int32(3000)}}}}
 	return job
 }

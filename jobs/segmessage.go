@@ -71,22 +71,11 @@ func IsSegmentMessage(body []byte) bool {
 // returned with the error, the export id in particular.
 func DecodeSegment(body []byte) (SegmentMessage, error) {
 	var m SegmentMessage
-	if len(body) > MaxMessageBytes {
-		return m, Permanentf(ReasonOversizeMessage, "message is %d bytes, more than the %d allowed", len(body), MaxMessageBytes)
-	}
-	o, err := parseJSONObject(body, "", segmentMessageFields...)
+	o, err := openMessage(body, segmentMessageFields)
 	if err != nil {
-		return m, Permanent(ReasonMalformedMessage, err)
+		return m, err
 	}
-	if n, ok := o.number("version"); ok {
-		if jsonNumberIsInt(n, CurrentVersion) {
-			m.Version = CurrentVersion
-		} else {
-			o.invalidf("version", "%s is not supported (want %d)", clip.String(n, 20), CurrentVersion)
-		}
-	} else if !o.has("version") {
-		o.invalidf("version", "required (%d)", CurrentVersion)
-	}
+	m.Version = decodeVersion(o)
 	if s, ok := o.string("type"); ok {
 		m.Type = s
 		if s != SegmentMessageType {

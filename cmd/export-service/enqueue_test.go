@@ -201,6 +201,8 @@ func TestJudge(t *testing.T) {
 		{"receives used up", none, false, retry(5), true, 5, "failed", true, true, "failed 5 times"},
 		{"receives unknown", none, false, retry(9), true, 0, "retrying", false, false, ""},
 		{"released", none, false, ledger.Entry{Status: ledger.Released, Attempts: 1}, true, 5, "released", false, false, ""},
+		{"split", none, false, ledger.Entry{Status: ledger.Segmented, Attempts: 1, Progress: &ledger.Progress{Segments: 4, SegmentCounts: ledger.SegmentCounts{Done: 1, Running: 2, Waiting: 1}}},
+			true, 5, "running", false, false, "running as 4 segments over the fleet: 1 done, 2 running, 1 waiting"},
 		{"done before", succeeded, true, succeeded, true, 5, "succeeded", true, false, "duplicate"},
 		{"failed before, not picked up yet", failedPerm, true, failedPerm, true, 5, "queued", false, false, "earlier attempt"},
 		{"failed before, runs again", failedPerm, true, ledger.Entry{Status: ledger.Running, Attempts: 2}, true, 5, "running", false, false, ""},
