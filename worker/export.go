@@ -86,7 +86,7 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Delivery) error {
 	// Only known (bounded) kinds and destinations become metric labels.
 	m.Kind, m.Destination = job.Plan.Kind.Name, job.Destination.Name
 	log := h.Log.With().Str("export_id", m.ExportID).Str("kind", m.Kind).Str("destination", m.Destination).Logger()
-	a := &attempt{job: job, ledgerJob: job, log: log, what: "export"}
+	a := &attempt{job: job, ledgerJob: job, log: log, noun: "export", what: "export " + m.ExportID}
 	a.run = func(ctx context.Context, o jobs.RunOptions) (jobs.Result, error) {
 		if a.entry.Segments != nil || a.entry.Checkpoint == nil {
 			done, err := h.split(ctx, m, a)
@@ -118,8 +118,9 @@ type attempt struct {
 	// segment's id).
 	job, ledgerJob *jobs.Job
 	log            zerolog.Logger
-	// what names it in errors: "export", "segment 2 of 4".
-	what string
+	// noun names it in log messages ("export", "segment"), what in errors ("export X",
+	// "segment 2 of 4 of export X").
+	noun, what string
 	// entry and info are the claim's.
 	entry ledger.Entry
 	info  ledger.ClaimInfo
@@ -200,7 +201,7 @@ func (h *ExportHandler) attempt(ctx context.Context, m *Delivery, a *attempt) er
 			reason = jobs.ReasonMaxAttempts
 		}
 		log.Warn().Str("message_id", m.ID).Str("reason", string(reason)).Int("failures", entry.Failures).Msg("export failed for good: its message goes to the dead-letter queue")
-		err := jobs.Permanentf(reason, "%s %s failed %d time(s) and may not run again: %s", a.what, entry.ExportID, entry.Failures, entry.Error)
+		err := jobs.Permanentf(reason, "%s failed %d time(s) and may not run again: %s", a.what, entry.Failures, entry.Error)
 		if a.failedForGood(ctx, err) {
 			m.Outcome = OutcomeDuplicate
 			return nil
@@ -254,7 +255,7 @@ func (h *ExportHandler) attempt(ctx context.Context, m *Delivery, a *attempt) er
 		started = started.Int64("checkpoint_rows", cp.Mark.Rows).Int("checkpoint_parts", len(cp.Upload.Parts)).
 			Int64("checkpoint_bytes", cp.Upload.Size).Int64("previous_rows", info.PreviousRows)
 	}
-	started.Msg(a.what + " started")
+	started.Msg(a.noun + " started")
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -291,7 +292,7 @@ func (h *ExportHandler) attempt(ctx context.Context, m *Delivery, a *attempt) er
 		if ferr := h.finishSucceeded(ctx, entry, res, log); ferr != nil {
 			// The object and manifest are complete. The message comes back; its next delivery
 			// finds this attempt dead and adopts them (see info.Crashed above).
-			return fmt.Errorf("worker: %s %s is complete, but recording it failed: %w", a.what, entry.ExportID, ferr)
+			return fmt.Errorf("worker: %s is complete, but recording it failed: %w", a.what, ferr)
 		}
 		h.Metrics.BytesWritten.WithLabelValues(m.Destination).Add(float64(res.Stats.BytesCompressed))
 		return a.succeeded(ctx, res)
@@ -312,7 +313,7 @@ func (h *ExportHandler) attempt(ctx context.Context, m *Delivery, a *attempt) er
 		log.Warn().Msg("segment stopped: its export failed in another segment")
 		return nil
 	case errors.Is(cause, errMaxDuration):
-		err = jobs.Permanentf(jobs.ReasonTimeout, "%s %s ran longer than MAX_EXPORT_DURATION (%s), before the bucket's lifecycle rule would abort its upload: %w", a.what, entry.ExportID, h.MaxDuration, err)
+		err = jobs.Permanentf(jobs.ReasonTimeout, "%s ran longer than MAX_EXPORT_DURATION (%s), before the bucket's lifecycle rule would abort its upload: %w", a.what, h.MaxDuration, err)
 		m.Failures = entry.Failures + 1
 		absorbed := fence(lctx) == nil && a.failedForGood(lctx, err)
 		finish(ledger.Failed, jobs.ReasonTimeout, err)
@@ -327,7 +328,7 @@ func (h *ExportHandler) attempt(ctx context.Context, m *Delivery, a *attempt) er
 			reason = jobs.ReasonRetryable
 			if m.Failures >= h.maxAttempts() {
 				reason = jobs.ReasonMaxAttempts
-				err = jobs.Permanent(reason, fmt.Errorf("%s %s failed %d times; the last failure: %w", a.what, entry.ExportID, m.Failures, err))
+				err = jobs.Permanent(reason, fmt.Errorf("%s failed %d times; the last failure: %w", a.what, m.Failures, err))
 			}
 		}
 		_, permanent = jobs.IsPermanent(err)
@@ -335,11 +336,11 @@ func (h *ExportHandler) attempt(ctx context.Context, m *Delivery, a *attempt) er
 		finish(ledger.Failed, reason, err)
 		if absorbed {
 			m.Outcome = OutcomeDuplicate
-			log.Warn().Err(err).Msg(a.what + " failed; its export had failed already")
+			log.Warn().Err(err).Msg(a.noun + " failed; its export had failed already")
 			return nil
 		}
 	}
-	log.Warn().Err(err).Int64("duration", duration).Int64("rows", res.Stats.Rows).Int("failures", m.Failures).Msg(a.what + " failed")
+	log.Warn().Err(err).Int64("duration", duration).Int64("rows", res.Stats.Rows).Int("failures", m.Failures).Msg(a.noun + " failed")
 	return err
 }
 

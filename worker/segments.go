@@ -111,7 +111,7 @@ func (h *ExportHandler) handleSegment(ctx context.Context, m *Delivery) error {
 	segJob := *job
 	segJob.Message.ExportID = ledger.SegmentID(sm.ExportID, sm.Segment)
 	what := "segment " + strconv.Itoa(sm.Segment) + " of " + strconv.Itoa(sm.Segments) + " of export " + sm.ExportID
-	a := &attempt{job: job, ledgerJob: &segJob, log: log, what: what}
+	a := &attempt{job: job, ledgerJob: &segJob, log: log, noun: "segment", what: what}
 	a.run = func(ctx context.Context, o jobs.RunOptions) (jobs.Result, error) {
 		return h.Exporter.RunSegment(ctx, job, plan, sm.Segment, o)
 	}
