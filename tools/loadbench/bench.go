@@ -1,20 +1,15 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
-	"syscall"
+	"sync/atomic"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -25,6 +20,7 @@ import (
 	"github.com/verifiedfan/export-service/jobs"
 	"github.com/verifiedfan/export-service/jobs/encode"
 	"github.com/verifiedfan/export-service/ledger"
+	"github.com/verifiedfan/export-service/tools/internal/benchkit"
 )
 
 // result is one run of one binary.
@@ -87,9 +83,12 @@ func run(ctx context.Context, cfg config) error {
 			}
 			commit = strings.TrimSpace(string(b)) + " (committed files only)"
 		}
-		if cfg.bin, err = build(ctx, repo, cfg.rev, tmp); err != nil {
+		bin, version, err := benchkit.Build(ctx, repo, cfg.rev, tmp, "loadbench")
+		if err != nil {
 			return err
 		}
+		logf("built %s (%s)", bin, version)
+		cfg.bin = bin
 	}
 	bins := []binary{{label: "A", path: cfg.bin}}
 	if cfg.compare != "" {
@@ -101,23 +100,21 @@ func run(ctx context.Context, cfg config) error {
 			return err
 		}
 		bins[i].path = p
-		out, err := exec.CommandContext(ctx, p, "version").Output()
-		if err != nil {
-			return fmt.Errorf("%s version: %v", p, err)
+		if bins[i].version, err = benchkit.BinaryVersion(ctx, p); err != nil {
+			return err
 		}
-		bins[i].version = strings.TrimSpace(string(out))
 	}
 
-	st, err := connect(ctx, repo)
+	st, err := benchkit.Connect(benchkit.EnvPath(repo))
 	if err != nil {
 		return err
 	}
-	defer st.mongo.Disconnect(context.Background())
+	defer st.Mongo.Disconnect(context.Background())
 	dbName := cfg.db
 	if dbName == "" {
-		dbName = "loadbench_" + randomID()
+		dbName = "loadbench_" + benchkit.RandomID()
 	}
-	db := st.mongo.Database(dbName)
+	db := st.Mongo.Database(dbName)
 	if cfg.db == "" && !cfg.keep {
 		defer func() { _ = db.Drop(context.Background()) }()
 	}
@@ -132,7 +129,7 @@ func run(ctx context.Context, cfg config) error {
 	if len(bins) > 1 {
 		fmt.Printf("loadbench: B = %s (%s)\n", bins[1].path, bins[1].version)
 	}
-	fmt.Printf("loadbench: host %s, %d runs of each binary, interleaved\n", hostLoad(), cfg.repeat)
+	fmt.Printf("loadbench: host %s, %d runs of each binary, interleaved\n", benchkit.HostLoad(), cfg.repeat)
 	fmt.Println("loadbench: cpu/job = worker utime+stime from just before the enqueue until the last message was deleted, / jobs;")
 	fmt.Println("loadbench:   net = minus the worker's idle CPU rate (measured over an idle period just before the enqueue) x that window")
 	fmt.Printf("%-3s %3s %8s %9s %9s %9s %8s %8s %10s %9s %5s %4s\n", "bin", "run", "wall_s", "cpu/job", "net/job", "idle_ms/s", "rss_MiB", "idleRSS", "alloc/job", "mallocs/j", "gcs", "retr")
@@ -209,153 +206,21 @@ func treeState(repo string) string {
 	return s
 }
 
-func hostLoad() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return fmt.Sprintf("load %s %s %s", f[0], f[1], f[2])
-}
-
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
-// worker is a running worker process.
-type worker struct {
-	cmd     *exec.Cmd
-	base    string
-	started chan struct{}
-	done    chan struct{}
-	mu      sync.Mutex
-	bad     []string // warn/error lines and non-JSON lines
-	// succeeded counts the "export succeeded" lines; progress is signalled on each.
-	succeeded int
-	progress  chan struct{}
-}
-
-func startWorker(ctx context.Context, cfg config, st *stack, bin string, env map[string]string, logPath string) (*worker, error) {
-	cmd := exec.Command(bin, "worker")
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
-	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	f, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	pr, pw := io.Pipe()
-	cmd.Stdout, cmd.Stderr = pw, pw
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		return nil, err
-	}
-	w := &worker{cmd: cmd, base: "http://" + env["HTTP_ADDR"], started: make(chan struct{}), done: make(chan struct{}), progress: make(chan struct{}, 1)}
-	go func() {
-		defer f.Close()
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 1<<20), 4<<20)
-		once := sync.Once{}
-		for sc.Scan() {
-			line := sc.Bytes()
-			f.Write(line)
-			f.Write([]byte{'\n'})
-			var m struct{ Level, Message string }
-			if json.Unmarshal(line, &m) != nil {
-				w.note(string(line), cfg.logs)
-				continue
-			}
-			switch m.Message {
-			case "worker started":
-				once.Do(func() { close(w.started) })
-			case "export succeeded":
-				w.mu.Lock()
-				w.succeeded++
-				w.mu.Unlock()
-				select {
-				case w.progress <- struct{}{}:
-				default:
-				}
-			}
-			if m.Level == "warn" || m.Level == "error" || m.Level == "fatal" || m.Level == "panic" {
-				w.note(string(line), cfg.logs)
-			}
-		}
-		_, _ = io.Copy(io.Discard, pr)
-	}()
-	go func() {
-		_ = cmd.Wait()
-		pw.Close()
-		close(w.done)
-	}()
-	return w, nil
-}
-
-func (w *worker) note(line string, print bool) {
-	w.mu.Lock()
-	if len(w.bad) < 50 {
-		w.bad = append(w.bad, line)
-	}
-	w.mu.Unlock()
-	if print {
-		fmt.Fprintln(os.Stderr, "worker:", line)
-	}
-}
-
-func (w *worker) stop() {
-	select {
-	case <-w.done:
-		return
-	default:
-	}
-	_ = w.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-w.done:
-	case <-time.After(30 * time.Second):
-		_ = w.cmd.Process.Kill()
-		<-w.done
-	}
-}
-
-func runOnce(ctx context.Context, cfg config, st *stack, db *mongo.Database, campaigns []string, b binary, k int, idle time.Duration, tmp, perfFile string) (result, error) {
+func runOnce(ctx context.Context, cfg config, st *benchkit.Stack, db *mongo.Database, campaigns []string, b binary, k int, idle time.Duration, tmp, perfFile string) (result, error) {
 	res := result{label: b.label, run: k, idle: idle}
-	runID := fmt.Sprintf("lb-%s-%s%d", randomID(), strings.ToLower(b.label), k)
-	jobsURL, dlqURL, err := st.newQueues(ctx, runID)
-	defer st.deleteQueues(jobsURL, dlqURL)
+	runID := fmt.Sprintf("lb-%s-%s%d", benchkit.RandomID(), strings.ToLower(b.label), k)
+	jobsURL, dlqURL, err := st.NewQueues(ctx, runID, 120)
+	defer st.DeleteQueues(jobsURL, dlqURL)
 	if err != nil {
 		return res, err
 	}
-	addr, err := freeAddr()
+	addr, err := benchkit.FreeAddr()
 	if err != nil {
 		return res, err
 	}
 	prefix := "loadbench/" + runID + "/"
-	env := map[string]string{
-		"AWS_EC2_METADATA_DISABLED": "true",
-		"MONGO_DATABASE":            db.Name(),
-		"EXPORT_QUEUE_URL":          jobsURL,
-		"EXPORT_DLQ_URL":            dlqURL,
-		"EXPORT_KEY_PREFIX":         prefix,
-		"HTTP_ADDR":                 addr,
-		"RECEIVE_WAIT":              "1s",
-		"RETRY_BASE":                "1s",
-		"WORKER_CONCURRENCY":        fmt.Sprint(cfg.concurrency),
-		"WORKER_ID":                 runID,
-		"LOG_LEVEL":                 "info",
-	}
-	for _, key := range []string{"AWS_REGION", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_STS", "AWS_ENDPOINT_URL_SQS",
-		"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MONGO_URI", "EXPORT_BUCKET", "S3_FORCE_PATH_STYLE"} {
-		env[key] = st.env[key]
-	}
+	env := st.WorkerEnv(db.Name(), jobsURL, dlqURL, prefix, cfg.concurrency)
+	env["HTTP_ADDR"], env["WORKER_ID"] = addr, runID
 	if cfg.gomemlimit != "" {
 		env["GOMEMLIMIT"] = cfg.gomemlimit
 	}
@@ -365,51 +230,54 @@ func runOnce(ctx context.Context, cfg config, st *stack, db *mongo.Database, cam
 		}
 	}
 	logPath := filepath.Join(tmp, runID+".log")
-	w, err := startWorker(ctx, cfg, st, b.path, env, logPath)
+	// The worker's "export succeeded" lines: their count, and a signal on each.
+	var succeededLines atomic.Int64
+	progress := make(chan struct{}, 1)
+	w, err := benchkit.StartWorker(benchkit.WorkerSpec{
+		Bin: b.path, Name: "worker", Env: env, LogPath: logPath, Verbose: cfg.logs,
+		OnMessage: func(message string) {
+			if message == "export succeeded" {
+				succeededLines.Add(1)
+				select {
+				case progress <- struct{}{}:
+				default:
+				}
+			}
+		},
+	})
 	if err != nil {
 		return res, err
 	}
 	defer func() {
 		if !cfg.keep {
-			if _, err := st.deletePrefix(context.Background(), st.env["EXPORT_BUCKET"], prefix); err != nil {
-				logf("deleting s3://%s/%s: %v", st.env["EXPORT_BUCKET"], prefix, err)
+			if _, err := st.DeletePrefix(context.Background(), st.Env["EXPORT_BUCKET"], prefix); err != nil {
+				logf("deleting s3://%s/%s: %v", st.Env["EXPORT_BUCKET"], prefix, err)
 			}
 		}
 	}()
-	defer w.stop()
-	pid := w.cmd.Process.Pid
+	defer w.Stop(30 * time.Second)
+	pid := w.Pid()
 	fail := func(err error) (result, error) {
-		w.mu.Lock()
-		bad := strings.Join(w.bad, "\n")
-		w.mu.Unlock()
+		bad := strings.Join(w.BadLines(), "\n")
 		return res, fmt.Errorf("%w (worker log %s; warnings and errors:\n%s)", err, logPath, bad)
 	}
 
 	// Ready: the started line, then /heartbeat.
-	select {
-	case <-w.started:
-	case <-w.done:
-		return fail(errors.New("the worker exited at start"))
-	case <-time.After(60 * time.Second):
-		return fail(errors.New("no \"worker started\" line within 60s"))
-	case <-ctx.Done():
-		return res, ctx.Err()
-	}
-	for deadline := time.Now().Add(30 * time.Second); heartbeat(w.base) != 200; {
-		if time.Now().After(deadline) {
-			return fail(errors.New("/heartbeat did not answer 200 within 30s"))
+	if err := w.Ready(ctx); err != nil {
+		if ctx.Err() != nil {
+			return res, ctx.Err()
 		}
-		time.Sleep(100 * time.Millisecond)
+		return fail(fmt.Errorf("the worker: %w", err))
 	}
 	time.Sleep(time.Second) // let start-up work (first receive, index checks) settle
 
 	// Idle period.
 	names := []string{"go_memstats_alloc_bytes_total", "go_memstats_mallocs_total", "go_gc_duration_seconds_count"}
-	m0, err := scrape(ctx, w.base, names...)
+	m0, err := scrape(ctx, w.Base, names...)
 	if err != nil {
 		return fail(err)
 	}
-	c0, err := procCPU(pid)
+	c0, err := benchkit.ProcCPU(pid)
 	if err != nil {
 		return fail(err)
 	}
@@ -418,11 +286,11 @@ func runOnce(ctx context.Context, cfg config, st *stack, db *mongo.Database, cam
 	case <-ctx.Done():
 		return res, ctx.Err()
 	}
-	c1, err := procCPU(pid)
+	c1, err := benchkit.ProcCPU(pid)
 	if err != nil {
 		return fail(err)
 	}
-	m1, err := scrape(ctx, w.base, names...)
+	m1, err := scrape(ctx, w.Base, names...)
 	if err != nil {
 		return fail(err)
 	}
@@ -465,12 +333,12 @@ func runOnce(ctx context.Context, cfg config, st *stack, db *mongo.Database, cam
 	if s, err := procStatus(pid, "VmRSS"); err == nil {
 		res.idleRSS = s["VmRSS"]
 	}
-	c2, err := procCPU(pid)
+	c2, err := benchkit.ProcCPU(pid)
 	if err != nil {
 		return fail(err)
 	}
 	start := time.Now()
-	if err := st.enqueue(ctx, jobsURL, bodies); err != nil {
+	if err := enqueue(ctx, st, jobsURL, bodies); err != nil {
 		return fail(fmt.Errorf("enqueue: %w", err))
 	}
 	// Completion: the worker's "export succeeded" lines (reading them costs the worker and
@@ -480,9 +348,7 @@ func runOnce(ctx context.Context, cfg config, st *stack, db *mongo.Database, cam
 	deadline := start.Add(cfg.timeout)
 	lastPoll := time.Now()
 	for {
-		w.mu.Lock()
-		n := w.succeeded
-		w.mu.Unlock()
+		n := int(succeededLines.Load())
 		if n >= cfg.jobs || time.Since(lastPoll) > 10*time.Second {
 			lastPoll = time.Now()
 			c, err := exports.CountDocuments(ctx, succeeded)
@@ -498,11 +364,11 @@ func runOnce(ctx context.Context, cfg config, st *stack, db *mongo.Database, cam
 			}
 		}
 		select {
-		case <-w.done:
+		case <-w.Done():
 			return fail(fmt.Errorf("the worker exited with %d of %d jobs succeeded", n, cfg.jobs))
 		case <-ctx.Done():
 			return res, ctx.Err()
-		case <-w.progress:
+		case <-progress:
 		case <-time.After(time.Second):
 		}
 		if time.Now().After(deadline) {
@@ -512,11 +378,11 @@ func runOnce(ctx context.Context, cfg config, st *stack, db *mongo.Database, cam
 	res.wall = time.Since(start)
 	// The last messages are deleted after their ledger entry says succeeded.
 	for end := time.Now().Add(15 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
-		if n, err := st.queueCount(ctx, jobsURL); err == nil && n == 0 {
+		if n, err := queueCount(ctx, st, jobsURL); err == nil && n == 0 {
 			break
 		}
 	}
-	c3, err := procCPU(pid)
+	c3, err := benchkit.ProcCPU(pid)
 	if err != nil {
 		return fail(err)
 	}
@@ -530,7 +396,7 @@ func runOnce(ctx context.Context, cfg config, st *stack, db *mongo.Database, cam
 		return fail(err)
 	}
 	res.peakRSS = s["VmHWM"]
-	m3, err := scrape(ctx, w.base, names...)
+	m3, err := scrape(ctx, w.Base, names...)
 	if err != nil {
 		return fail(err)
 	}

@@ -27,9 +27,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -105,41 +103,4 @@ func fatalf(code int, format string, args ...any) {
 
 func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "loadbench: "+format+"\n", args...)
-}
-
-// build builds the worker as scripts/build.sh does (static, -trimpath), but keeps the symbol
-// table (no -s -w) so that perf can name functions; neither changes the code that runs.
-// With rev, it builds that commit's files (git archive into dir/src), not the working tree.
-func build(ctx context.Context, repo, rev, dir string) (string, error) {
-	out := filepath.Join(dir, "export-service")
-	version := "loadbench"
-	if b, err := exec.CommandContext(ctx, "git", "-C", repo, "describe", "--tags", "--always", "--dirty").Output(); err == nil {
-		version = strings.TrimSpace(string(b))
-	}
-	if rev != "" {
-		src := filepath.Join(dir, "src")
-		if err := os.MkdirAll(src, 0o755); err != nil {
-			return "", err
-		}
-		sh := exec.CommandContext(ctx, "sh", "-c", `git -C "$1" archive "$2" | tar -x -C "$3"`, "sh", repo, rev, src)
-		if b, err := sh.CombinedOutput(); err != nil {
-			return "", fmt.Errorf("git archive %s: %v\n%s", rev, err, b)
-		}
-		b, err := exec.CommandContext(ctx, "git", "-C", repo, "rev-parse", "--short", rev).Output()
-		if err != nil {
-			return "", err
-		}
-		version = "loadbench-" + strings.TrimSpace(string(b))
-		repo = src
-	}
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath",
-		"-ldflags", "-X github.com/verifiedfan/export-service/internal/buildinfo.Version="+version,
-		"-o", out, "./cmd/export-service")
-	cmd.Dir = repo
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build: %v\n%s", err, b)
-	}
-	logf("built %s (%s)", out, version)
-	return out, nil
 }

@@ -12,34 +12,6 @@ import (
 	"time"
 )
 
-// clockTick is the unit of utime and stime in /proc/PID/stat (USER_HZ, 100 on Linux).
-const clockTick = 10 * time.Millisecond
-
-// procCPU is the user+system CPU time of every thread of the process so far.
-func procCPU(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// The command name (field 2) may hold spaces; the fields after its ')' are fixed.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("unexpected /proc/%d/stat: %q", pid, s)
-	}
-	f := strings.Fields(s[i+1:])
-	// f[0] is field 3 (state); utime is field 14, stime field 15.
-	if len(f) < 13 {
-		return 0, fmt.Errorf("short /proc/%d/stat: %q", pid, s)
-	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("unexpected /proc/%d/stat: %q", pid, s)
-	}
-	return time.Duration(ut+st) * clockTick, nil
-}
-
 // procStatus reads kB fields (VmHWM, VmRSS) of /proc/PID/status.
 func procStatus(pid int, names ...string) (map[string]int64, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
@@ -101,16 +73,4 @@ func scrape(ctx context.Context, base string, names ...string) (map[string]float
 		}
 	}
 	return out, nil
-}
-
-func heartbeat(base string) int {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/heartbeat", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0
-	}
-	resp.Body.Close()
-	return resp.StatusCode
 }

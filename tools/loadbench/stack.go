@@ -2,68 +2,21 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	mrand "math/rand/v2"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
-	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/verifiedfan/export-service/internal/fixtures"
-	"github.com/verifiedfan/export-service/internal/stackenv"
 	"github.com/verifiedfan/export-service/jobs"
+	"github.com/verifiedfan/export-service/tools/internal/benchkit"
 )
-
-// stack holds the clients of the local stack.
-type stack struct {
-	env   map[string]string
-	sqs   *sqs.Client
-	s3    *s3.Client // admin identity: sees and deletes every object
-	mongo *mongo.Client
-}
-
-func connect(ctx context.Context, repo string) (*stack, error) {
-	path := os.Getenv("STACK_ENV_FILE")
-	if path == "" {
-		path = filepath.Join(repo, ".stack", "env")
-	}
-	env, err := stackenv.Read(path)
-	if err != nil {
-		return nil, err
-	}
-	st := &stack{env: env}
-	cfg := aws.Config{Region: env["AWS_REGION"], Credentials: credentials.NewStaticCredentialsProvider(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], "")}
-	st.sqs = sqs.NewFromConfig(cfg, func(o *sqs.Options) { o.BaseEndpoint = aws.String(env["AWS_ENDPOINT_URL_SQS"]) })
-	st.s3 = s3.NewFromConfig(cfg, func(o *s3.Options) {
-		o.BaseEndpoint = aws.String(env["AWS_ENDPOINT_URL_S3"])
-		o.UsePathStyle = true
-		o.Credentials = credentials.NewStaticCredentialsProvider(env["STACK_ADMIN_ACCESS_KEY_ID"], env["STACK_ADMIN_SECRET_ACCESS_KEY"], "")
-	})
-	st.mongo, err = mongo.Connect(options.Client().ApplyURI(env["MONGO_URI"]))
-	if err != nil {
-		return nil, fmt.Errorf("mongo connect: %w", err)
-	}
-	return st, nil
-}
-
-func randomID() string {
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
 
 // campaignIDs are the campaigns the exports read: one shared, or one per export.
 func campaignIDs(cfg config) []string {
@@ -120,43 +73,9 @@ func seed(ctx context.Context, db *mongo.Database, campaigns []string, rows int,
 	return nil
 }
 
-// newQueues creates a jobs queue and its DLQ.
-func (st *stack) newQueues(ctx context.Context, name string) (jobsURL, dlqURL string, err error) {
-	dlq, err := st.sqs.CreateQueue(ctx, &sqs.CreateQueueInput{QueueName: aws.String(name + "-dlq")})
-	if err != nil {
-		return "", "", fmt.Errorf("create dlq: %w", err)
-	}
-	attrs, err := st.sqs.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
-		QueueUrl: dlq.QueueUrl, AttributeNames: []sqstypes.QueueAttributeName{sqstypes.QueueAttributeNameQueueArn},
-	})
-	if err != nil {
-		return "", "", fmt.Errorf("dlq arn: %w", err)
-	}
-	redrive, _ := json.Marshal(map[string]any{
-		"deadLetterTargetArn": attrs.Attributes[string(sqstypes.QueueAttributeNameQueueArn)],
-		"maxReceiveCount":     "5",
-	})
-	q, err := st.sqs.CreateQueue(ctx, &sqs.CreateQueueInput{
-		QueueName:  aws.String(name),
-		Attributes: map[string]string{"VisibilityTimeout": "120", "RedrivePolicy": string(redrive)},
-	})
-	if err != nil {
-		return "", "", fmt.Errorf("create queue: %w", err)
-	}
-	return aws.ToString(q.QueueUrl), aws.ToString(dlq.QueueUrl), nil
-}
-
-func (st *stack) deleteQueues(urls ...string) {
-	for _, u := range urls {
-		if u != "" {
-			_, _ = st.sqs.DeleteQueue(context.Background(), &sqs.DeleteQueueInput{QueueUrl: aws.String(u)})
-		}
-	}
-}
-
 // queueCount is visible + in-flight messages of a queue.
-func (st *stack) queueCount(ctx context.Context, url string) (int, error) {
-	out, err := st.sqs.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
+func queueCount(ctx context.Context, st *benchkit.Stack, url string) (int, error) {
+	out, err := st.SQS.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
 		QueueUrl: aws.String(url),
 		AttributeNames: []sqstypes.QueueAttributeName{
 			sqstypes.QueueAttributeNameApproximateNumberOfMessages,
@@ -173,7 +92,7 @@ func (st *stack) queueCount(ctx context.Context, url string) (int, error) {
 }
 
 // enqueue sends the job messages in batches of 10, 8 batches at once.
-func (st *stack) enqueue(ctx context.Context, url string, bodies []string) error {
+func enqueue(ctx context.Context, st *benchkit.Stack, url string, bodies []string) error {
 	var wg sync.WaitGroup
 	errs := make(chan error, len(bodies)/10+1)
 	sem := make(chan struct{}, 8)
@@ -187,7 +106,7 @@ func (st *stack) enqueue(ctx context.Context, url string, bodies []string) error
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			out, err := st.sqs.SendMessageBatch(ctx, &sqs.SendMessageBatchInput{QueueUrl: aws.String(url), Entries: entries})
+			out, err := st.SQS.SendMessageBatch(ctx, &sqs.SendMessageBatchInput{QueueUrl: aws.String(url), Entries: entries})
 			if err == nil && len(out.Failed) > 0 {
 				err = fmt.Errorf("%d messages refused: %s", len(out.Failed), aws.ToString(out.Failed[0].Message))
 			}
@@ -199,34 +118,4 @@ func (st *stack) enqueue(ctx context.Context, url string, bodies []string) error
 	wg.Wait()
 	close(errs)
 	return <-errs
-}
-
-// deletePrefix deletes every object under prefix of bucket.
-func (st *stack) deletePrefix(ctx context.Context, bucket, prefix string) (int, error) {
-	n := 0
-	p := s3.NewListObjectsV2Paginator(st.s3, &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String(prefix)})
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			return n, err
-		}
-		if len(page.Contents) == 0 {
-			continue
-		}
-		var ids []s3types.ObjectIdentifier
-		for _, o := range page.Contents {
-			ids = append(ids, s3types.ObjectIdentifier{Key: o.Key})
-		}
-		if _, err := st.s3.DeleteObjects(ctx, &s3.DeleteObjectsInput{Bucket: aws.String(bucket), Delete: &s3types.Delete{Objects: ids, Quiet: aws.Bool(true)}}); err != nil {
-			for _, id := range ids { // a server without DeleteObjects
-				if _, err := st.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(bucket), Key: id.Key}); err != nil {
-					return n, err
-				}
-				n++
-			}
-			continue
-		}
-		n += len(ids)
-	}
-	return n, nil
 }

@@ -27,22 +27,15 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"crypto/rand"
 	"encoding/base64"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	mrand "math/rand/v2"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
@@ -53,10 +46,8 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
-	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
@@ -64,6 +55,7 @@ import (
 	"github.com/verifiedfan/export-service/internal/stackenv"
 	"github.com/verifiedfan/export-service/jobs"
 	"github.com/verifiedfan/export-service/ledger"
+	"github.com/verifiedfan/export-service/tools/internal/benchkit"
 )
 
 const (
@@ -185,15 +177,12 @@ func run(ctx context.Context, cfg config, runs []runSpec) error {
 	if err != nil {
 		return err
 	}
-	envPath := os.Getenv("STACK_ENV_FILE")
-	if envPath == "" {
-		envPath = filepath.Join(repo, ".stack", "env")
-	}
-	st, err := connect(envPath)
+	envPath := benchkit.EnvPath(repo)
+	st, err := benchkit.Connect(envPath)
 	if err != nil {
 		return err
 	}
-	defer st.mongo.Disconnect(context.Background())
+	defer st.Mongo.Disconnect(context.Background())
 
 	tmp, err := os.MkdirTemp("", "segbench-")
 	if err != nil {
@@ -208,24 +197,26 @@ func run(ctx context.Context, cfg config, runs []runSpec) error {
 		_ = os.RemoveAll(tmp)
 	}()
 	if cfg.bin == "" {
-		if cfg.bin, err = build(ctx, repo, tmp); err != nil {
+		bin, version, err := benchkit.Build(ctx, repo, "", tmp, "segbench")
+		if err != nil {
 			return err
 		}
+		logf("built %s (%s)", bin, version)
+		cfg.bin = bin
 	}
 	if cfg.bin, err = filepath.Abs(cfg.bin); err != nil {
 		return err
 	}
-	out, err := exec.CommandContext(ctx, cfg.bin, "version").Output()
+	version, err := benchkit.BinaryVersion(ctx, cfg.bin)
 	if err != nil {
-		return fmt.Errorf("%s version: %v", cfg.bin, err)
+		return err
 	}
-	version := strings.TrimSpace(string(out))
 
 	dbName := cfg.db
 	if dbName == "" {
-		dbName = "segbench_" + randomID()
+		dbName = "segbench_" + benchkit.RandomID()
 	}
-	db := st.mongo.Database(dbName)
+	db := st.Mongo.Database(dbName)
 	if cfg.drop {
 		defer func() {
 			if err := db.Drop(context.Background()); err != nil {
@@ -248,7 +239,7 @@ func run(ctx context.Context, cfg config, runs []runSpec) error {
 		cfg.rows, campaign, dbName, dbName, strings.Join(fields, ","))
 	fmt.Printf("segbench: worker %s (%s), WORKER_CONCURRENCY=%d per process, S3_PART_SIZE_MB=5\n", cfg.bin, version, cfg.concurrency)
 	fmt.Printf("segbench: split runs SEGMENT_ROWS=%d MAX_SEGMENTS=%d; 1u SEGMENT_ROWS=0\n", segRows, cfg.segments)
-	fmt.Printf("segbench: host %d CPUs, %s; FerretDB pid %s, SeaweedFS pid %s\n", runtime.NumCPU(), hostLoad(), pidString(ferretPID), pidString(s3PID))
+	fmt.Printf("segbench: host %d CPUs, %s; FerretDB pid %s, SeaweedFS pid %s\n", runtime.NumCPU(), benchkit.HostLoad(), pidString(ferretPID), pidString(s3PID))
 	fmt.Println("segbench: wall = send .. ledger finished_at; planning = send .. segments.planned_at; CPU = utime+stime from just before the send to the end")
 
 	var results []result
@@ -271,10 +262,10 @@ func run(ctx context.Context, cfg config, runs []runSpec) error {
 		if r.status != ledger.Succeeded {
 			failed = true
 		}
-		printRun(cfg, r)
+		printRun(r)
 		results = append(results, r)
 	}
-	summarize(cfg, results)
+	summarize(results)
 	if failed {
 		return errors.New("a run did not succeed")
 	}
@@ -282,34 +273,6 @@ func run(ctx context.Context, cfg config, runs []runSpec) error {
 }
 
 // --- the stack --------------------------------------------------------------
-
-// stack holds the clients of the local stack.
-type stack struct {
-	env   map[string]string
-	sqs   *sqs.Client
-	s3    *s3.Client // admin identity: sees and deletes every object
-	mongo *mongo.Client
-}
-
-func connect(envPath string) (*stack, error) {
-	env, err := stackenv.Read(envPath)
-	if err != nil {
-		return nil, err
-	}
-	st := &stack{env: env}
-	cfg := aws.Config{Region: env["AWS_REGION"], Credentials: credentials.NewStaticCredentialsProvider(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], "")}
-	st.sqs = sqs.NewFromConfig(cfg, func(o *sqs.Options) { o.BaseEndpoint = aws.String(env["AWS_ENDPOINT_URL_SQS"]) })
-	st.s3 = s3.NewFromConfig(cfg, func(o *s3.Options) {
-		o.BaseEndpoint = aws.String(env["AWS_ENDPOINT_URL_S3"])
-		o.UsePathStyle = true
-		o.Credentials = credentials.NewStaticCredentialsProvider(env["STACK_ADMIN_ACCESS_KEY_ID"], env["STACK_ADMIN_SECRET_ACCESS_KEY"], "")
-	})
-	st.mongo, err = mongo.Connect(options.Client().ApplyURI(env["MONGO_URI"]))
-	if err != nil {
-		return nil, fmt.Errorf("mongo connect: %w", err)
-	}
-	return st, nil
-}
 
 // stackPID is the pid of the stack's server name (scripts/stack.sh writes .stack/run/NAME.pid)
 // if it runs and its command line holds marker; else 0.
@@ -336,68 +299,14 @@ func pidString(pid int) string {
 	return strconv.Itoa(pid)
 }
 
-// newQueues creates a jobs queue and its DLQ.
-func (st *stack) newQueues(ctx context.Context, name string) (jobsURL, dlqURL string, err error) {
-	dlq, err := st.sqs.CreateQueue(ctx, &sqs.CreateQueueInput{QueueName: aws.String(name + "-dlq")})
-	if err != nil {
-		return "", "", fmt.Errorf("create dlq: %w", err)
-	}
-	dlqURL = aws.ToString(dlq.QueueUrl)
-	attrs, err := st.sqs.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
-		QueueUrl: dlq.QueueUrl, AttributeNames: []sqstypes.QueueAttributeName{sqstypes.QueueAttributeNameQueueArn},
-	})
-	if err != nil {
-		return "", dlqURL, fmt.Errorf("dlq arn: %w", err)
-	}
-	redrive, _ := json.Marshal(map[string]any{
-		"deadLetterTargetArn": attrs.Attributes[string(sqstypes.QueueAttributeNameQueueArn)],
-		"maxReceiveCount":     "5",
-	})
-	q, err := st.sqs.CreateQueue(ctx, &sqs.CreateQueueInput{
-		QueueName:  aws.String(name),
-		Attributes: map[string]string{"VisibilityTimeout": strconv.Itoa(visibility), "RedrivePolicy": string(redrive)},
-	})
-	if err != nil {
-		return "", dlqURL, fmt.Errorf("create queue: %w", err)
-	}
-	return aws.ToString(q.QueueUrl), dlqURL, nil
-}
-
-func (st *stack) deleteQueues(urls ...string) {
-	for _, u := range urls {
-		if u != "" {
-			_, _ = st.sqs.DeleteQueue(context.Background(), &sqs.DeleteQueueInput{QueueUrl: aws.String(u)})
-		}
-	}
-}
-
-// deletePrefix deletes every object under prefix of bucket.
-func (st *stack) deletePrefix(ctx context.Context, bucket, prefix string) (int, error) {
-	n := 0
-	p := s3.NewListObjectsV2Paginator(st.s3, &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String(prefix)})
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			return n, err
-		}
-		for _, o := range page.Contents {
-			if _, err := st.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(bucket), Key: o.Key}); err != nil {
-				return n, err
-			}
-			n++
-		}
-	}
-	return n, nil
-}
-
 // abortUploads aborts the multipart uploads left under prefix (a failed split export's).
-func (st *stack) abortUploads(ctx context.Context, bucket, prefix string) {
-	out, err := st.s3.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String(bucket), Prefix: aws.String(prefix)})
+func abortUploads(ctx context.Context, st *benchkit.Stack, bucket, prefix string) {
+	out, err := st.S3.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String(bucket), Prefix: aws.String(prefix)})
 	if err != nil {
 		return
 	}
 	for _, u := range out.Uploads {
-		_, _ = st.s3.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: aws.String(bucket), Key: u.Key, UploadId: u.UploadId})
+		_, _ = st.S3.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: aws.String(bucket), Key: u.Key, UploadId: u.UploadId})
 	}
 }
 
@@ -472,168 +381,29 @@ func seed(ctx context.Context, db *mongo.Database, rows int, seedValue uint64) e
 
 // --- workers ----------------------------------------------------------------
 
-// worker is a running worker process.
-type worker struct {
-	id      string
-	cmd     *exec.Cmd
-	base    string
-	started chan struct{}
-	done    chan struct{}
-	mu      sync.Mutex
-	bad     []string // warn/error lines and non-JSON lines
-}
-
-func startWorker(cfg config, bin, id string, env map[string]string, logPath string) (*worker, error) {
-	cmd := exec.Command(bin, "worker")
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
-	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	f, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	pr, pw := io.Pipe()
-	cmd.Stdout, cmd.Stderr = pw, pw
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		return nil, err
-	}
-	w := &worker{id: id, cmd: cmd, base: "http://" + env["HTTP_ADDR"], started: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer f.Close()
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 1<<20), 4<<20)
-		once := sync.Once{}
-		for sc.Scan() {
-			line := sc.Bytes()
-			f.Write(line)
-			f.Write([]byte{'\n'})
-			var m struct{ Level, Message string }
-			if json.Unmarshal(line, &m) != nil {
-				w.note(string(line), cfg.verbose)
-				continue
-			}
-			if m.Message == "worker started" {
-				once.Do(func() { close(w.started) })
-			}
-			if m.Level == "warn" || m.Level == "error" || m.Level == "fatal" || m.Level == "panic" {
-				w.note(string(line), cfg.verbose)
-			}
-		}
-		_, _ = io.Copy(io.Discard, pr)
-	}()
-	go func() {
-		_ = cmd.Wait()
-		pw.Close()
-		close(w.done)
-	}()
-	return w, nil
-}
-
-func (w *worker) note(line string, print bool) {
-	w.mu.Lock()
-	if len(w.bad) < 50 {
-		w.bad = append(w.bad, line)
-	}
-	w.mu.Unlock()
-	if print {
-		fmt.Fprintf(os.Stderr, "%s: %s\n", w.id, line)
-	}
-}
-
-func (w *worker) badLines() []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return append([]string(nil), w.bad...)
-}
-
-func (w *worker) exited() bool {
-	select {
-	case <-w.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// stop sends SIGTERM and waits (SIGKILL after 60s).
-func (w *worker) stop() {
-	if w.exited() {
-		return
-	}
-	_ = w.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-w.done:
-	case <-time.After(60 * time.Second):
-		_ = w.cmd.Process.Kill()
-		<-w.done
-	}
-}
-
-func stopAll(ws []*worker) {
+// stopAll stops the workers at once: SIGTERM, and SIGKILL after 60s.
+func stopAll(ws []*benchkit.Worker) {
 	var wg sync.WaitGroup
 	for _, w := range ws {
 		wg.Add(1)
-		go func() { defer wg.Done(); w.stop() }()
+		go func() { defer wg.Done(); w.Stop(60 * time.Second) }()
 	}
 	wg.Wait()
 }
 
-// ready waits for the worker's "worker started" line and a 200 from /heartbeat.
-func (w *worker) ready(ctx context.Context) error {
-	select {
-	case <-w.started:
-	case <-w.done:
-		return errors.New("exited at start")
-	case <-time.After(60 * time.Second):
-		return errors.New(`no "worker started" line within 60s`)
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	for deadline := time.Now().Add(30 * time.Second); heartbeat(w.base) != http.StatusOK; {
-		if time.Now().After(deadline) {
-			return errors.New("/heartbeat did not answer 200 within 30s")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return nil
-}
-
-func heartbeat(base string) int {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/heartbeat", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0
-	}
-	resp.Body.Close()
-	return resp.StatusCode
-}
-
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
 // --- one run ----------------------------------------------------------------
 
-func runOnce(ctx context.Context, cfg config, st *stack, db *mongo.Database, spec runSpec, tmp string, ferretPID, s3PID int) (res result, err error) {
+func runOnce(ctx context.Context, cfg config, st *benchkit.Stack, db *mongo.Database, spec runSpec, tmp string, ferretPID, s3PID int) (res result, err error) {
 	res = result{spec: spec, planning: -1, ferretCPU: -1, s3CPU: -1}
-	runID := fmt.Sprintf("sb-%s-%s", randomID(), spec.label)
+	runID := fmt.Sprintf("sb-%s-%s", benchkit.RandomID(), spec.label)
 	res.exportID = runID
-	jobsURL, dlqURL, err := st.newQueues(ctx, runID)
-	defer st.deleteQueues(jobsURL, dlqURL)
+	jobsURL, dlqURL, err := st.NewQueues(ctx, runID, visibility)
+	defer st.DeleteQueues(jobsURL, dlqURL)
 	if err != nil {
 		return res, err
 	}
 	prefix := "segbench/" + runID + "/"
-	bucket := st.env["EXPORT_BUCKET"]
+	bucket := st.Env["EXPORT_BUCKET"]
 	exports := db.Collection(ledger.Collection)
 	defer func() {
 		// Every run starts with an empty ledger (FerretDB scans it for each ledger operation).
@@ -644,44 +414,30 @@ func runOnce(ctx context.Context, cfg config, st *stack, db *mongo.Database, spe
 		bg := context.Background()
 		_, _ = exports.DeleteMany(bg, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}})
 		_, _ = db.Collection(ledger.CompletionsCollection).DeleteOne(bg, bson.D{{Key: "_id", Value: runID}})
-		st.abortUploads(bg, bucket, prefix)
+		abortUploads(bg, st, bucket, prefix)
 		if !cfg.keep {
-			if _, err := st.deletePrefix(bg, bucket, prefix); err != nil {
+			if _, err := st.DeletePrefix(bg, bucket, prefix); err != nil {
 				logf("deleting s3://%s/%s: %v", bucket, prefix, err)
 			}
 		}
 	}()
 
-	base := map[string]string{
-		"AWS_EC2_METADATA_DISABLED": "true",
-		"MONGO_DATABASE":            db.Name(),
-		"EXPORT_QUEUE_URL":          jobsURL,
-		"EXPORT_DLQ_URL":            dlqURL,
-		"EXPORT_KEY_PREFIX":         prefix,
-		"RECEIVE_WAIT":              "1s",
-		"VISIBILITY_TIMEOUT":        fmt.Sprintf("%ds", visibility),
-		"RETRY_BASE":                "1s",
-		"S3_PART_SIZE_MB":           "5",
-		"WORKER_CONCURRENCY":        strconv.Itoa(cfg.concurrency),
-		"LOG_LEVEL":                 "info",
-		"SEGMENT_ROWS":              "0",
-	}
+	base := st.WorkerEnv(db.Name(), jobsURL, dlqURL, prefix, cfg.concurrency)
+	base["VISIBILITY_TIMEOUT"] = fmt.Sprintf("%ds", visibility)
+	base["S3_PART_SIZE_MB"] = "5"
+	base["SEGMENT_ROWS"] = "0"
 	if spec.split {
 		base["SEGMENT_ROWS"] = strconv.Itoa(cfg.rows / cfg.segments)
 		base["MAX_SEGMENTS"] = strconv.Itoa(cfg.segments)
 	}
-	for _, key := range []string{"AWS_REGION", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_STS", "AWS_ENDPOINT_URL_SQS",
-		"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MONGO_URI", "EXPORT_BUCKET", "S3_FORCE_PATH_STYLE"} {
-		base[key] = st.env[key]
-	}
 
-	var ws []*worker
+	var ws []*benchkit.Worker
 	defer func() { stopAll(ws) }()
 	fail := func(err error) (result, error) {
 		var b strings.Builder
 		for _, w := range ws {
-			for _, l := range w.badLines() {
-				fmt.Fprintf(&b, "\n  %s: %s", w.id, l)
+			for _, l := range w.BadLines() {
+				fmt.Fprintf(&b, "\n  %s: %s", w.Name, l)
 			}
 		}
 		if b.Len() > 0 {
@@ -692,7 +448,7 @@ func runOnce(ctx context.Context, cfg config, st *stack, db *mongo.Database, spe
 		return res, err
 	}
 	for i := range spec.procs {
-		addr, err := freeAddr()
+		addr, err := benchkit.FreeAddr()
 		if err != nil {
 			return res, err
 		}
@@ -702,15 +458,15 @@ func runOnce(ctx context.Context, cfg config, st *stack, db *mongo.Database, spe
 		}
 		id := fmt.Sprintf("%s-w%d", runID, i)
 		env["HTTP_ADDR"], env["WORKER_ID"] = addr, id
-		w, err := startWorker(cfg, cfg.bin, id, env, filepath.Join(tmp, id+".log"))
+		w, err := benchkit.StartWorker(benchkit.WorkerSpec{Bin: cfg.bin, Name: id, Env: env, LogPath: filepath.Join(tmp, id+".log"), Verbose: cfg.verbose})
 		if err != nil {
 			return fail(err)
 		}
 		ws = append(ws, w)
 	}
 	for _, w := range ws {
-		if err := w.ready(ctx); err != nil {
-			return fail(fmt.Errorf("worker %s: %w", w.id, err))
+		if err := w.Ready(ctx); err != nil {
+			return fail(fmt.Errorf("worker %s: %w", w.Name, err))
 		}
 	}
 	time.Sleep(time.Second) // let start-up work (first receive, index checks) settle
@@ -724,14 +480,14 @@ func runOnce(ctx context.Context, cfg config, st *stack, db *mongo.Database, spe
 	}
 	cpu0 := make([]time.Duration, len(ws))
 	for i, w := range ws {
-		if cpu0[i], err = procCPU(w.cmd.Process.Pid); err != nil {
+		if cpu0[i], err = benchkit.ProcCPU(w.Pid()); err != nil {
 			return fail(err)
 		}
 	}
-	f0, ferr := procCPU(ferretPID)
-	s0, serr := procCPU(s3PID)
+	f0, ferr := benchkit.ProcCPU(ferretPID)
+	s0, serr := benchkit.ProcCPU(s3PID)
 	sent := time.Now()
-	if _, err := st.sqs.SendMessage(ctx, &sqs.SendMessageInput{QueueUrl: aws.String(jobsURL), MessageBody: aws.String(string(body))}); err != nil {
+	if _, err := st.SQS.SendMessage(ctx, &sqs.SendMessageInput{QueueUrl: aws.String(jobsURL), MessageBody: aws.String(string(body))}); err != nil {
 		return fail(fmt.Errorf("send the job: %w", err))
 	}
 
@@ -759,8 +515,8 @@ func runOnce(ctx context.Context, cfg config, st *stack, db *mongo.Database, spe
 			break
 		}
 		for _, w := range ws {
-			if w.exited() {
-				return fail(fmt.Errorf("worker %s exited during the run (ledger status %q)", w.id, e.Status))
+			if w.Exited() {
+				return fail(fmt.Errorf("worker %s exited during the run (ledger status %q)", w.Name, e.Status))
 			}
 		}
 		if time.Now().After(deadline) {
@@ -770,17 +526,17 @@ func runOnce(ctx context.Context, cfg config, st *stack, db *mongo.Database, spe
 
 	// The figures.
 	for i, w := range ws {
-		c, err := procCPU(w.cmd.Process.Pid)
+		c, err := benchkit.ProcCPU(w.Pid())
 		if err != nil {
 			return fail(err)
 		}
 		res.perWorker = append(res.perWorker, c-cpu0[i])
 		res.workerCPU += c - cpu0[i]
 	}
-	if f1, err := procCPU(ferretPID); err == nil && ferr == nil {
+	if f1, err := benchkit.ProcCPU(ferretPID); err == nil && ferr == nil {
 		res.ferretCPU = f1 - f0
 	}
-	if s1, err := procCPU(s3PID); err == nil && serr == nil {
+	if s1, err := benchkit.ProcCPU(s3PID); err == nil && serr == nil {
 		res.s3CPU = s1 - s0
 	}
 	res.status, res.rows, res.bytes, res.attempts = e.Status, e.Rows, e.Bytes, e.Attempts
@@ -847,7 +603,7 @@ func cpuString(d time.Duration) string {
 	return secs(d)
 }
 
-func printRun(cfg config, r result) {
+func printRun(r result) {
 	segs := "unsplit"
 	if len(r.segs) > 0 {
 		segs = fmt.Sprintf("%d segments (%s), planning %s", len(r.segs), r.method, secs(r.planning))
@@ -877,7 +633,7 @@ func printRun(cfg config, r result) {
 	}
 }
 
-func summarize(cfg config, results []result) {
+func summarize(results []result) {
 	fmt.Println()
 	fmt.Printf("%-4s %7s %8s %9s %10s %12s %14s %9s %8s %8s\n",
 		"run", "workers", "segments", "wall_s", "planning_s", "worker_cpu_s", "ferretdb_cpu_s", "rows/s", "wall/1u", "speedup")
@@ -919,75 +675,4 @@ func summarize(cfg config, results []result) {
 	} else {
 		fmt.Println("wall/1u = the run's wall time / the 1u run's; speedup = its inverse")
 	}
-	_ = cfg
-}
-
-// --- helpers ----------------------------------------------------------------
-
-// clockTick is the unit of utime and stime in /proc/PID/stat (USER_HZ, 100 on Linux).
-const clockTick = 10 * time.Millisecond
-
-// procCPU is the user+system CPU time of every thread of the process so far.
-func procCPU(pid int) (time.Duration, error) {
-	if pid <= 0 {
-		return 0, errors.New("no pid")
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// The command name (field 2) may hold spaces; the fields after its ')' are fixed.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("unexpected /proc/%d/stat: %q", pid, s)
-	}
-	f := strings.Fields(s[i+1:])
-	// f[0] is field 3 (state); utime is field 14, stime field 15.
-	if len(f) < 13 {
-		return 0, fmt.Errorf("short /proc/%d/stat: %q", pid, s)
-	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("unexpected /proc/%d/stat: %q", pid, s)
-	}
-	return time.Duration(ut+st) * clockTick, nil
-}
-
-func randomID() string {
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-func hostLoad() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "load ?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "load ?"
-	}
-	return fmt.Sprintf("load %s %s %s", f[0], f[1], f[2])
-}
-
-// build builds the worker from the working tree as scripts/build.sh does (static, -trimpath).
-func build(ctx context.Context, repo, dir string) (string, error) {
-	out := filepath.Join(dir, "export-service")
-	version := "segbench"
-	if b, err := exec.CommandContext(ctx, "git", "-C", repo, "describe", "--tags", "--always", "--dirty").Output(); err == nil {
-		version = strings.TrimSpace(string(b))
-	}
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath",
-		"-ldflags", "-X github.com/verifiedfan/export-service/internal/buildinfo.Version="+version,
-		"-o", out, "./cmd/export-service")
-	cmd.Dir = repo
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build: %v\n%s", err, b)
-	}
-	logf("built %s (%s)", out, version)
-	return out, nil
 }
