@@ -75,8 +75,13 @@ var resumeStatuses = []string{"registered", "verified", "selected", "waitlisted"
 // characters of random base64 (222 random bytes; the "src-" prefix keeps the cell clear of
 // the CSV encoder's formula escaping, which a leading + would trigger).
 func noisyRegistration(r *rand.Rand, campaign string, id any, i int) bson.D {
-	var noise [224]byte
-	for j := 0; j < len(noise); j += 8 {
+	return noisyRegistrationOf(r, campaign, id, i, 222)
+}
+
+// noisyRegistrationOf is noisyRegistration with a source of size random bytes in base64.
+func noisyRegistrationOf(r *rand.Rand, campaign string, id any, i, size int) bson.D {
+	noise := make([]byte, size+8)
+	for j := 0; j+8 <= len(noise); j += 8 {
 		binary.LittleEndian.PutUint64(noise[j:], r.Uint64())
 	}
 	created := time.Date(2026, 9, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(i) * 997 * time.Millisecond)
@@ -85,7 +90,7 @@ func noisyRegistration(r *rand.Rand, campaign string, id any, i int) bson.D {
 		{Key: "campaign_id", Value: campaign},
 		{Key: "status", Value: resumeStatuses[r.IntN(len(resumeStatuses))]},
 		{Key: "score", Value: int32(r.IntN(1000))},
-		{Key: "source", Value: "src-" + base64.StdEncoding.EncodeToString(noise[:222])},
+		{Key: "source", Value: "src-" + base64.StdEncoding.EncodeToString(noise[:size])},
 		{Key: "created_at", Value: created},
 	}
 }

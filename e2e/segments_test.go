@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"hash/crc32"
 	"math/rand/v2"
-	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -27,14 +26,15 @@ import (
 	"github.com/verifiedfan/export-service/ledger"
 )
 
-// The tests of exports split into segments over the fleet. Like the resume tests they export
-// registrations whose source field is random base64, so that a few tens of thousands of rows
-// make segments of several 5 MiB parts each, whose tails (not a multiple of 5 MiB) must be
-// merged into their last part for S3 (and SeaweedFS) to complete the upload.
-//
-// E2E_SEGMENT_ROWS sets the rows of the first test (default 180,000: four segments of two 5 MiB parts or more; the figure is
-// 1,000,000, which takes the local stack about an hour: FerretDB scans the whole collection
-// for every query, so each segment costs as much as the whole export does).
+// The tests of exports split into segments over the fleet. They export registrations whose
+// source field is 2,000 characters of random base64 (rows of about 1.6 KB compressed), so that
+// 36,000 rows make four segments of about 14 MB: two 5 MiB parts each and a tail (not a
+// multiple of 5 MiB) that must be merged into the segment's last part for S3 (and SeaweedFS)
+// to complete the upload. Few, large rows keep FerretDB's scans short: it reads the whole
+// collection for every query, so each segment costs it as much as the whole export.
+
+// segmentRows is the rows of the segment tests' campaign.
+const segmentRows = 36_000
 
 // segmentEnv is the environment of the segmenting workers: split into 4 segments of rows/4.
 func segmentEnv(rows int) map[string]string {
@@ -50,18 +50,17 @@ func segmentEnv(rows int) map[string]string {
 	return env
 }
 
-// seedNoisy inserts n noisy registrations of campaign with ascending ObjectIds.
+// seedNoisy inserts n registrations of campaign with 2,000-character sources and ascending
+// ObjectIds.
 func seedNoisy(t *testing.T, b *bundle, campaign string, n int, seed uint64) {
 	t.Helper()
 	r := rand.New(rand.NewPCG(seed, 3))
 	base := time.Date(2026, 9, 1, 0, 0, 0, 0, time.UTC)
-	for start := 0; start < n; start += 100_000 {
-		docs := make([]any, 0, min(100_000, n-start))
-		for i := start; i < min(n, start+100_000); i++ {
-			docs = append(docs, noisyRegistration(r, campaign, bson.NewObjectIDFromTimestamp(base.Add(time.Duration(i)*time.Second)), i))
-		}
-		seedResume(t, b.db, docs)
+	docs := make([]any, n)
+	for i := range docs {
+		docs[i] = noisyRegistrationOf(r, campaign, bson.NewObjectIDFromTimestamp(base.Add(time.Duration(i)*time.Second)), i, 1500)
 	}
+	seedResume(t, b.db, docs)
 }
 
 // unsegmentedReference runs the same query as one export, on its own queue and worker.
@@ -142,25 +141,13 @@ func (b *bundle) checkSegmentedObject(t *testing.T, key string, segs []ledger.En
 	return data, m
 }
 
-func segmentRowsFromEnv(t *testing.T) int {
-	n := 180_000
-	if s := os.Getenv("E2E_SEGMENT_ROWS"); s != "" {
-		v, err := strconv.Atoi(s)
-		if err != nil || v < 180_000 {
-			t.Fatalf("E2E_SEGMENT_ROWS=%q: want a number of at least 180000", s)
-		}
-		n = v
-	}
-	return n
-}
-
 // An export planned as 4 segments and run by 2 worker processes: one object, one manifest, no
 // unfinished upload, every part but the last at least 5 MiB (the segments' short tails merged),
 // the gunzipped object byte for byte the same export run unsegmented, and the rows those of a
 // direct query; four decoders read it.
 func TestSegmentedExportIsTheUnsegmentedOne(t *testing.T) {
 	t.Parallel()
-	n := segmentRowsFromEnv(t)
+	const n = segmentRows
 	st := stacktest.New(t)
 	b := &bundle{st: st, db: st.NewDatabase(t), queues: st.NewQueues(t, 20*time.Second, 5)}
 	campaign := "cmp-seg-" + stacktest.RandomID()
@@ -233,7 +220,7 @@ func TestSegmentedExportIsTheUnsegmentedOne(t *testing.T) {
 // are read again). status shows the segments while they run.
 func TestKilledSegmentResumesAlone(t *testing.T) {
 	t.Parallel()
-	const n = 180_000
+	const n = segmentRows
 	st := stacktest.New(t)
 	b := &bundle{st: st, db: st.NewDatabase(t), queues: st.NewQueues(t, 20*time.Second, 5)}
 	campaign := "cmp-segkill-" + stacktest.RandomID()
@@ -247,7 +234,7 @@ func TestKilledSegmentResumesAlone(t *testing.T) {
 	id := "segkill-" + stacktest.RandomID()
 	key := resumeKey(id, campaign)
 	b.send(t, resumeJob(t, id, campaign))
-	eventually(t, 3*time.Minute, "the export split", func() bool { return len(procLines(w1, "export split into segments")) == 1 })
+	eventually(t, 10*time.Minute, "the export split", func() bool { return len(procLines(w1, "export split into segments")) == 1 })
 	env2 := segmentEnv(n)
 	env2["WORKER_CONCURRENCY"] = "3"
 	w2 := stacktest.Start(t, b.workerEnv(t, env2), "worker")
@@ -312,7 +299,7 @@ func TestKilledSegmentResumesAlone(t *testing.T) {
 // queue and names it, the other segments stop, and no object appears.
 func TestSegmentFailingForGoodFailsTheExport(t *testing.T) {
 	t.Parallel()
-	const n = 180_000
+	const n = segmentRows
 	st := stacktest.New(t)
 	b := &bundle{st: st, db: st.NewDatabase(t), queues: st.NewQueues(t, 20*time.Second, 5)}
 	campaign := "cmp-segfail-" + stacktest.RandomID()
@@ -325,7 +312,7 @@ func TestSegmentFailingForGoodFailsTheExport(t *testing.T) {
 	key := resumeKey(id, campaign)
 	b.send(t, resumeJob(t, id, campaign))
 	// Stop the planner as soon as it split the export, before it takes a segment.
-	eventually(t, 3*time.Minute, "the export split", func() bool { return len(procLines(w1, "export split into segments")) == 1 })
+	eventually(t, 10*time.Minute, "the export split", func() bool { return len(procLines(w1, "export split into segments")) == 1 })
 	w1.Signal(syscall.SIGSTOP)
 	e, _ := b.ledger(t, id)
 	if e.Segments == nil || e.Segments.Segments() != 4 {
@@ -376,7 +363,7 @@ func TestSegmentFailingForGoodFailsTheExport(t *testing.T) {
 
 	env["WORKER_CONCURRENCY"] = "4"
 	w2 := stacktest.Start(t, b.workerEnv(t, env), "worker")
-	e = b.waitLedger(t, id, 5*time.Minute, func(e ledger.Entry) bool { return e.Status == ledger.Succeeded || e.Status == ledger.Failed })
+	e = b.waitLedger(t, id, 10*time.Minute, func(e ledger.Entry) bool { return e.Status == ledger.Succeeded || e.Status == ledger.Failed })
 	if e.Status != ledger.Failed || !e.Permanent || !strings.Contains(e.Error, "segment 1 of 4") {
 		t.Errorf("ledger: %s (permanent %v): %s; want failed for good, naming segment 1 of 4", e.Status, e.Permanent, e.Error)
 	}
