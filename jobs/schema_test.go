@@ -24,32 +24,31 @@ import (
 // library: it implements exactly the keywords the schema uses and fails on any other, so the
 // schema cannot rely on a keyword that nothing checks.
 
-var (
-	schemaOnce sync.Once
-	schemaDoc  any
-	schemaErr  error
-)
+// schemas are the schema documents of docs/, by file name, loaded once each.
+var schemas sync.Map // name -> func() (any, error)
 
-func loadSchema(tb testing.TB) any {
+func loadSchemaFile(tb testing.TB, name string) any {
 	tb.Helper()
-	schemaOnce.Do(func() {
-		b, err := os.ReadFile(filepath.Join("..", "docs", "job-message.schema.json"))
+	load, _ := schemas.LoadOrStore(name, sync.OnceValues(func() (any, error) {
+		b, err := os.ReadFile(filepath.Join("..", "docs", name))
 		if err != nil {
-			schemaErr = err
-			return
+			return nil, err
 		}
-		schemaDoc, schemaErr = jsontest.Decode(b)
-	})
-	if schemaErr != nil {
-		tb.Fatalf("load docs/job-message.schema.json: %v", schemaErr)
+		return jsontest.Decode(b)
+	}))
+	doc, err := load.(func() (any, error))()
+	if err != nil {
+		tb.Fatalf("load docs/%s: %v", name, err)
 	}
-	return schemaDoc
+	return doc
 }
 
-// schemaValidate reports the problems of instance (raw JSON) against the schema; nil means
-// valid. Invalid JSON is a problem too.
-func schemaValidate(tb testing.TB, instance []byte) []string {
-	root := loadSchema(tb)
+func loadSchema(tb testing.TB) any { return loadSchemaFile(tb, "job-message.schema.json") }
+
+// validateAgainst reports the problems of instance (raw JSON) against the schema root; nil
+// means valid. Invalid JSON is a problem too.
+func validateAgainst(tb testing.TB, root any, instance []byte) []string {
+	tb.Helper()
 	v, err := jsontest.Decode(instance)
 	if err != nil {
 		return []string{"not JSON: " + err.Error()}
@@ -60,6 +59,11 @@ func schemaValidate(tb testing.TB, instance []byte) []string {
 		tb.Fatalf("schema uses keyword %q, which the test evaluator does not implement", *ev.unknown)
 	}
 	return ev.problems
+}
+
+// schemaValidate reports the problems of instance against the job message's schema.
+func schemaValidate(tb testing.TB, instance []byte) []string {
+	return validateAgainst(tb, loadSchema(tb), instance)
 }
 
 type evaluator struct {

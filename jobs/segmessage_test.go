@@ -2,16 +2,11 @@ package jobs
 
 import (
 	"bytes"
-	"os"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
-
-	"github.com/verifiedfan/export-service/internal/jsontest"
 )
 
 // segBody is a valid segment message with the given members replaced (a value "" drops the
@@ -295,43 +290,11 @@ func TestJSONNumberInt(t *testing.T) {
 
 // The schema of docs/segment-message.schema.json, checked with schema_test.go's evaluator.
 
-var (
-	segSchemaOnce sync.Once
-	segSchemaDoc  any
-	segSchemaErr  error
-)
+func loadSegmentSchema(tb testing.TB) any { return loadSchemaFile(tb, "segment-message.schema.json") }
 
-func loadSegmentSchema(tb testing.TB) any {
-	tb.Helper()
-	segSchemaOnce.Do(func() {
-		b, err := os.ReadFile(filepath.Join("..", "docs", "segment-message.schema.json"))
-		if err != nil {
-			segSchemaErr = err
-			return
-		}
-		segSchemaDoc, segSchemaErr = jsontest.Decode(b)
-	})
-	if segSchemaErr != nil {
-		tb.Fatalf("load docs/segment-message.schema.json: %v", segSchemaErr)
-	}
-	return segSchemaDoc
-}
-
-// segmentSchemaValidate reports the problems of instance (raw JSON) against the segment
-// message's schema; nil means valid. Invalid JSON is a problem too.
+// segmentSchemaValidate reports the problems of instance against the segment message's schema.
 func segmentSchemaValidate(tb testing.TB, instance []byte) []string {
-	tb.Helper()
-	root := loadSegmentSchema(tb)
-	v, err := jsontest.Decode(instance)
-	if err != nil {
-		return []string{"not JSON: " + err.Error()}
-	}
-	ev := &evaluator{root: root}
-	ev.eval(root, v, "")
-	if ev.unknown != nil {
-		tb.Fatalf("segment schema uses keyword %q, which the test evaluator does not implement", *ev.unknown)
-	}
-	return ev.problems
+	return validateAgainst(tb, loadSegmentSchema(tb), instance)
 }
 
 // segmentSchemaCannotSay reports whether err is a problem the segment schema cannot express

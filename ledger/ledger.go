@@ -432,6 +432,24 @@ func (l *Ledger) SetMessage(ctx context.Context, e Entry, messageID string) erro
 // counts, and the error and its reason if any. A failure counts toward the export's failures;
 // a release does not. A succeeded export with a notice keeps it pending in the outbox.
 func (l *Ledger) Finish(ctx context.Context, e Entry, status Status, res jobs.Result, cause error, reason jobs.Reason, notice []byte) error {
+	set := outcomeSet(status, res, cause, reason, notice)
+	if res.Segment != nil && status == Succeeded {
+		set = append(set, bson.E{Key: "segment_done", Value: res.Segment})
+	}
+	var more []bson.E
+	if status == Failed {
+		more = append(more, bson.E{Key: "$inc", Value: bson.D{{Key: "failures", Value: 1}}})
+	}
+	if _, permanent := jobs.IsPermanent(cause); status == Succeeded || status == Failed && permanent {
+		// Nothing will continue it: the object is complete, or its upload was aborted.
+		more = append(more, bson.E{Key: "$unset", Value: bson.D{{Key: "checkpoint", Value: ""}}})
+	}
+	return l.ownUpdate(ctx, e, "record "+string(status), set, more...)
+}
+
+// outcomeSet is what an outcome writes into an entry: status, counts, end times, the error and
+// its reason (permanent only for a failure), the notice to send.
+func outcomeSet(status Status, res jobs.Result, cause error, reason jobs.Reason, notice []byte) bson.D {
 	now := time.Now().UTC()
 	set := bson.D{
 		{Key: "status", Value: status},
@@ -453,18 +471,7 @@ func (l *Ledger) Finish(ctx context.Context, e Entry, status Status, res jobs.Re
 	if notice != nil {
 		set = append(set, bson.E{Key: "notice", Value: Notice{Body: string(notice), Pending: true, NextAt: now}})
 	}
-	if res.Segment != nil && status == Succeeded {
-		set = append(set, bson.E{Key: "segment_done", Value: res.Segment})
-	}
-	var more []bson.E
-	if status == Failed {
-		more = append(more, bson.E{Key: "$inc", Value: bson.D{{Key: "failures", Value: 1}}})
-	}
-	if _, permanent := jobs.IsPermanent(cause); status == Succeeded || status == Failed && permanent {
-		// Nothing will continue it: the object is complete, or its upload was aborted.
-		more = append(more, bson.E{Key: "$unset", Value: bson.D{{Key: "checkpoint", Value: ""}}})
-	}
-	return l.ownUpdate(ctx, e, "record "+string(status), set, more...)
+	return set
 }
 
 // Adopt records as succeeded an export whose object and manifest are complete although its

@@ -10,7 +10,6 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
-	"github.com/verifiedfan/export-service/internal/clip"
 	"github.com/verifiedfan/export-service/jobs"
 )
 
@@ -143,24 +142,7 @@ func IsNotSegmented(err error) bool { return errors.Is(err, errNotSegmented) }
 // EndSegmented records the outcome of a split export (Succeeded, with its notice; or Failed
 // for good, with the segment's error and reason), unless it has ended already.
 func (l *Ledger) EndSegmented(ctx context.Context, exportID string, status Status, res jobs.Result, cause error, reason jobs.Reason, notice []byte) error {
-	now := time.Now().UTC()
-	set := bson.D{
-		{Key: "status", Value: status},
-		{Key: "rows", Value: res.Stats.Rows},
-		{Key: "bytes_uncompressed", Value: res.Stats.BytesUncompressed},
-		{Key: "bytes", Value: res.Stats.BytesCompressed},
-		{Key: "updated_at", Value: now},
-		{Key: "finished_at", Value: now},
-		{Key: "lease_expires", Value: now},
-	}
-	if cause != nil {
-		_, permanent := jobs.IsPermanent(cause)
-		set = append(set, bson.E{Key: "error", Value: clip.String(cause.Error(), 2000)}, bson.E{Key: "reason", Value: reason},
-			bson.E{Key: "permanent", Value: permanent || status == Failed})
-	}
-	if notice != nil {
-		set = append(set, bson.E{Key: "notice", Value: Notice{Body: string(notice), Pending: true, NextAt: now}})
-	}
+	set := outcomeSet(status, res, cause, reason, notice)
 	// Whatever the planner's attempt recorded (it may have failed, retryably, after sending
 	// the segments' messages), the export has not ended until it succeeded or failed for good.
 	filter := bson.D{{Key: "_id", Value: exportID}, {Key: "segments", Value: bson.D{{Key: "$exists", Value: true}}},
