@@ -36,10 +36,11 @@ import (
 // segmentRows is the rows of the segment tests' campaign.
 const segmentRows = 36_000
 
-// segmentEnv is the environment of the segmenting workers: split into 4 segments of rows/4.
-func segmentEnv(rows int) map[string]string {
-	env := map[string]string{
-		"WORKER_CONCURRENCY": "2",
+// segmentEnv is the environment of the segmenting workers: split into 4 segments of rows/4,
+// concurrency jobs at once.
+func segmentEnv(rows, concurrency int) map[string]string {
+	return map[string]string{
+		"WORKER_CONCURRENCY": strconv.Itoa(concurrency),
 		"VISIBILITY_TIMEOUT": "20s",
 		"PROGRESS_EVERY":     "1s",
 		"RETRY_BASE":         "1s",
@@ -47,7 +48,27 @@ func segmentEnv(rows int) map[string]string {
 		"SEGMENT_ROWS":       strconv.Itoa(rows / 4),
 		"MAX_SEGMENTS":       "4",
 	}
-	return env
+}
+
+// newSegmentBundle is a fresh database, queues, and a campaign of segmentRows seeded rows.
+func newSegmentBundle(t *testing.T, prefix string) (*bundle, string) {
+	t.Helper()
+	st := stacktest.New(t)
+	b := &bundle{st: st, db: st.NewDatabase(t), queues: st.NewQueues(t, 20*time.Second, 5)}
+	campaign := prefix + stacktest.RandomID()
+	seedNoisy(t, b, campaign, segmentRows, rand.Uint64())
+	return b, campaign
+}
+
+// splitOnOneWorker starts a worker that runs one job at a time, sends it the campaign's export
+// and waits until it has split it; the worker then takes a segment of its own.
+func (b *bundle) splitOnOneWorker(t *testing.T, campaign, prefix string) (w1 *stacktest.Proc, id, key string) {
+	t.Helper()
+	w1 = stacktest.Start(t, b.workerEnv(t, segmentEnv(segmentRows, 1)), "worker")
+	id = prefix + stacktest.RandomID()
+	b.send(t, resumeJob(t, id, campaign))
+	eventually(t, 10*time.Minute, "the export split", func() bool { return len(procLines(w1, "export split into segments")) == 1 })
+	return w1, id, resumeKey(id, campaign)
 }
 
 // seedNoisy inserts n registrations of campaign with 2,000-character sources and ascending
@@ -148,16 +169,13 @@ func (b *bundle) checkSegmentedObject(t *testing.T, key string, segs []ledger.En
 func TestSegmentedExportIsTheUnsegmentedOne(t *testing.T) {
 	t.Parallel()
 	const n = segmentRows
-	st := stacktest.New(t)
-	b := &bundle{st: st, db: st.NewDatabase(t), queues: st.NewQueues(t, 20*time.Second, 5)}
-	campaign := "cmp-seg-" + stacktest.RandomID()
-	seedNoisy(t, b, campaign, n, rand.Uint64())
+	b, campaign := newSegmentBundle(t, "cmp-seg-")
 	want := resumeWant(t, b.db, campaign)
 
 	ref, refID, refKey := unsegmentedReference(t, b, campaign)
 	began := time.Now()
-	w1 := stacktest.Start(t, b.workerEnv(t, segmentEnv(n)), "worker")
-	w2 := stacktest.Start(t, b.workerEnv(t, segmentEnv(n)), "worker")
+	w1 := stacktest.Start(t, b.workerEnv(t, segmentEnv(n, 2)), "worker")
+	w2 := stacktest.Start(t, b.workerEnv(t, segmentEnv(n, 2)), "worker")
 	id := "seg-" + stacktest.RandomID()
 	key := resumeKey(id, campaign)
 	b.send(t, resumeJob(t, id, campaign))
@@ -220,24 +238,12 @@ func TestSegmentedExportIsTheUnsegmentedOne(t *testing.T) {
 // are read again). status shows the segments while they run.
 func TestKilledSegmentResumesAlone(t *testing.T) {
 	t.Parallel()
-	const n = segmentRows
-	st := stacktest.New(t)
-	b := &bundle{st: st, db: st.NewDatabase(t), queues: st.NewQueues(t, 20*time.Second, 5)}
-	campaign := "cmp-segkill-" + stacktest.RandomID()
-	seedNoisy(t, b, campaign, n, rand.Uint64())
+	b, campaign := newSegmentBundle(t, "cmp-segkill-")
 	want := resumeWant(t, b.db, campaign)
 
 	// w1 runs one job at a time: it splits the export, then takes one segment; w2 the rest.
-	env1 := segmentEnv(n)
-	env1["WORKER_CONCURRENCY"] = "1"
-	w1 := stacktest.Start(t, b.workerEnv(t, env1), "worker")
-	id := "segkill-" + stacktest.RandomID()
-	key := resumeKey(id, campaign)
-	b.send(t, resumeJob(t, id, campaign))
-	eventually(t, 10*time.Minute, "the export split", func() bool { return len(procLines(w1, "export split into segments")) == 1 })
-	env2 := segmentEnv(n)
-	env2["WORKER_CONCURRENCY"] = "3"
-	w2 := stacktest.Start(t, b.workerEnv(t, env2), "worker")
+	w1, id, key := b.splitOnOneWorker(t, campaign, "segkill-")
+	w2 := stacktest.Start(t, b.workerEnv(t, segmentEnv(segmentRows, 3)), "worker")
 
 	// The segment w1 runs, once it has a checkpoint.
 	l := ledger.New(b.db)
@@ -262,7 +268,7 @@ func TestKilledSegmentResumesAlone(t *testing.T) {
 	kill(t, w1)
 	t.Logf("killed %s at its checkpoint of %d rows", killed.ExportID, killed.Checkpoint.Mark.Rows)
 	// Another worker takes the killed segment over once its lease has expired.
-	w3 := stacktest.Start(t, b.workerEnv(t, env1), "worker")
+	w3 := stacktest.Start(t, b.workerEnv(t, segmentEnv(segmentRows, 1)), "worker")
 
 	e := b.waitLedger(t, id, 10*time.Minute, func(e ledger.Entry) bool { return e.Status == ledger.Succeeded || e.Status == ledger.Failed })
 	if e.Status != ledger.Succeeded {
@@ -299,20 +305,10 @@ func TestKilledSegmentResumesAlone(t *testing.T) {
 // queue and names it, the other segments stop, and no object appears.
 func TestSegmentFailingForGoodFailsTheExport(t *testing.T) {
 	t.Parallel()
-	const n = segmentRows
-	st := stacktest.New(t)
-	b := &bundle{st: st, db: st.NewDatabase(t), queues: st.NewQueues(t, 20*time.Second, 5)}
-	campaign := "cmp-segfail-" + stacktest.RandomID()
-	seedNoisy(t, b, campaign, n, rand.Uint64())
+	b, campaign := newSegmentBundle(t, "cmp-segfail-")
 
-	env := segmentEnv(n)
-	env["WORKER_CONCURRENCY"] = "1"
-	w1 := stacktest.Start(t, b.workerEnv(t, env), "worker")
-	id := "segfail-" + stacktest.RandomID()
-	key := resumeKey(id, campaign)
-	b.send(t, resumeJob(t, id, campaign))
 	// Stop the planner as soon as it split the export, before it takes a segment.
-	eventually(t, 10*time.Minute, "the export split", func() bool { return len(procLines(w1, "export split into segments")) == 1 })
+	w1, id, key := b.splitOnOneWorker(t, campaign, "segfail-")
 	w1.Signal(syscall.SIGSTOP)
 	e, _ := b.ledger(t, id)
 	if e.Segments == nil || e.Segments.Segments() != 4 {
@@ -361,8 +357,7 @@ func TestSegmentFailingForGoodFailsTheExport(t *testing.T) {
 	w1.Signal(syscall.SIGKILL)
 	w1.Wait(10 * time.Second)
 
-	env["WORKER_CONCURRENCY"] = "4"
-	w2 := stacktest.Start(t, b.workerEnv(t, env), "worker")
+	w2 := stacktest.Start(t, b.workerEnv(t, segmentEnv(segmentRows, 4)), "worker")
 	e = b.waitLedger(t, id, 10*time.Minute, func(e ledger.Entry) bool { return e.Status == ledger.Succeeded || e.Status == ledger.Failed })
 	if e.Status != ledger.Failed || !e.Permanent || !strings.Contains(e.Error, "segment 1 of 4") {
 		t.Errorf("ledger: %s (permanent %v): %s; want failed for good, naming segment 1 of 4", e.Status, e.Permanent, e.Error)
