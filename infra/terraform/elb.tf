@@ -1,7 +1,8 @@
 # Internal classic ELB. The worker serves no traffic of its own: the ELB exists for
 # its health check (GET /heartbeat every 30 s; 2 failures mark an instance unhealthy
 # and, with health_check_type = "ELB", the ASG replaces it) and as one internal
-# address for /heartbeat and /metrics.
+# address for /heartbeat and /metrics: HTTP on 8080, and HTTPS on 443 under the
+# service's DNS name when var.dns_zone_id is set (dns.tf).
 #
 # /heartbeat answers 503 only while the worker drains or when its receive loop has
 # stopped making progress. It stays 200 through a MongoDB or S3 outage: replacing
@@ -19,6 +20,20 @@ resource "aws_elb" "this" {
     lb_protocol       = "http"
     instance_port     = 8080
     instance_protocol = "http"
+  }
+
+  # HTTPS on the service's DNS name (dns.tf), only with var.dns_zone_id: TLS ends
+  # at the ELB, which forwards to the worker's plain HTTP port.
+  dynamic "listener" {
+    for_each = local.dns_enabled ? [443] : []
+
+    content {
+      lb_port            = listener.value
+      lb_protocol        = "https"
+      instance_port      = 8080
+      instance_protocol  = "http"
+      ssl_certificate_id = one(aws_acm_certificate_validation.service[*].certificate_arn)
+    }
   }
 
   health_check {

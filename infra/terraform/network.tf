@@ -19,6 +19,18 @@ resource "aws_vpc_security_group_ingress_rule" "elb_http" {
   cidr_ipv4         = each.value
 }
 
+# HTTPS 443 on the service's DNS name (dns.tf), only when var.dns_zone_id is set.
+resource "aws_vpc_security_group_ingress_rule" "elb_https" {
+  for_each = local.dns_enabled ? toset(var.internal_cidrs) : toset([])
+
+  security_group_id = aws_security_group.elb.id
+  description       = "HTTPS 443 (heartbeat, metrics under the DNS name) from ${each.value}"
+  ip_protocol       = "tcp"
+  from_port         = 443
+  to_port           = 443
+  cidr_ipv4         = each.value
+}
+
 resource "aws_vpc_security_group_egress_rule" "elb_to_instances" {
   security_group_id            = aws_security_group.elb.id
   description                  = "Health checks and forwarded requests to the instances"

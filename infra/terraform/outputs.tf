@@ -47,3 +47,23 @@ output "alarm_topic_arn" {
   description = "SNS topic every alarm notifies."
   value       = aws_sns_topic.alarms.arn
 }
+
+output "dns_name" {
+  description = "The service's DNS name (HTTPS on 443, HTTP on 8080), e.g. vf-export-prod1-us-east-1.titan.prod-tmaws.io; null without dns_zone_id."
+  value       = local.dns_name
+}
+
+output "https_heartbeat_url" {
+  description = "https://<dns_name>/heartbeat; null without dns_zone_id."
+  value       = local.dns_enabled ? "https://${local.dns_name}/heartbeat" : null
+}
+
+output "certificate_arn" {
+  description = "The validated ACM certificate of dns_name; null without dns_zone_id."
+  value       = one(aws_acm_certificate_validation.service[*].certificate_arn)
+}
+
+output "route53_health_check_id" {
+  description = "The Route 53 health check (CLOUDWATCH_METRIC on the ELB's HealthyHostCount); null without dns_zone_id."
+  value       = one(aws_route53_health_check.service[*].id)
+}

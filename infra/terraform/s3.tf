@@ -1,5 +1,7 @@
 # The internal exports bucket (EXPORT_BUCKET). The worker writes under
-# var.internal_prefix only.
+# var.internal_prefix only. There is one lifecycle configuration per bucket (S3
+# replaces the whole configuration on every put), so every rule lives in
+# aws_s3_bucket_lifecycle_configuration.exports.
 
 resource "aws_s3_bucket" "exports" {
   bucket = var.bucket_name
@@ -59,7 +61,27 @@ resource "aws_s3_bucket_lifecycle_configuration" "exports" {
     }
   }
 
-  # Versioning keeps overwritten objects; drop those copies after 30 days.
+  # Retention: an export and its manifest (KEY and KEY.manifest.json, both under
+  # internal_prefix) are full of e-mail addresses and phone numbers. They are kept
+  # only as long as the partner syncs need them, then expire. On this versioned
+  # bucket expiring makes the current version noncurrent (behind a delete marker);
+  # the next rule deletes it for good. See docs/OPERATIONS.md, Retention.
+  rule {
+    id     = "expire-exports"
+    status = "Enabled"
+
+    filter {
+      prefix = var.internal_prefix
+    }
+
+    expiration {
+      days = var.exports_retention_days
+    }
+  }
+
+  # Versioning keeps overwritten and expired objects as noncurrent versions; delete
+  # them after noncurrent_version_retention_days, so PII does not outlive the
+  # retention by more than that.
   rule {
     id     = "expire-noncurrent-versions"
     status = "Enabled"
@@ -67,7 +89,21 @@ resource "aws_s3_bucket_lifecycle_configuration" "exports" {
     filter {}
 
     noncurrent_version_expiration {
-      noncurrent_days = 30
+      noncurrent_days = var.noncurrent_version_retention_days
+    }
+  }
+
+  # Once its noncurrent versions are gone, an expired object leaves only a delete
+  # marker behind; remove those too. (S3 refuses expired_object_delete_marker in
+  # the same expiration block as days, hence a rule of its own.)
+  rule {
+    id     = "remove-expired-delete-markers"
+    status = "Enabled"
+
+    filter {}
+
+    expiration {
+      expired_object_delete_marker = true
     }
   }
 

@@ -197,8 +197,25 @@ locals {
     ] : [],
   )
 
+  # Unit aliases: the operations document's runbooks say campaigns.service for the
+  # worker's unit. A symlink in /etc/systemd/system to a unit file in the same
+  # search path is an alias of that unit (systemd.unit(5), "Alias names may be used
+  # in commands like disable, start, stop, status"), so systemctl status/restart
+  # campaigns.service act on vf-export.service from the first boot. Alias= in the
+  # unit's [Install] section is not used: it only takes effect when the unit is
+  # enabled, which Ignition leaves to a systemd preset applied at first boot, and a
+  # second writer of the same symlink would only be a way to conflict.
+  # journalctl -u does not follow aliases (systemd issue #11846): use -u vf-export.
+  links = [
+    {
+      path   = "/etc/systemd/system/campaigns.service"
+      target = "/etc/systemd/system/vf-export.service"
+    },
+  ]
+
   ignition_config = templatefile("${path.module}/templates/ignition.json.tftpl", {
     files = local.files
     units = local.units
+    links = local.links
   })
 }

@@ -206,9 +206,9 @@ variable "log_level" {
 }
 
 variable "debug" {
-  description = "DEBUG namespaces that log at debug level regardless of LOG_LEVEL (e.g. titan*, titan:worker, -titan:sink). Empty for none."
+  description = "DEBUG namespaces that log at debug level regardless of LOG_LEVEL (e.g. titan*, titan:worker, -titan:sink). Empty for none. The default is the operations document's DEBUG='titan*', which it sets in every environment."
   type        = string
-  default     = ""
+  default     = "titan*"
 }
 
 variable "gzip_level" {
@@ -310,6 +310,28 @@ variable "oldest_message_age_threshold_seconds" {
 variable "bucket_name" {
   description = "Name of the internal exports bucket (EXPORT_BUCKET)."
   type        = string
+}
+
+variable "exports_retention_days" {
+  description = "Days after which the internal bucket expires an exported object and its manifest (everything under internal_prefix). The files carry e-mail addresses and phone numbers: keep them only as long as the partner syncs need them. See docs/OPERATIONS.md, Retention."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.exports_retention_days >= 1 && floor(var.exports_retention_days) == var.exports_retention_days
+    error_message = "exports_retention_days must be a whole number of days, at least 1."
+  }
+}
+
+variable "noncurrent_version_retention_days" {
+  description = "Days a noncurrent version (an overwritten object, or one expired by exports_retention_days) stays in the versioned internal bucket before S3 deletes it for good. An export's data is gone at most exports_retention_days + this many days after it was written."
+  type        = number
+  default     = 7
+
+  validation {
+    condition     = var.noncurrent_version_retention_days >= 1 && floor(var.noncurrent_version_retention_days) == var.noncurrent_version_retention_days
+    error_message = "noncurrent_version_retention_days must be a whole number of days, at least 1."
+  }
 }
 
 variable "internal_prefix" {
@@ -446,4 +468,40 @@ variable "falcon_tags" {
   description = "Sensor grouping tags."
   type        = list(string)
   default     = ["PosturePref/Measured", "UpdatePref/Early"]
+}
+
+# --- DNS name, HTTPS and the Route 53 health check (optional) ----------------------------
+
+variable "dns_zone_id" {
+  description = "Route 53 hosted zone (public or private) of the service's name, e.g. the zone of titan.prod-tmaws.io. Empty (the default): no DNS name, no certificate, no HTTPS listener, no Route 53 health check."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.dns_zone_id == "" || can(regex("^Z[A-Z0-9]+$", var.dns_zone_id))
+    error_message = "dns_zone_id must be empty or a Route 53 hosted zone id (Z...)."
+  }
+}
+
+variable "dns_name" {
+  description = "Fully qualified name of the service. Empty: <name_prefix>-<environment>-<aws_region>.<name of dns_zone_id>, e.g. vf-export-prod1-us-east-1.titan.prod-tmaws.io. Only used with dns_zone_id."
+  type        = string
+  default     = ""
+}
+
+variable "certificate_validation_zone_id" {
+  description = "Public Route 53 hosted zone that holds the ACM DNS validation record of the name. ACM validates through public DNS, so when dns_zone_id is a private zone set this to the public zone of the same domain. Empty: dns_zone_id."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.certificate_validation_zone_id == "" || can(regex("^Z[A-Z0-9]+$", var.certificate_validation_zone_id))
+    error_message = "certificate_validation_zone_id must be empty or a Route 53 hosted zone id (Z...)."
+  }
+}
+
+variable "elb_tls_policy" {
+  description = "Predefined security policy of the ELB's HTTPS listener (Reference-Security-Policy of its SSL negotiation policy)."
+  type        = string
+  default     = "ELBSecurityPolicy-TLS-1-2-2017-01"
 }

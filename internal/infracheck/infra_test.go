@@ -228,14 +228,31 @@ func (m *module) varRoots(e hclsyntax.Expression, forEach hclsyntax.Expression, 
 				}
 			}
 		case "each":
-			if forEach != nil {
-				for v := range m.varRoots(forEach, nil, seen) {
+			// each.* comes from the values for_each can produce: of a conditional
+			// (var.x ? toset(var.internal_cidrs) : toset([])) only its results, as the
+			// condition only switches the resource on or off and supplies no value.
+			for _, fe := range conditionalResults(forEach) {
+				for v := range m.varRoots(fe, nil, seen) {
 					out[v] = true
 				}
 			}
 		}
 	}
 	return out
+}
+
+// conditionalResults returns the expressions a value can come from: the results of a
+// conditional (recursively), else the expression itself; none for nil.
+func conditionalResults(e hclsyntax.Expression) []hclsyntax.Expression {
+	switch c := e.(type) {
+	case nil:
+		return nil
+	case *hclsyntax.ConditionalExpr:
+		return append(conditionalResults(c.TrueResult), conditionalResults(c.FalseResult)...)
+	case *hclsyntax.ParenthesesExpr:
+		return conditionalResults(c.Expression)
+	}
+	return []hclsyntax.Expression{e}
 }
 
 // --- ELB -----------------------------------------------------------------------------------

@@ -91,9 +91,12 @@ type Matcher struct {
 	include, exclude []*regexp.Regexp
 }
 
-// NewMatcher compiles DEBUG patterns.
+// NewMatcher compiles DEBUG patterns. A value wrapped in one pair of quotes is unwrapped:
+// the operations document writes DEBUG='titan*', and docker --env-file and systemd's
+// EnvironmentFile= variants pass such quotes on literally.
 func NewMatcher(patterns string) *Matcher {
 	m := &Matcher{}
+	patterns = unquote(strings.TrimSpace(patterns))
 	for _, p := range strings.FieldsFunc(patterns, func(r rune) bool { return r == ',' || r == ' ' }) {
 		neg := strings.HasPrefix(p, "-")
 		p = strings.TrimPrefix(p, "-")
@@ -108,6 +111,14 @@ func NewMatcher(patterns string) *Matcher {
 		}
 	}
 	return m
+}
+
+// unquote removes one pair of matching single or double quotes around s.
+func unquote(s string) string {
+	if len(s) >= 2 && (s[0] == '\'' || s[0] == '"') && s[len(s)-1] == s[0] {
+		return s[1 : len(s)-1]
+	}
+	return s
 }
 
 // Match reports whether debug output is on for name.

@@ -60,6 +60,38 @@ func TestMatcher(t *testing.T) {
 	}
 }
 
+// DEBUG='titan*' as the operations document writes it, quotes included (docker --env-file
+// keeps them), turns on the debug lines of every component of the service.
+func TestMatcherQuotedAsInTheOperationsDocument(t *testing.T) {
+	components := []string{"titan:main", "titan:worker", "titan:export", "titan:queues", "titan:outbox"}
+	for _, v := range []string{"titan*", "'titan*'", `"titan*"`, " 'titan*' ", "'titan*,-titan:queues'"} {
+		m := NewMatcher(v)
+		for _, c := range components {
+			want := !(strings.Contains(v, "-titan:queues") && c == "titan:queues")
+			if got := m.Match(c); got != want {
+				t.Errorf("DEBUG=%s: Match(%q) = %v, want %v", v, c, got, want)
+			}
+		}
+	}
+	// Only one matching pair is removed: an unbalanced quote stays part of the pattern.
+	for _, v := range []string{"'titan*", "titan*'", `'titan*"`} {
+		if NewMatcher(v).Match("titan:export") {
+			t.Errorf("DEBUG=%s matches titan:export; an unbalanced quote must not be dropped", v)
+		}
+	}
+
+	var buf bytes.Buffer
+	logs, err := New(&buf, "info", "'titan*'")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := logs.For("titan:export")
+	l.Debug().Msg("d")
+	if ls := parseLines(t, buf.String()); len(ls) != 1 || ls[0]["level"] != "debug" {
+		t.Errorf("LOG_LEVEL=info DEBUG='titan*': titan:export wrote %q, want one debug line", buf.String())
+	}
+}
+
 type line map[string]any
 
 func parseLines(t *testing.T, out string) []line {

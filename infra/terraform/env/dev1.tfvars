@@ -25,10 +25,21 @@ sidecar_ecr_repository_arns = ["arn:aws:ecr:us-east-1:111111111111:repository/vf
 
 container_memory   = "3g" # of 4 GiB; the Go runtime keeps its heap under 90% of it
 worker_concurrency = 2
-debug              = "titan*"
+debug              = "titan*" # as the operations document runs every environment
 
 bucket_name     = "vf-export-dev1-us-east-1"
 internal_prefix = "exports/"
+
+# Retention of exported files (PII): objects and manifests under internal_prefix
+# expire after exports_retention_days; noncurrent versions are deleted
+# noncurrent_version_retention_days later. dev1 keeps them a week.
+exports_retention_days            = 7
+noncurrent_version_retention_days = 7
+
+# The DNS name vf-export-dev1-us-east-1.<zone> over HTTPS with a Route 53 health
+# check: set dns_zone_id to the hosted zone (and certificate_validation_zone_id to
+# the public zone when that one is private). Empty: none of it is created.
+dns_zone_id = ""
 
 sfmc_role_arn = "arn:aws:iam::222233334444:role/sfmc-export-dev1"
 tmol_role_arn = "arn:aws:iam::333344445555:role/tmol-export-dev1"

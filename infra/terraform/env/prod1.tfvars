@@ -27,12 +27,23 @@ sidecar_ecr_repository_arns = ["arn:aws:ecr:us-east-1:444455556666:repository/vf
 
 container_memory   = "13g" # of 16 GiB; the Go runtime keeps its heap under 90% of it
 worker_concurrency = 4
-debug              = ""
+debug              = "titan*" # as the operations document runs every environment
 
 backlog_per_instance_target = 8
 
 bucket_name     = "vf-export-prod1-us-east-1"
 internal_prefix = "exports/"
+
+# Retention of exported files (PII): objects and manifests under internal_prefix
+# expire after exports_retention_days; noncurrent versions are deleted
+# noncurrent_version_retention_days later. See docs/OPERATIONS.md, Retention.
+exports_retention_days            = 30
+noncurrent_version_retention_days = 7
+
+# The DNS name vf-export-prod1-us-east-1.<zone> over HTTPS with a Route 53 health
+# check: set dns_zone_id to the hosted zone (and certificate_validation_zone_id to
+# the public zone when that one is private). Empty: none of it is created.
+dns_zone_id = ""
 
 sfmc_role_arn = "arn:aws:iam::555566667777:role/sfmc-export"
 tmol_role_arn = "arn:aws:iam::666677778888:role/tmol-export"
