@@ -80,6 +80,8 @@ func FuzzDecodeFields(f *testing.F) {
 	f.Add("1.0", "e", "access_codes", "ndjson", "partner_x", "cmp-x", "assigned", "", "", "vip_1", "relaxed_extjson", byte(1))
 	f.Add("1e0", "e.1", "collection_fields", "csv", "internal", "c", "registrations", "status", "fan.country", "_id", "\t", byte(2))
 	f.Add("2", "-x", "registrations", "xml", "Bad", "", "x", "2026-02-30T00:00:00Z", "1999-12-31T23:59:59Z", "", "|", byte(3))
+	f.Add("1", "delta", "registrations", "csv", "internal", "c1", "verified", "2026-11-26T09:00:00Z", "2026-11-26T10:00:00+01:00", "", ";", byte(64))
+	f.Add("1", "delta", "access_codes", "ndjson", "internal", "c1", "assigned", "2026-11-26T09:00:00Z", "2026-11-27T00:00:00Z", "ga", "plain", byte(36))
 	f.Fuzz(func(t *testing.T, version, exportID, kind, format, dest, campaign, status, from, to, tier, opt string, shape byte) {
 		if !json.Valid([]byte(version)) {
 			version = strconv.Quote(version)
@@ -92,14 +94,24 @@ func FuzzDecodeFields(f *testing.F) {
 		switch kind {
 		case "registrations":
 			params = append(params, `"status":`+q(status))
+			window := "created"
+			if shape&64 != 0 {
+				window = "updated"
+			}
 			if from != "" {
-				params = append(params, `"created_from":`+q(from))
+				params = append(params, `"`+window+`_from":`+q(from))
 			}
 			if to != "" {
-				params = append(params, `"created_to":`+q(to))
+				params = append(params, `"`+window+`_to":`+q(to))
 			}
 		case "access_codes":
 			params = append(params, `"status":`+q(status), `"tier":`+q(tier))
+			if from != "" {
+				params = append(params, `"updated_from":`+q(from))
+			}
+			if to != "" {
+				params = append(params, `"updated_to":`+q(to))
+			}
 		case "collection_fields":
 			params = append(params, `"collection":`+q(status))
 			if shape&2 == 0 {

@@ -185,12 +185,42 @@ func paramTime(o *jsonObject, k string) *time.Time {
 	return &t
 }
 
+// paramWindow reads the optional half-open window [prefix_from, prefix_to) of RFC 3339
+// parameters and reports prefix_to not after prefix_from.
+func paramWindow(o *jsonObject, prefix string) (from, to *time.Time) {
+	from, to = paramTime(o, prefix+"_from"), paramTime(o, prefix+"_to")
+	if from != nil && to != nil && !from.Before(*to) {
+		o.invalidf(prefix+"_to", "must be after params.%s_from", prefix)
+	}
+	return from, to
+}
+
+// windowFilter appends to filter the condition from <= field < to (either bound optional; a
+// document without the field matches no bound).
+func windowFilter(filter bson.D, field string, from, to *time.Time) bson.D {
+	if from == nil && to == nil {
+		return filter
+	}
+	rng := bson.D{}
+	if from != nil {
+		rng = append(rng, bson.E{Key: "$gte", Value: from.UTC()})
+	}
+	if to != nil {
+		rng = append(rng, bson.E{Key: "$lt", Value: to.UTC()})
+	}
+	return append(filter, bson.E{Key: field, Value: rng})
+}
+
 // RegistrationParams are the parameters of the registrations kind.
 type RegistrationParams struct {
 	CampaignID  string     `json:"campaign_id"`
 	Status      string     `json:"status,omitempty"`
 	CreatedFrom *time.Time `json:"created_from,omitempty"`
 	CreatedTo   *time.Time `json:"created_to,omitempty"`
+	// UpdatedFrom and UpdatedTo select a delta: the registrations whose updated_at is in
+	// [UpdatedFrom, UpdatedTo).
+	UpdatedFrom *time.Time `json:"updated_from,omitempty"`
+	UpdatedTo   *time.Time `json:"updated_to,omitempty"`
 }
 
 // RegistrationStatuses are the statuses a registration can have.
@@ -216,27 +246,29 @@ func RegistrationsKind() *Kind {
 	}
 	return &Kind{
 		Name:        "registrations",
-		Description: "fan registrations of one campaign, optionally by status and creation time (SFMC e-mailing)",
+		Description: "fan registrations of one campaign, optionally by status, creation time and update time (SFMC e-mailing)",
 		Collection:  "registrations",
 		Formats:     []encode.Format{encode.FormatCSV, encode.FormatNDJSON},
 		Indexes: []Index{
 			{Name: "campaign_id_1__id_1", Keys: []string{"campaign_id", "_id"}},
 			{Name: "campaign_id_1_status_1__id_1", Keys: []string{"campaign_id", "status", "_id"}},
+			// Delta exports (updated_from/updated_to): the window is a range of this index, so a
+			// delta reads only its own documents, then the server sorts them by _id. For a window
+			// holding most of a campaign, the planner takes the {campaign_id, _id} index instead
+			// (no sort, the window checked on each document).
+			{Name: "campaign_id_1_updated_at_1__id_1", Keys: []string{"campaign_id", "updated_at", "_id"}},
 		},
 		plan: func(raw json.RawMessage) (*Plan, error) {
-			o, err := parseParams(raw, "campaign_id", "status", "created_from", "created_to")
+			o, err := parseParams(raw, "campaign_id", "status", "created_from", "created_to", "updated_from", "updated_to")
 			if err != nil {
 				return nil, err
 			}
 			p := RegistrationParams{
-				CampaignID:  paramCampaignID(o, true),
-				Status:      paramEnum(o, "status", RegistrationStatuses...),
-				CreatedFrom: paramTime(o, "created_from"),
-				CreatedTo:   paramTime(o, "created_to"),
+				CampaignID: paramCampaignID(o, true),
+				Status:     paramEnum(o, "status", RegistrationStatuses...),
 			}
-			if p.CreatedFrom != nil && p.CreatedTo != nil && !p.CreatedFrom.Before(*p.CreatedTo) {
-				o.invalidf("created_to", "must be after params.created_from")
-			}
+			p.CreatedFrom, p.CreatedTo = paramWindow(o, "created")
+			p.UpdatedFrom, p.UpdatedTo = paramWindow(o, "updated")
 			if err := paramsErr(o); err != nil {
 				return nil, err
 			}
@@ -244,16 +276,8 @@ func RegistrationsKind() *Kind {
 			if p.Status != "" {
 				filter = append(filter, bson.E{Key: "status", Value: p.Status})
 			}
-			if p.CreatedFrom != nil || p.CreatedTo != nil {
-				rng := bson.D{}
-				if p.CreatedFrom != nil {
-					rng = append(rng, bson.E{Key: "$gte", Value: p.CreatedFrom.UTC()})
-				}
-				if p.CreatedTo != nil {
-					rng = append(rng, bson.E{Key: "$lt", Value: p.CreatedTo.UTC()})
-				}
-				filter = append(filter, bson.E{Key: "created_at", Value: rng})
-			}
+			filter = windowFilter(filter, "created_at", p.CreatedFrom, p.CreatedTo)
+			filter = windowFilter(filter, "updated_at", p.UpdatedFrom, p.UpdatedTo)
 			return &Plan{Filter: filter, Columns: cols, Params: p, Vars: map[string]string{"campaign": p.CampaignID}}, nil
 		},
 	}
@@ -265,6 +289,10 @@ type AccessCodeParams struct {
 	// Status selects codes by state; default "assigned".
 	Status string `json:"status,omitempty"`
 	Tier   string `json:"tier,omitempty"`
+	// UpdatedFrom and UpdatedTo select a delta: the codes whose updated_at is in
+	// [UpdatedFrom, UpdatedTo).
+	UpdatedFrom *time.Time `json:"updated_from,omitempty"`
+	UpdatedTo   *time.Time `json:"updated_to,omitempty"`
 }
 
 // AccessCodeStatuses are the states an access code can be in.
@@ -287,16 +315,20 @@ func AccessCodesKind() *Kind {
 	}
 	return &Kind{
 		Name:        "access_codes",
-		Description: "presale access codes of one campaign by status (default assigned), optionally of one tier (TMOL presales)",
+		Description: "presale access codes of one campaign by status (default assigned), optionally of one tier and by update time (TMOL presales)",
 		Collection:  "access_codes",
 		Formats:     []encode.Format{encode.FormatCSV, encode.FormatNDJSON},
 		Indexes: []Index{
 			{Name: "campaign_id_1_status_1__id_1", Keys: []string{"campaign_id", "status", "_id"}},
 			// collection_fields on access_codes of one campaign, any status.
 			{Name: "campaign_id_1__id_1", Keys: []string{"campaign_id", "_id"}},
+			// Delta exports (updated_from/updated_to; the query always has a status): the window
+			// is a range of this index, then the server sorts the delta by _id. For a window
+			// holding most of the codes, the planner takes {campaign_id, status, _id} instead.
+			{Name: "campaign_id_1_status_1_updated_at_1__id_1", Keys: []string{"campaign_id", "status", "updated_at", "_id"}},
 		},
 		plan: func(raw json.RawMessage) (*Plan, error) {
-			o, err := parseParams(raw, "campaign_id", "status", "tier")
+			o, err := parseParams(raw, "campaign_id", "status", "tier", "updated_from", "updated_to")
 			if err != nil {
 				return nil, err
 			}
@@ -313,6 +345,7 @@ func AccessCodesKind() *Kind {
 					o.invalidf("tier", "%q must be 1-32 characters of A-Z a-z 0-9 _ -", clip.String(tier, 40))
 				}
 			}
+			p.UpdatedFrom, p.UpdatedTo = paramWindow(o, "updated")
 			if err := paramsErr(o); err != nil {
 				return nil, err
 			}
@@ -320,6 +353,7 @@ func AccessCodesKind() *Kind {
 			if p.Tier != "" {
 				filter = append(filter, bson.E{Key: "tier", Value: p.Tier})
 			}
+			filter = windowFilter(filter, "updated_at", p.UpdatedFrom, p.UpdatedTo)
 			return &Plan{Filter: filter, Columns: cols, Params: p, Vars: map[string]string{"campaign": p.CampaignID}}, nil
 		},
 	}

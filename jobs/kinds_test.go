@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 
@@ -127,6 +128,119 @@ func TestKindsDeclareWhatTheyNeed(t *testing.T) {
 		}
 		if !equalD(p.Sort, bson.D{{Key: "_id", Value: 1}}) || p.Collection == "" || len(p.Projection) == 0 {
 			t.Errorf("kind %s: plan %+v", k.Name, p)
+		}
+	}
+}
+
+// updated_from/updated_to select a delta on updated_at, half-open [from, to), in UTC, after
+// the other conditions; no window, no condition.
+func TestDeltaPlans(t *testing.T) {
+	from := time.Date(2026, 11, 26, 8, 0, 0, 0, time.UTC)
+	to := time.Date(2026, 11, 26, 9, 30, 0, 500_000_000, time.UTC)
+	win := func(f, t *time.Time) bson.E {
+		d := bson.D{}
+		if f != nil {
+			d = append(d, bson.E{Key: "$gte", Value: *f})
+		}
+		if t != nil {
+			d = append(d, bson.E{Key: "$lt", Value: *t})
+		}
+		return bson.E{Key: "updated_at", Value: d}
+	}
+	created := bson.E{Key: "created_at", Value: bson.D{{Key: "$gte", Value: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}}}
+	for _, tc := range []struct {
+		kind, params string
+		want         bson.D
+	}{
+		{"registrations", `{"campaign_id":"c","updated_from":"2026-11-26T09:00:00+01:00","updated_to":"2026-11-26T09:30:00.5Z"}`,
+			bson.D{{Key: "campaign_id", Value: "c"}, win(&from, &to)}},
+		{"registrations", `{"campaign_id":"c","status":"verified","created_from":"2026-01-01T00:00:00Z","updated_to":"2026-11-26T09:30:00.5Z"}`,
+			bson.D{{Key: "campaign_id", Value: "c"}, {Key: "status", Value: "verified"}, created, win(nil, &to)}},
+		{"registrations", `{"campaign_id":"c","updated_from":"2026-11-26T08:00:00Z"}`,
+			bson.D{{Key: "campaign_id", Value: "c"}, win(&from, nil)}},
+		{"registrations", `{"campaign_id":"c"}`, bson.D{{Key: "campaign_id", Value: "c"}}},
+		{"access_codes", `{"campaign_id":"c","updated_from":"2026-11-26T08:00:00Z","updated_to":"2026-11-26T04:30:00.5-05:00"}`,
+			bson.D{{Key: "campaign_id", Value: "c"}, {Key: "status", Value: "assigned"}, win(&from, &to)}},
+		{"access_codes", `{"campaign_id":"c","status":"redeemed","tier":"ga","updated_to":"2026-11-26T09:30:00.5Z"}`,
+			bson.D{{Key: "campaign_id", Value: "c"}, {Key: "status", Value: "redeemed"}, {Key: "tier", Value: "ga"}, win(nil, &to)}},
+		{"access_codes", `{"campaign_id":"c"}`, bson.D{{Key: "campaign_id", Value: "c"}, {Key: "status", Value: "assigned"}}},
+	} {
+		p, err := planOf(t, tc.kind, tc.params)
+		if err != nil {
+			t.Errorf("%s %s: %v", tc.kind, tc.params, err)
+			continue
+		}
+		if !equalD(p.Filter, tc.want) {
+			t.Errorf("%s %s: filter %v, want %v", tc.kind, tc.params, p.Filter, tc.want)
+		}
+		// The typed parameters (manifest, ledger) carry the window.
+		b, _ := json.Marshal(p.Params)
+		if strings.Contains(tc.params, "updated_") != strings.Contains(string(b), "updated_") {
+			t.Errorf("%s %s: params %s", tc.kind, tc.params, b)
+		}
+	}
+}
+
+// A bad delta window is refused like a bad created window: a bad date-time, an end not after
+// its start (equal instants written differently too), a field the kind does not have.
+func TestDeltaPlansRefuse(t *testing.T) {
+	for _, tc := range []struct{ kind, params, mention string }{
+		{"registrations", `{"campaign_id":"c","updated_from":"2026-11-26"}`, `field "params.updated_from": "2026-11-26" is not an RFC 3339 date-time`},
+		{"registrations", `{"campaign_id":"c","updated_to":"2026-02-30T00:00:00Z"}`, `field "params.updated_to": "2026-02-30T00:00:00Z" is not an RFC 3339 date-time`},
+		{"registrations", `{"campaign_id":"c","updated_from":"1999-12-31T23:59:59Z"}`, `field "params.updated_from": "1999-12-31T23:59:59Z" is outside the years 2000-2099`},
+		{"registrations", `{"campaign_id":"c","updated_to":1767225600}`, `field "params.updated_to": got a number, want a string`},
+		{"registrations", `{"campaign_id":"c","updated_from":{"$gt":"2026-01-01T00:00:00Z"}}`, `field "params.updated_from": got an object, want a string`},
+		{"registrations", `{"campaign_id":"c","updated_from":"2026-02-01T00:00:00Z","updated_to":"2026-01-01T00:00:00Z"}`, `field "params.updated_to": must be after params.updated_from`},
+		{"registrations", `{"campaign_id":"c","updated_from":"2026-02-01T01:00:00+01:00","updated_to":"2026-02-01T00:00:00Z"}`, `field "params.updated_to": must be after params.updated_from`},
+		{"registrations", `{"campaign_id":"c","updated_at":"2026-01-01T00:00:00Z"}`, `field "params.updated_at": unknown field`},
+		{"registrations", `{"campaign_id":"c","Updated_From":"2026-01-01T00:00:00Z"}`, `field "params.Updated_From": unknown field`},
+		{"access_codes", `{"campaign_id":"c","updated_from":"2026-01-01T00:00:00"}`, `field "params.updated_from": "2026-01-01T00:00:00" is not an RFC 3339 date-time`},
+		{"access_codes", `{"campaign_id":"c","updated_from":"2026-01-01T00:00:00Z","updated_to":"2026-01-01T00:00:00Z"}`, `field "params.updated_to": must be after params.updated_from`},
+		{"access_codes", `{"campaign_id":"c","created_from":"2026-01-01T00:00:00Z"}`, `field "params.created_from": unknown field`},
+		{"collection_fields", `{"collection":"registrations","updated_from":"2026-01-01T00:00:00Z"}`, `field "params.updated_from": unknown field`},
+	} {
+		_, err := planOf(t, tc.kind, tc.params)
+		reason, ok := IsPermanent(err)
+		if !ok || reason != ReasonInvalidParams || !strings.Contains(err.Error(), tc.mention) {
+			t.Errorf("%s %s: got %v (reason %q), want an invalid_params error mentioning %s", tc.kind, tc.params, err, reason, tc.mention)
+		}
+	}
+	// Every problem at once: both windows' ends and the bad start.
+	_, err := planOf(t, "registrations", `{"campaign_id":"c","created_from":"2026-02-01T00:00:00Z","created_to":"2026-01-01T00:00:00Z","updated_from":"2026-02-01T00:00:00Z","updated_to":"2026-02-01T00:00:00Z","status":"x"}`)
+	for _, want := range []string{"params.created_to", "params.updated_to", "params.status"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("got %v, want a problem of %s", err, want)
+		}
+	}
+}
+
+// The indexes a delta needs: each kind with a window on updated_at has an index that starts
+// with its equality fields, then updated_at, then _id (the range, then the sort).
+func TestDeltaIndexes(t *testing.T) {
+	for kind, keys := range map[string][]string{
+		"registrations": {"campaign_id", "updated_at", "_id"},
+		"access_codes":  {"campaign_id", "status", "updated_at", "_id"},
+	} {
+		var k *Kind
+		for _, x := range DefaultRegistry().Kinds() {
+			if x.Name == kind {
+				k = x
+			}
+		}
+		if !slices.ContainsFunc(k.Indexes, func(ix Index) bool { return slices.Equal(ix.Keys, keys) }) {
+			t.Errorf("kind %s: no index %v among %+v", kind, keys, k.Indexes)
+		}
+		for _, ix := range k.Indexes {
+			want := ""
+			for i, key := range ix.Keys {
+				if i > 0 {
+					want += "_"
+				}
+				want += key + "_1"
+			}
+			if ix.Name != want {
+				t.Errorf("kind %s: index %v named %s, want MongoDB's default name %s", kind, ix.Keys, ix.Name, want)
+			}
 		}
 	}
 }

@@ -108,6 +108,8 @@ func TestPlanRefuses(t *testing.T) {
 		{"unknown param", `{"version":1,"export_id":"e","kind":"registrations","params":{"campaign_id":"c","filter":{}}}`, "invalid_params", `field "params.filter": unknown field`},
 		{"bad status", `{"version":1,"export_id":"e","kind":"registrations","params":{"campaign_id":"c","status":"x"}}`, "invalid_params", "params.status"},
 		{"bad range", `{"version":1,"export_id":"e","kind":"registrations","params":{"campaign_id":"c","created_from":"2026-02-01T00:00:00Z","created_to":"2026-01-01T00:00:00Z"}}`, "invalid_params", "created_to"},
+		{"bad delta range", `{"version":1,"export_id":"e","kind":"access_codes","params":{"campaign_id":"c","updated_from":"2026-02-01T00:00:00Z","updated_to":"2026-02-01T00:00:00Z"}}`, "invalid_params", `field "params.updated_to": must be after params.updated_from`},
+		{"bad delta time", `{"version":1,"export_id":"e","kind":"registrations","params":{"campaign_id":"c","updated_from":"yesterday"}}`, "invalid_params", `field "params.updated_from": "yesterday" is not an RFC 3339 date-time`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m, err := Decode([]byte(tc.body))

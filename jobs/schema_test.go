@@ -6,23 +6,19 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"regexp"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
-	"time"
-	"unicode/utf8"
 
 	"github.com/verifiedfan/export-service/internal/jsontest"
 	"github.com/verifiedfan/export-service/jobs/encode"
 )
 
-// The schema in docs/ is checked with a small JSON Schema 2020-12 evaluator below rather than a
-// library: it implements exactly the keywords the schema uses and fails on any other, so the
-// schema cannot rely on a keyword that nothing checks.
+// The schemas in docs/ are checked with jsontest.Validate, a small JSON Schema 2020-12
+// evaluator rather than a library: it implements exactly the keywords the schemas use and fails
+// on any other, so a schema cannot rely on a keyword that nothing checks.
 
 // schemas are the schema documents of docs/, by file name, loaded once each.
 var schemas sync.Map // name -> func() (any, error)
@@ -49,253 +45,16 @@ func loadSchema(tb testing.TB) any { return loadSchemaFile(tb, "job-message.sche
 // means valid. Invalid JSON is a problem too.
 func validateAgainst(tb testing.TB, root any, instance []byte) []string {
 	tb.Helper()
-	v, err := jsontest.Decode(instance)
+	problems, err := jsontest.Validate(root, instance)
 	if err != nil {
-		return []string{"not JSON: " + err.Error()}
+		tb.Fatal(err)
 	}
-	ev := &evaluator{root: root}
-	ev.eval(root, v, "")
-	if ev.unknown != nil {
-		tb.Fatalf("schema uses keyword %q, which the test evaluator does not implement", *ev.unknown)
-	}
-	return ev.problems
+	return problems
 }
 
 // schemaValidate reports the problems of instance against the job message's schema.
 func schemaValidate(tb testing.TB, instance []byte) []string {
 	return validateAgainst(tb, loadSchema(tb), instance)
-}
-
-type evaluator struct {
-	root     any
-	problems []string
-	unknown  *string
-}
-
-var annotationKeywords = []string{"$schema", "$id", "$defs", "$comment", "title", "description", "default", "examples"}
-
-// eval applies schema to v at path, recording problems.
-func (ev *evaluator) eval(schema, v any, path string) {
-	switch s := schema.(type) {
-	case bool:
-		if !s {
-			ev.fail(path, "not allowed")
-		}
-		return
-	case map[string]any:
-		keys := make([]string, 0, len(s))
-		for k := range s {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			ev.keyword(s, k, s[k], v, path)
-		}
-	default:
-		ev.fail(path, fmt.Sprintf("schema is a %T", schema))
-	}
-}
-
-func (ev *evaluator) fail(path, msg string) {
-	ev.problems = append(ev.problems, fmt.Sprintf("%s: %s", path, msg))
-}
-
-// valid evaluates schema on its own, for the applicators that only need a verdict.
-func (ev *evaluator) valid(schema, v any, path string) bool {
-	sub := &evaluator{root: ev.root}
-	sub.eval(schema, v, path)
-	if sub.unknown != nil {
-		ev.unknown = sub.unknown
-	}
-	return len(sub.problems) == 0
-}
-
-func (ev *evaluator) keyword(s map[string]any, k string, arg, v any, path string) {
-	obj, isObj := v.(map[string]any)
-	arr, isArr := v.([]any)
-	str, isStr := v.(string)
-	num, isNum := v.(json.Number)
-	switch k {
-	case "type":
-		types := []any{arg}
-		if a, ok := arg.([]any); ok {
-			types = a
-		}
-		if !slices.ContainsFunc(types, func(t any) bool { return jsonTypeIs(v, t.(string)) }) {
-			ev.fail(path, fmt.Sprintf("not of type %v", arg))
-		}
-	case "enum":
-		if !slices.ContainsFunc(arg.([]any), func(e any) bool { return jsontest.Equal(e, v) }) {
-			ev.fail(path, "not in enum")
-		}
-	case "const":
-		if !jsontest.Equal(arg, v) {
-			ev.fail(path, "not the const")
-		}
-	case "properties":
-		if isObj {
-			for name, sub := range arg.(map[string]any) {
-				if pv, ok := obj[name]; ok {
-					ev.eval(sub, pv, path+"/"+name)
-				}
-			}
-		}
-	case "additionalProperties":
-		if isObj {
-			props, _ := s["properties"].(map[string]any)
-			for name, pv := range obj {
-				if _, ok := props[name]; !ok {
-					ev.eval(arg, pv, path+"/"+name)
-				}
-			}
-		}
-	case "required":
-		if isObj {
-			for _, r := range arg.([]any) {
-				if _, ok := obj[r.(string)]; !ok {
-					ev.fail(path, "missing "+r.(string))
-				}
-			}
-		}
-	case "pattern":
-		if isStr && !schemaRegexp(arg.(string)).MatchString(str) {
-			ev.fail(path, "does not match "+arg.(string))
-		}
-	case "minLength":
-		if isStr && utf8.RuneCountInString(str) < jsonInt(arg) {
-			ev.fail(path, "too short")
-		}
-	case "maxLength":
-		if isStr && utf8.RuneCountInString(str) > jsonInt(arg) {
-			ev.fail(path, "too long")
-		}
-	case "minimum", "maximum":
-		if isNum {
-			f, _ := num.Float64()
-			lim, _ := arg.(json.Number).Float64()
-			if k == "minimum" && f < lim || k == "maximum" && f > lim {
-				ev.fail(path, "out of range")
-			}
-		}
-	case "format":
-		if arg != "date-time" {
-			ev.unknown = &k
-			return
-		}
-		var t time.Time
-		if isStr && t.UnmarshalText([]byte(str)) != nil {
-			ev.fail(path, "not a date-time")
-		}
-	case "items":
-		for i, item := range arr {
-			ev.eval(arg, item, fmt.Sprintf("%s/%d", path, i))
-		}
-	case "minItems":
-		if isArr && len(arr) < jsonInt(arg) {
-			ev.fail(path, "too few items")
-		}
-	case "maxItems":
-		if isArr && len(arr) > jsonInt(arg) {
-			ev.fail(path, "too many items")
-		}
-	case "uniqueItems":
-		if isArr && arg == true {
-			for i := range arr {
-				for j := range i {
-					if jsontest.Equal(arr[i], arr[j]) {
-						ev.fail(path, "items not unique")
-					}
-				}
-			}
-		}
-	case "allOf":
-		for _, sub := range arg.([]any) {
-			ev.eval(sub, v, path)
-		}
-	case "anyOf", "oneOf":
-		n := 0
-		for _, sub := range arg.([]any) {
-			if ev.valid(sub, v, path) {
-				n++
-			}
-		}
-		if n == 0 || k == "oneOf" && n > 1 {
-			ev.fail(path, k+" not satisfied")
-		}
-	case "not":
-		if ev.valid(arg, v, path) {
-			ev.fail(path, "matches what it must not")
-		}
-	case "if":
-		if ev.valid(arg, v, path) {
-			if then, ok := s["then"]; ok {
-				ev.eval(then, v, path)
-			}
-		} else if els, ok := s["else"]; ok {
-			ev.eval(els, v, path)
-		}
-	case "then", "else":
-		// applied by "if"
-	case "$ref":
-		ref := arg.(string)
-		name, ok := strings.CutPrefix(ref, "#/$defs/")
-		target := ev.root.(map[string]any)["$defs"].(map[string]any)[name]
-		if !ok || target == nil {
-			ev.unknown = &ref
-			return
-		}
-		ev.eval(target, v, path)
-	default:
-		if !slices.Contains(annotationKeywords, k) {
-			ev.unknown = &k
-		}
-	}
-}
-
-var schemaRegexps sync.Map // pattern -> *regexp.Regexp
-
-func schemaRegexp(pattern string) *regexp.Regexp {
-	if re, ok := schemaRegexps.Load(pattern); ok {
-		return re.(*regexp.Regexp)
-	}
-	re := regexp.MustCompile(pattern)
-	schemaRegexps.Store(pattern, re)
-	return re
-}
-
-func jsonTypeIs(v any, t string) bool {
-	switch t {
-	case "object":
-		_, ok := v.(map[string]any)
-		return ok
-	case "array":
-		_, ok := v.([]any)
-		return ok
-	case "string":
-		_, ok := v.(string)
-		return ok
-	case "boolean":
-		_, ok := v.(bool)
-		return ok
-	case "null":
-		return v == nil
-	case "number":
-		_, ok := v.(json.Number)
-		return ok
-	case "integer":
-		n, ok := v.(json.Number)
-		if !ok {
-			return false
-		}
-		_, digits, point := jsontest.NormalizeNumber(string(n))
-		return digits == "" || int64(len(digits)) <= point
-	}
-	return false
-}
-
-func jsonInt(v any) int {
-	n, _ := strconv.Atoi(string(v.(json.Number)))
-	return n
 }
 
 // decoderAccepts is the service's verdict on a message: Decode, then the kind's parameters.
@@ -317,10 +76,17 @@ func schemaCannotSay(body []byte, err error) bool {
 	if strings.Contains(err.Error(), "appears more than once") {
 		return true // a duplicate key: the schema sees only one of them
 	}
-	if !strings.Contains(err.Error(), "must be after params.created_from") {
+	// A window's end not after its start: without the ends named, the service must accept the
+	// message.
+	var ends []string
+	for _, w := range []string{"created", "updated"} {
+		if strings.Contains(err.Error(), "must be after params."+w+"_from") {
+			ends = append(ends, w+"_to")
+		}
+	}
+	if len(ends) == 0 {
 		return false
 	}
-	// Without created_to the service must accept the message.
 	var m map[string]json.RawMessage
 	if json.Unmarshal(body, &m) != nil {
 		return false
@@ -329,7 +95,9 @@ func schemaCannotSay(body []byte, err error) bool {
 	if json.Unmarshal(m["params"], &p) != nil {
 		return false
 	}
-	delete(p, "created_to")
+	for _, k := range ends {
+		delete(p, k)
+	}
 	m["params"], _ = json.Marshal(p)
 	b, _ := json.Marshal(m)
 	return decoderAccepts(b) == nil
@@ -361,6 +129,11 @@ var (
 		`{"version":1,"export_id":"e","kind":"registrations","format":"ndjson","ndjson":{"mode":"plain"},"params":{"campaign_id":"c"}}`,
 		`{"version":1,"export_id":"e","kind":"access_codes","params":{"campaign_id":"c"}}`,
 		`{"version":1,"export_id":"e","kind":"access_codes","format":"ndjson","params":{"campaign_id":"c","status":"redeemed","tier":"vip_1"}}`,
+		`{"version":1,"export_id":"e","kind":"registrations","params":{"campaign_id":"c","updated_from":"2026-11-26T09:00:00Z","updated_to":"2026-11-26T10:00:00.5+01:00"}}`,
+		`{"version":1,"export_id":"e","kind":"registrations","params":{"campaign_id":"c","status":"verified","created_from":"2026-01-01T00:00:00Z","updated_from":"2026-02-01T00:00:00Z"}}`,
+		`{"version":1,"export_id":"e","kind":"registrations","params":{"campaign_id":"c","updated_to":"2099-12-31T23:59:59.999999999Z"}}`,
+		`{"version":1,"export_id":"e","kind":"access_codes","params":{"campaign_id":"c","updated_from":"2000-01-01T00:00:00-05:00","updated_to":"2000-01-01T00:00:01-05:00"}}`,
+		`{"version":1,"export_id":"e","kind":"access_codes","params":{"campaign_id":"c","status":"redeemed","tier":"ga","updated_from":"2026-11-26T09:00:00Z"}}`,
 		`{"version":1,"export_id":"e","kind":"collection_fields","params":{"collection":"campaigns"}}`,
 		`{"version":1,"export_id":"e","kind":"collection_fields","params":{"collection":"registrations","fields":["status","fan.country","_id"],"campaign_id":"c"}}`,
 		`{"version":1,"export_id":"e","kind":"collection_fields","params":{"collection":"venues","fields":["name"]}}`,
@@ -430,6 +203,17 @@ var (
 		`{"version":1,"export_id":"e","kind":"registrations","params":{"campaign_id":"c","created_from":"1999-12-31T23:59:59Z"}}`,
 		`{"version":1,"export_id":"e","kind":"registrations","params":{"campaign_id":"c","created_from":"2026-01-01T00:00:00+24:00"}}`,
 		`{"version":1,"export_id":"e","kind":"registrations","params":{"campaign_id":"c","created_from":1767225600}}`,
+		`{"version":1,"export_id":"e","kind":"registrations","params":{"campaign_id":"c","updated_from":"2026-11-26"}}`,
+		`{"version":1,"export_id":"e","kind":"registrations","params":{"campaign_id":"c","updated_to":"2026-02-30T00:00:00Z"}}`,
+		`{"version":1,"export_id":"e","kind":"registrations","params":{"campaign_id":"c","updated_from":"1999-12-31T23:59:59Z"}}`,
+		`{"version":1,"export_id":"e","kind":"registrations","params":{"campaign_id":"c","updated_from":null}}`,
+		`{"version":1,"export_id":"e","kind":"registrations","params":{"campaign_id":"c","updated_to":{"$gt":"2026-01-01T00:00:00Z"}}}`,
+		`{"version":1,"export_id":"e","kind":"registrations","params":{"campaign_id":"c","Updated_From":"2026-01-01T00:00:00Z"}}`,
+		`{"version":1,"export_id":"e","kind":"registrations","params":{"campaign_id":"c","updated_at":"2026-01-01T00:00:00Z"}}`,
+		`{"version":1,"export_id":"e","kind":"access_codes","params":{"campaign_id":"c","updated_from":"2026-01-01T00:00:00"}}`,
+		`{"version":1,"export_id":"e","kind":"access_codes","params":{"campaign_id":"c","updated_to":"2100-01-01T00:00:00Z"}}`,
+		`{"version":1,"export_id":"e","kind":"access_codes","params":{"campaign_id":"c","updated_from":1767225600}}`,
+		`{"version":1,"export_id":"e","kind":"access_codes","params":{"campaign_id":"c","created_from":"2026-01-01T00:00:00Z"}}`,
 		`{"version":1,"export_id":"e","kind":"access_codes","params":{"campaign_id":"c","status":"verified"}}`,
 		`{"version":1,"export_id":"e","kind":"access_codes","params":{"campaign_id":"c","tier":""}}`,
 		`{"version":1,"export_id":"e","kind":"access_codes","params":{"campaign_id":"c","tier":"` + strings.Repeat("t", 33) + `"}}`,
@@ -474,13 +258,21 @@ func TestSchemaAgreesWithDecoder(t *testing.T) {
 			t.Errorf("decoder: %v for %.200q, want a duplicate key error", err, body)
 		}
 	}
-	// ... and created_to before created_from.
-	body := `{"version":1,"export_id":"e","kind":"registrations","params":{"campaign_id":"c","created_from":"2026-02-01T00:00:00Z","created_to":"2026-01-01T00:00:00Z"}}`
-	if p := schemaValidate(t, []byte(body)); p != nil {
-		t.Errorf("schema refuses %s: %v", body, p)
-	}
-	if err := decoderAccepts([]byte(body)); err == nil || !schemaCannotSay([]byte(body), err) {
-		t.Errorf("decoder: %v, want only the created_to problem", err)
+	// ... and a window's end not after its start (created or updated; equal ends too, the
+	// window being half-open).
+	for _, body := range []string{
+		`{"version":1,"export_id":"e","kind":"registrations","params":{"campaign_id":"c","created_from":"2026-02-01T00:00:00Z","created_to":"2026-01-01T00:00:00Z"}}`,
+		`{"version":1,"export_id":"e","kind":"registrations","params":{"campaign_id":"c","updated_from":"2026-02-01T00:00:00Z","updated_to":"2026-01-01T00:00:00Z"}}`,
+		`{"version":1,"export_id":"e","kind":"registrations","params":{"campaign_id":"c","updated_from":"2026-02-01T01:00:00+01:00","updated_to":"2026-02-01T00:00:00Z"}}`,
+		`{"version":1,"export_id":"e","kind":"registrations","params":{"campaign_id":"c","created_from":"2026-02-01T00:00:00Z","created_to":"2026-01-01T00:00:00Z","updated_from":"2026-02-01T00:00:00Z","updated_to":"2026-02-01T00:00:00Z"}}`,
+		`{"version":1,"export_id":"e","kind":"access_codes","params":{"campaign_id":"c","updated_from":"2026-02-01T00:00:00Z","updated_to":"2026-01-31T23:59:59.999Z"}}`,
+	} {
+		if p := schemaValidate(t, []byte(body)); p != nil {
+			t.Errorf("schema refuses %s: %v", body, p)
+		}
+		if err := decoderAccepts([]byte(body)); err == nil || !schemaCannotSay([]byte(body), err) {
+			t.Errorf("decoder: %v for %s, want only the window's end refused", err, body)
+		}
 	}
 }
 

@@ -10,6 +10,10 @@ import (
 	"strings"
 	"time"
 
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
+
 	"github.com/verifiedfan/export-service/internal/logging"
 	"github.com/verifiedfan/export-service/sink"
 	"github.com/verifiedfan/export-service/worker"
@@ -21,10 +25,13 @@ const defaultDatabase = "titan"
 // config is the service's configuration, read from environment variables. Every variable,
 // its default and its meaning are listed in the README; loadConfig below is the source of truth.
 type config struct {
-	QueueURL          string
-	DLQURL            string
-	MongoURI          string
-	MongoDatabase     string
+	QueueURL      string
+	DLQURL        string
+	MongoURI      string
+	MongoDatabase string
+	// ReadPreference is where the export queries read (MONGO_READ_PREFERENCE); the ledger
+	// always reads and writes the primary.
+	ReadPreference    *readpref.ReadPref
 	Bucket            string
 	KeyPrefix         string
 	HTTPAddr          string
@@ -138,6 +145,46 @@ func (r *envReader) bool(name string, def bool) bool {
 	return v
 }
 
+// readPreferences are the values of MONGO_READ_PREFERENCE, by the names MongoDB gives them.
+var readPreferences = []*readpref.ReadPref{readpref.Primary(), readpref.PrimaryPreferred(),
+	readpref.Secondary(), readpref.SecondaryPreferred(), readpref.Nearest()}
+
+// readPref reads a read preference by its mode's MongoDB name (exact spelling).
+func (r *envReader) readPref(name string, def *readpref.ReadPref) *readpref.ReadPref {
+	s := r.str(name, def.Mode().String())
+	var names []string
+	for _, rp := range readPreferences {
+		if s == rp.Mode().String() {
+			return rp
+		}
+		names = append(names, rp.Mode().String())
+	}
+	r.errs = append(r.errs, fmt.Errorf("%s=%q: want one of %s", name, s, strings.Join(names, ", ")))
+	return def
+}
+
+// exportDatabase is the database the export queries read (the Exporter's: the export's
+// cursor, its end guard, the segment planning's counts and samples), with
+// MONGO_READ_PREFERENCE: long full reads that must not load the primary.
+func exportDatabase(client *mongo.Client, c config) *mongo.Database {
+	return client.Database(c.MongoDatabase, exportDatabaseOptions(c))
+}
+
+func exportDatabaseOptions(c config) *options.DatabaseOptionsBuilder {
+	return options.Database().SetReadPreference(c.ReadPreference)
+}
+
+// ledgerDatabase is the ledger's database: reads and writes on the primary whatever the
+// connection string's or the exports' read preference, since the ledger fences attempts (a
+// claim must read the entry's latest version).
+func ledgerDatabase(client *mongo.Client, c config) *mongo.Database {
+	return client.Database(c.MongoDatabase, ledgerDatabaseOptions())
+}
+
+func ledgerDatabaseOptions() *options.DatabaseOptionsBuilder {
+	return options.Database().SetReadPreference(readpref.Primary())
+}
+
 // defaultWorkerID names this process in the export ledger: host, pid and a random suffix,
 // so that a restarted process never mistakes an older attempt's lease for its own.
 func defaultWorkerID() string {
@@ -155,6 +202,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		DLQURL:            r.str("EXPORT_DLQ_URL", ""),
 		MongoURI:          r.required("MONGO_URI"),
 		MongoDatabase:     r.str("MONGO_DATABASE", defaultDatabase),
+		ReadPreference:    r.readPref("MONGO_READ_PREFERENCE", readpref.SecondaryPreferred()),
 		Bucket:            r.required("EXPORT_BUCKET"),
 		KeyPrefix:         r.str("EXPORT_KEY_PREFIX", "exports/"),
 		HTTPAddr:          r.str("HTTP_ADDR", ":8080"),

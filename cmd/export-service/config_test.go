@@ -1,10 +1,16 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
 )
 
 func envOf(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -132,5 +138,84 @@ func TestHeartbeatURL(t *testing.T) {
 		if got := heartbeatURL(in); got != want {
 			t.Errorf("heartbeatURL(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// MONGO_READ_PREFERENCE: secondaryPreferred unless set, each of MongoDB's five modes by its
+// name, anything else refused naming the variable and the values it takes.
+func TestReadPreferenceConfig(t *testing.T) {
+	base := map[string]string{"EXPORT_QUEUE_URL": "q", "MONGO_URI": "m", "EXPORT_BUCKET": "b"}
+	with := func(v string) map[string]string {
+		env := map[string]string{"MONGO_READ_PREFERENCE": v}
+		for k, x := range base {
+			env[k] = x
+		}
+		return env
+	}
+	c, err := loadConfig(envOf(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ReadPreference == nil || c.ReadPreference.Mode() != readpref.SecondaryPreferredMode {
+		t.Errorf("default read preference %v, want secondaryPreferred", c.ReadPreference)
+	}
+	for v, want := range map[string]readpref.Mode{
+		"primary": readpref.PrimaryMode, "primaryPreferred": readpref.PrimaryPreferredMode, "secondary": readpref.SecondaryMode,
+		"secondaryPreferred": readpref.SecondaryPreferredMode, "nearest": readpref.NearestMode, " nearest ": readpref.NearestMode,
+	} {
+		c, err := loadConfig(envOf(with(v)))
+		if err != nil || c.ReadPreference.Mode() != want {
+			t.Errorf("MONGO_READ_PREFERENCE=%q: %v, %v; want %s", v, c.ReadPreference, err, want)
+		}
+	}
+	for _, v := range []string{"secondarypreferred", "SECONDARY", "fastest", "secondary,primary", "mode=secondary"} {
+		_, err := loadConfig(envOf(with(v)))
+		want := fmt.Sprintf("MONGO_READ_PREFERENCE=%q: want one of primary, primaryPreferred, secondary, secondaryPreferred, nearest", v)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("MONGO_READ_PREFERENCE=%q: got %v, want an error %q", v, err, want)
+		}
+	}
+}
+
+// The Exporter's database reads with MONGO_READ_PREFERENCE, the ledger's with the primary,
+// whatever the connection string says (its readPreference is only the client's default, which
+// both override). mongo-driver v2 has no accessor of a database's read preference: the test
+// reads the options the databases are made with. The commands on the wire: e2e
+// TestExportQueriesCarryTheReadPreference.
+func TestExportAndLedgerDatabasesReadPreferences(t *testing.T) {
+	readPrefOf := func(b *options.DatabaseOptionsBuilder) *readpref.ReadPref {
+		var o options.DatabaseOptions
+		for _, set := range b.List() {
+			if err := set(&o); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return o.ReadPreference
+	}
+	for _, v := range []string{"", "primary", "nearest"} {
+		env := map[string]string{"EXPORT_QUEUE_URL": "q", "MONGO_URI": "m", "EXPORT_BUCKET": "b", "MONGO_READ_PREFERENCE": v}
+		c, err := loadConfig(envOf(env))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := readpref.SecondaryPreferredMode
+		if v != "" {
+			want, _ = readpref.ModeFromString(v)
+		}
+		if rp := readPrefOf(exportDatabaseOptions(c)); rp == nil || rp.Mode() != want {
+			t.Errorf("MONGO_READ_PREFERENCE=%q: the export database reads with %v, want %s", v, rp, want)
+		}
+		if rp := readPrefOf(ledgerDatabaseOptions()); rp == nil || rp.Mode() != readpref.PrimaryMode {
+			t.Errorf("MONGO_READ_PREFERENCE=%q: the ledger database reads with %v, want primary", v, rp)
+		}
+	}
+	client, err := mongo.Connect(options.Client().ApplyURI("mongodb://127.0.0.1:1/?readPreference=secondary"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Disconnect(context.Background())
+	c, _ := loadConfig(envOf(map[string]string{"EXPORT_QUEUE_URL": "q", "MONGO_URI": "m", "EXPORT_BUCKET": "b", "MONGO_DATABASE": "titan_x"}))
+	if e, l := exportDatabase(client, c).Name(), ledgerDatabase(client, c).Name(); e != "titan_x" || l != "titan_x" {
+		t.Errorf("databases %s and %s, want MONGO_DATABASE titan_x", e, l)
 	}
 }

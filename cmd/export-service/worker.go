@@ -71,7 +71,7 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 
 	destinations, buffers := buildDestinations(awsCfg, cfg, metrics, log)
 	exporter := &jobs.Exporter{
-		DB:           mongoClient.Database(cfg.MongoDatabase),
+		DB:           exportDatabase(mongoClient, cfg),
 		Kinds:        jobs.DefaultRegistry(),
 		Destinations: destinations,
 		GzipLevel:    cfg.GzipLevel,
@@ -82,7 +82,7 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 		log.Warn().Dur("delay", cfg.FaultRowDelay).Msg("EXPORT_FAULT_ROW_DELAY is set: every row is slowed down (fault-injection tests only)")
 		exporter.WrapSource = func(src jobs.Source) jobs.Source { return jobs.SlowSource(src, cfg.FaultRowDelay) }
 	}
-	ledger := ledger.New(mongoClient.Database(cfg.MongoDatabase))
+	ledger := ledger.New(ledgerDatabase(mongoClient, cfg))
 	var outbox *worker.Outbox
 	if n := resultsNotifier(cfg, sqsClient, metrics); n != nil {
 		outbox = &worker.Outbox{Ledger: ledger, Notifier: n, Metrics: metrics, Log: logs.For("titan:outbox"),
