@@ -68,10 +68,11 @@ func TestBrokenResultsQueueNeverRerunsTheExport(t *testing.T) {
 	b.send(t, regJob(t, id, campaign))
 	b.waitObject(t, b.st.Env["EXPORT_BUCKET"], regKey(id, campaign), 60*time.Second)
 	e := b.waitLedger(t, id, 30*time.Second, func(e ledger.Entry) bool {
-		return e.Status == ledger.Succeeded && e.Notice != nil && e.Notice.Attempts >= 3
+		n := noticeOf(e, jobs.OutcomeSucceeded)
+		return e.Status == ledger.Succeeded && n != nil && n.Attempts >= 3
 	})
-	if !e.Notice.Pending || e.Notice.Error == "" {
-		t.Errorf("notice = %+v, want pending with the send's error", e.Notice)
+	if n := noticeOf(e, jobs.OutcomeSucceeded); !n.Pending || n.Error == "" {
+		t.Errorf("notice = %+v, want pending with the send's error", n)
 	}
 	eventually(t, 10*time.Second, "message deleted", func() bool { v, f := b.st.QueueCounts(t, b.queues.JobsURL); return v+f == 0 })
 
@@ -83,7 +84,7 @@ func TestBrokenResultsQueueNeverRerunsTheExport(t *testing.T) {
 	if aws.ToString(q.QueueUrl) != resultsURL {
 		t.Fatalf("results queue URL %s, the worker was given %s", aws.ToString(q.QueueUrl), resultsURL)
 	}
-	var notice jobs.Manifest
+	var notice jobs.Notice
 	eventually(t, 30*time.Second, "the notice delivered", func() bool {
 		out, err := b.st.SQS.ReceiveMessage(context.Background(), &sqs.ReceiveMessageInput{QueueUrl: q.QueueUrl, WaitTimeSeconds: 1})
 		if err != nil || len(out.Messages) == 0 {
@@ -91,8 +92,11 @@ func TestBrokenResultsQueueNeverRerunsTheExport(t *testing.T) {
 		}
 		return json.Unmarshal([]byte(aws.ToString(out.Messages[0].Body)), &notice) == nil
 	})
-	e = b.waitLedger(t, id, 10*time.Second, func(e ledger.Entry) bool { return e.Notice != nil && !e.Notice.Pending })
-	if notice.ExportID != id || notice.Rows != e.Rows || notice.SHA256 != e.SHA256 {
+	e = b.waitLedger(t, id, 10*time.Second, func(e ledger.Entry) bool {
+		n := noticeOf(e, jobs.OutcomeSucceeded)
+		return n != nil && !n.Pending
+	})
+	if notice.ExportID != id || notice.Outcome != jobs.OutcomeSucceeded || notice.Manifest == nil || notice.Rows != e.Rows || notice.SHA256 != e.SHA256 {
 		t.Errorf("notice = %+v, ledger rows %d sha %s", notice, e.Rows, e.SHA256)
 	}
 	if started := countLines(p.Output(), `"message":"export started"`); started != 1 || e.Attempts != 1 {

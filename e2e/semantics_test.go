@@ -34,11 +34,21 @@ func regKey(exportID, campaign string) string {
 
 func (b *bundle) ledger(t *testing.T, exportID string) (ledger.Entry, bool) {
 	t.Helper()
-	e, err := ledger.New(b.db).Get(context.Background(), exportID)
+	e, err := ledger.New(b.db).Status(context.Background(), exportID)
 	if err != nil {
 		return e, false
 	}
 	return e, true
+}
+
+// noticeOf is the export's result notice of the outcome in the outbox, nil if there is none.
+func noticeOf(e ledger.Entry, outcome jobs.Outcome) *ledger.Notice {
+	for i := range e.Notices {
+		if e.Notices[i].Outcome == outcome {
+			return &e.Notices[i]
+		}
+	}
+	return nil
 }
 
 func (b *bundle) waitLedger(t *testing.T, exportID string, within time.Duration, cond func(ledger.Entry) bool) ledger.Entry {

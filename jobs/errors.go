@@ -42,6 +42,8 @@ const (
 	ReasonMaxReceives Reason = "max_receives"
 	// ReasonExportFailed: a segment stopped because its export failed in another segment.
 	ReasonExportFailed Reason = "export_failed"
+	// ReasonCancelled: the export was cancelled (the cancel command, a cancel message).
+	ReasonCancelled Reason = "cancelled"
 )
 
 // PermanentError marks a failure that retrying cannot fix: a malformed message, an unknown kind,

@@ -64,11 +64,6 @@ type ManifestChecksum struct {
 // ManifestKey is the key of the manifest of the object at key.
 func ManifestKey(key string) string { return key + ManifestSuffix }
 
-// Notifier is told about each completed export (the results queue).
-type Notifier interface {
-	Notify(ctx context.Context, m *Manifest) error
-}
-
 // NewManifest describes the completed job whose run gave res.
 func NewManifest(job *Job, res Result) *Manifest {
 	cols := make([]string, len(job.Plan.Columns))

@@ -116,12 +116,7 @@ func Decode(body []byte) (Message, error) {
 			o.invalidf("destination", "%q is not a destination name", clip.String(s, 40))
 		}
 	}
-	if s, ok := o.string("requested_by"); ok {
-		m.RequestedBy = s
-		if !requestedByPattern.MatchString(s) {
-			o.invalidf("requested_by", "%q must be 1-128 characters of A-Z a-z 0-9 . _ : / @ - starting with a letter or digit", clip.String(s, 40))
-		}
-	}
+	m.RequestedBy = decodeRequestedBy(o)
 	if raw, ok := o.members["params"]; !ok || jsonKindByte(raw) == 'n' {
 		o.invalidf("params", "required (an object)")
 	} else if raw, ok := o.object("params"); ok {
@@ -146,6 +141,21 @@ func Decode(body []byte) (Message, error) {
 		return m, Permanent(ReasonInvalidMessage, fmt.Errorf("invalid job message: %w", errors.Join(o.invalid...)))
 	}
 	return m, nil
+}
+
+// ValidExportID reports whether s is a valid export id.
+func ValidExportID(s string) bool { return exportIDPattern.MatchString(s) }
+
+// ValidRequestedBy reports whether s is a valid requested_by.
+func ValidRequestedBy(s string) bool { return requestedByPattern.MatchString(s) }
+
+// decodeRequestedBy reads the optional "requested_by" of o (job and cancel messages).
+func decodeRequestedBy(o *jsonObject) string {
+	s, ok := o.string("requested_by")
+	if ok && !requestedByPattern.MatchString(s) {
+		o.invalidf("requested_by", "%q must be 1-128 characters of A-Z a-z 0-9 . _ : / @ - starting with a letter or digit", clip.String(s, 40))
+	}
+	return s
 }
 
 // decodeCSVOptions decodes the "csv" object, recording its problems in parent.

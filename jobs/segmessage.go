@@ -47,20 +47,27 @@ func (m SegmentMessage) SegmentID() string {
 // SegmentMessageType. Anything else, a body that is not JSON included, is false, and the job
 // decoder reports what is wrong with it (a job message has no "type" field, so one with any
 // other "type" is refused there as an unknown field).
-func IsSegmentMessage(body []byte) bool {
+func IsSegmentMessage(body []byte) bool { return messageType(body) == SegmentMessageType }
+
+// messageType is the top-level "type" string of body, a JSON object of at most
+// MaxMessageBytes, or "" when it has none (a job message) or is not such an object.
+func messageType(body []byte) string {
 	if len(body) > MaxMessageBytes {
-		return false // Decode refuses it with the same reason DecodeSegment would
+		return "" // Decode refuses it with the same reason the typed decoders would
 	}
 	var top map[string]json.RawMessage
 	if json.Unmarshal(body, &top) != nil {
-		return false
+		return ""
 	}
 	raw, ok := top["type"]
 	if !ok || jsonKindByte(raw) != '"' {
-		return false
+		return ""
 	}
 	var s string
-	return json.Unmarshal(raw, &s) == nil && s == SegmentMessageType
+	if json.Unmarshal(raw, &s) != nil {
+		return ""
+	}
+	return s
 }
 
 // DecodeSegment parses and validates a segment message as strictly as Decode does a job
@@ -76,14 +83,7 @@ func DecodeSegment(body []byte) (SegmentMessage, error) {
 		return m, err
 	}
 	m.Version = decodeVersion(o)
-	if s, ok := o.string("type"); ok {
-		m.Type = s
-		if s != SegmentMessageType {
-			o.invalidf("type", "%q is not %q", clip.String(s, 40), SegmentMessageType)
-		}
-	} else if !o.has("type") {
-		o.invalidf("type", "required (%q)", SegmentMessageType)
-	}
+	m.Type = decodeType(o, SegmentMessageType)
 	m.ExportID = decodeExportID(o)
 	seg, segOK := decodeIntRange(o, "segment", 0, MaxSegments-1)
 	segs, segsOK := decodeIntRange(o, "segments", MinSegments, MaxSegments)
@@ -98,6 +98,18 @@ func DecodeSegment(body []byte) (SegmentMessage, error) {
 		return m, Permanent(ReasonInvalidMessage, fmt.Errorf("invalid segment message: %w", errors.Join(o.invalid...)))
 	}
 	return m, nil
+}
+
+// decodeType reads the required "type" of o, which must be want.
+func decodeType(o *jsonObject, want string) string {
+	s, ok := o.string("type")
+	switch {
+	case ok && s != want:
+		o.invalidf("type", "%q is not %q", clip.String(s, 40), want)
+	case !ok && !o.has("type"):
+		o.invalidf("type", "required (%q)", want)
+	}
+	return s
 }
 
 // decodeExportID reads the required "export_id" of o (job and segment messages): 1-128

@@ -40,7 +40,7 @@ func TestCheckpointLifecycle(t *testing.T) {
 		if err := b.l.SaveCheckpoint(ctx, e1, cp, time.Minute); err != nil {
 			t.Fatal(err)
 		}
-		if err := b.l.Finish(ctx, e1, Released, jobs.Result{}, nil, jobs.ReasonShutdown, nil); err != nil {
+		if err := b.l.Finish(ctx, e1, Released, jobs.Result{}, nil, jobs.ReasonShutdown); err != nil {
 			t.Fatal(err)
 		}
 		r, e2, info := b.claim(t, "m1", 5)
@@ -66,7 +66,7 @@ func TestCheckpointLifecycle(t *testing.T) {
 			t.Fatalf("stale attempt's checkpoint: %v, want lease lost", err)
 		}
 		// A retryable failure keeps it (the next attempt continues), a success drops it.
-		if err := b.l.Finish(ctx, e2, Failed, jobs.Result{}, context.DeadlineExceeded, jobs.ReasonRetryable, nil); err != nil {
+		if err := b.l.Finish(ctx, e2, Failed, jobs.Result{}, context.DeadlineExceeded, jobs.ReasonRetryable); err != nil {
 			t.Fatal(err)
 		}
 		if e, _ := b.l.Get(ctx, b.job.Message.ExportID); e.Checkpoint == nil {
@@ -76,7 +76,7 @@ func TestCheckpointLifecycle(t *testing.T) {
 		if err := b.l.RecordResume(ctx, e3, true, false, 1234, 100); err != nil {
 			t.Fatal(err)
 		}
-		if err := b.l.Finish(ctx, e3, Succeeded, jobs.Result{}, nil, "", nil); err != nil {
+		if err := b.l.Finish(ctx, e3, Succeeded, jobs.Result{}, nil, ""); err != nil {
 			t.Fatal(err)
 		}
 		e, err := b.l.Get(ctx, b.job.Message.ExportID)
@@ -96,7 +96,7 @@ func TestCheckpointLifecycle(t *testing.T) {
 	if d := Describe(Entry{Status: Released, Checkpoint: &jobs.Checkpoint{Mark: jobs.Mark{Rows: 5}}}, time.Now()); !strings.Contains(d, "continues it from its checkpoint") {
 		t.Errorf("released entry with a checkpoint described as %q", d)
 	}
-	if err := b.l.Finish(ctx, e1, Failed, jobs.Result{}, jobs.Permanentf(jobs.ReasonTimeout, "too long"), jobs.ReasonTimeout, nil); err != nil {
+	if err := b.l.Finish(ctx, e1, Failed, jobs.Result{}, jobs.Permanentf(jobs.ReasonTimeout, "too long"), jobs.ReasonTimeout); err != nil {
 		t.Fatal(err)
 	}
 	if e, _ := b.l.Get(ctx, b.job.Message.ExportID); e.Checkpoint != nil {

@@ -10,6 +10,21 @@ import (
 // Describe says what an entry's status means for what happens next, for a person (the status
 // command, enqueue --wait).
 func Describe(e Entry, now time.Time) string {
+	d := describeStatus(e, now)
+	if c := e.CancelRequest; c != nil && !Ended(e) {
+		switch e.Status {
+		case "":
+			return "cancel requested (" + c.Error() + "): not started; its message is acknowledged without running when a worker receives it"
+		case Running, Segmented:
+			d += "; cancel requested (" + c.Error() + "): it stops at its next lease renewal, aborting its upload"
+		default:
+			d = string(e.Status) + "; cancel requested (" + c.Error() + "): its message is acknowledged without running when it comes back"
+		}
+	}
+	return d
+}
+
+func describeStatus(e Entry, now time.Time) string {
 	switch e.Status {
 	case Running:
 		if e.LeaseExpires.Before(now) {
@@ -23,6 +38,8 @@ func Describe(e Entry, now time.Time) string {
 			return fmt.Sprintf("failed (retryable, %d failure(s) so far): the message comes back after a backoff, and goes to the dead-letter queue after MAX_ATTEMPTS failures", e.Failures)
 		}
 		return "failed (permanent): the message was sent to the dead-letter queue (export-service dlq list)"
+	case Cancelled:
+		return e.Error + ": no object or manifest was written"
 	case Released:
 		return "released by a worker's shutdown: the message is back in the queue and another worker " + next(e)
 	case Segmented:

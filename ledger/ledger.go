@@ -36,6 +36,9 @@ const (
 	// Segmented: the export was split into segments (Entry.Segments), each with an entry of
 	// its own (SegmentID); it ends when the last of them completes it, or one fails for good.
 	Segmented Status = "segmented"
+	// Cancelled: the export was cancelled (see CancelRequest) before it completed; it wrote
+	// no object and no manifest, and does not run again.
+	Cancelled Status = "cancelled"
 )
 
 // Collection is the collection of the export ledger.
@@ -95,10 +98,12 @@ type Entry struct {
 	Restarts    int   `bson:"restarts,omitempty" json:"restarts,omitempty"`
 	RowsResumed int64 `bson:"rows_resumed,omitempty" json:"rows_resumed,omitempty"`
 	RowsReread  int64 `bson:"rows_reread,omitempty" json:"rows_reread,omitempty"`
-	// Notice is the completion notice of a succeeded export, kept until it was sent (the
-	// outbox): the export is complete once its manifest is written; sending the notice is
-	// retried on its own and never runs the export again.
-	Notice *Notice `bson:"notice,omitempty" json:"notice,omitempty"`
+	// Notices are the export's result notices, as Status read them from the outbox (not
+	// stored here: see NoticesCollection).
+	Notices []Notice `bson:"-" json:"notices,omitempty"`
+	// CancelRequest is the export's cancel request, as Status read it (not stored here: see
+	// CancelsCollection).
+	CancelRequest *CancelRequest `bson:"-" json:"cancel_request,omitempty"`
 	// Segments is the plan of an export split into segments; SegmentDone is what a finished
 	// segment (an entry of its own, SegmentID) stored, for the export's completion.
 	Segments    *jobs.SegmentPlan `bson:"segments,omitempty" json:"segments,omitempty"`
@@ -125,17 +130,6 @@ func (e Entry) MarshalJSON() ([]byte, error) {
 		out.LeaseExpires = &t
 	}
 	return json.Marshal(out)
-}
-
-// Notice is a completion notice waiting in, or sent from, the ledger's outbox.
-type Notice struct {
-	// Body is the manifest, as JSON.
-	Body     string    `bson:"body" json:"-"`
-	Pending  bool      `bson:"pending" json:"pending"`
-	Attempts int       `bson:"attempts" json:"attempts"`
-	NextAt   time.Time `bson:"next_at" json:"next_at,omitzero"`
-	SentAt   time.Time `bson:"sent_at,omitempty" json:"sent_at,omitzero"`
-	Error    string    `bson:"error,omitempty" json:"error,omitempty"`
 }
 
 // Ledger records exports in MongoDB.
@@ -168,6 +162,9 @@ const (
 	Exhausted
 	// InSegments: the export was split into segments; its segments' messages run it.
 	InSegments
+	// ClaimCancelled: the export was cancelled; the message is acknowledged without running
+	// (and a checkpoint's upload aborted).
+	ClaimCancelled
 )
 
 // ClaimOptions are the rules of a claim.
@@ -208,6 +205,12 @@ func newToken() string {
 // It returns the entry as it is after the claim (or as found, when not claimed).
 func (l *Ledger) Claim(ctx context.Context, job *jobs.Job, o ClaimOptions) (ClaimResult, Entry, ClaimInfo, error) {
 	id := job.Message.ExportID
+	if c, err := l.CancelRequested(ctx, id); err != nil {
+		return 0, Entry{}, ClaimInfo{}, err
+	} else if c != nil {
+		res, e, err := l.claimCancelled(ctx, job, c)
+		return res, e, ClaimInfo{TookOver: e.Status}, err
+	}
 	// Most claims are of a new export: create its entry first, one round trip; an entry that
 	// exists already answers DuplicateKey, and the claim decides on what it says.
 	create := true
@@ -416,9 +419,15 @@ func (l *Ledger) RecordResume(ctx context.Context, e Entry, resumed, restart boo
 	return l.ownUpdate(ctx, e, "record the resume", bson.D{{Key: "updated_at", Value: time.Now().UTC()}}, bson.E{Key: "$inc", Value: inc})
 }
 
-// Fence checks that the attempt still owns the export, and renews its lease: it is called
-// right before the attempt commits anything visible (its object, its manifest).
+// Fence checks that the attempt still owns the export and that the export was not cancelled
+// (the *CancelRequest, matching ErrCancelRequested), and renews its lease: it is called right
+// before the attempt commits anything visible (its object, its manifest).
 func (l *Ledger) Fence(ctx context.Context, e Entry, lease time.Duration) error {
+	if c, err := l.CancelRequested(ctx, e.ExportID); err != nil {
+		return err
+	} else if c != nil {
+		return c
+	}
 	now := time.Now().UTC()
 	return l.ownUpdate(ctx, e, "check the fence", bson.D{{Key: "lease_expires", Value: now.Add(lease)}, {Key: "updated_at", Value: now}})
 }
@@ -430,9 +439,9 @@ func (l *Ledger) SetMessage(ctx context.Context, e Entry, messageID string) erro
 
 // Finish records the attempt's outcome: status (succeeded, failed or released), the result's
 // counts, and the error and its reason if any. A failure counts toward the export's failures;
-// a release does not. A succeeded export with a notice keeps it pending in the outbox.
-func (l *Ledger) Finish(ctx context.Context, e Entry, status Status, res jobs.Result, cause error, reason jobs.Reason, notice []byte) error {
-	set := outcomeSet(status, res, cause, reason, notice)
+// a release does not.
+func (l *Ledger) Finish(ctx context.Context, e Entry, status Status, res jobs.Result, cause error, reason jobs.Reason) error {
+	set := outcomeSet(status, res, cause, reason)
 	if res.Segment != nil && status == Succeeded {
 		set = append(set, bson.E{Key: "segment_done", Value: res.Segment})
 	}
@@ -440,7 +449,7 @@ func (l *Ledger) Finish(ctx context.Context, e Entry, status Status, res jobs.Re
 	if status == Failed {
 		more = append(more, bson.E{Key: "$inc", Value: bson.D{{Key: "failures", Value: 1}}})
 	}
-	if _, permanent := jobs.IsPermanent(cause); status == Succeeded || status == Failed && permanent {
+	if _, permanent := jobs.IsPermanent(cause); status == Succeeded || status == Cancelled || status == Failed && permanent {
 		// Nothing will continue it: the object is complete, or its upload was aborted.
 		more = append(more, bson.E{Key: "$unset", Value: bson.D{{Key: "checkpoint", Value: ""}}})
 	}
@@ -448,8 +457,8 @@ func (l *Ledger) Finish(ctx context.Context, e Entry, status Status, res jobs.Re
 }
 
 // outcomeSet is what an outcome writes into an entry: status, counts, end times, the error and
-// its reason (permanent only for a failure), the notice to send.
-func outcomeSet(status Status, res jobs.Result, cause error, reason jobs.Reason, notice []byte) bson.D {
+// its reason (permanent only for a failure).
+func outcomeSet(status Status, res jobs.Result, cause error, reason jobs.Reason) bson.D {
 	now := time.Now().UTC()
 	set := bson.D{
 		{Key: "status", Value: status},
@@ -468,16 +477,13 @@ func outcomeSet(status Status, res jobs.Result, cause error, reason jobs.Reason,
 		set = append(set, bson.E{Key: "error", Value: clip.String(cause.Error(), 2000)}, bson.E{Key: "reason", Value: reason},
 			bson.E{Key: "permanent", Value: permanent && status == Failed})
 	}
-	if notice != nil {
-		set = append(set, bson.E{Key: "notice", Value: Notice{Body: string(notice), Pending: true, NextAt: now}})
-	}
 	return set
 }
 
 // Adopt records as succeeded an export whose object and manifest are complete although its
 // attempt never said so (its worker died, or lost MongoDB, between writing the manifest and
 // recording the outcome): the manifest found at the destination is the proof.
-func (l *Ledger) Adopt(ctx context.Context, e Entry, m *jobs.Manifest, notice []byte) error {
+func (l *Ledger) Adopt(ctx context.Context, e Entry, m *jobs.Manifest) error {
 	now := time.Now().UTC()
 	set := bson.D{
 		{Key: "status", Value: Succeeded},
@@ -490,9 +496,6 @@ func (l *Ledger) Adopt(ctx context.Context, e Entry, m *jobs.Manifest, notice []
 		{Key: "finished_at", Value: now},
 		{Key: "lease_expires", Value: now},
 	}
-	if notice != nil {
-		set = append(set, bson.E{Key: "notice", Value: Notice{Body: string(notice), Pending: true, NextAt: now}})
-	}
 	return l.ownUpdate(ctx, e, "adopt the completed object", set, bson.E{Key: "$unset", Value: bson.D{{Key: "checkpoint", Value: ""}}})
 }
 
@@ -504,43 +507,6 @@ func (l *Ledger) MarkDeadLettered(ctx context.Context, exportID, messageID strin
 		bson.D{{Key: "$set", Value: bson.D{{Key: "dead_lettered", Value: true}, {Key: "updated_at", Value: time.Now().UTC()}}}})
 	if err != nil {
 		return fmt.Errorf("ledger: mark export %s dead-lettered: %w", exportID, err)
-	}
-	return nil
-}
-
-// PendingNotices returns up to limit succeeded exports whose notice is due.
-func (l *Ledger) PendingNotices(ctx context.Context, now time.Time, limit int) ([]Entry, error) {
-	cur, err := l.coll.Find(ctx, bson.D{{Key: "notice.pending", Value: true}, {Key: "notice.next_at", Value: bson.D{{Key: "$lte", Value: now}}}},
-		options.Find().SetLimit(int64(limit)))
-	if err != nil {
-		return nil, fmt.Errorf("ledger: find pending notices: %w", err)
-	}
-	var out []Entry
-	if err := cur.All(ctx, &out); err != nil {
-		return nil, fmt.Errorf("ledger: read pending notices: %w", err)
-	}
-	return out, nil
-}
-
-// NoticeSent records that the export's notice was sent.
-func (l *Ledger) NoticeSent(ctx context.Context, exportID string) error {
-	now := time.Now().UTC()
-	_, err := l.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: exportID}, {Key: "notice.pending", Value: true}},
-		bson.D{{Key: "$set", Value: bson.D{{Key: "notice.pending", Value: false}, {Key: "notice.sent_at", Value: now}, {Key: "notice.error", Value: ""}}},
-			{Key: "$inc", Value: bson.D{{Key: "notice.attempts", Value: 1}}}})
-	if err != nil {
-		return fmt.Errorf("ledger: record the notice of export %s as sent: %w", exportID, err)
-	}
-	return nil
-}
-
-// NoticeFailed records a failed send of the export's notice and when to try again.
-func (l *Ledger) NoticeFailed(ctx context.Context, exportID string, cause error, next time.Time) error {
-	_, err := l.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: exportID}, {Key: "notice.pending", Value: true}},
-		bson.D{{Key: "$set", Value: bson.D{{Key: "notice.next_at", Value: next.UTC()}, {Key: "notice.error", Value: clip.String(cause.Error(), 500)}}},
-			{Key: "$inc", Value: bson.D{{Key: "notice.attempts", Value: 1}}}})
-	if err != nil {
-		return fmt.Errorf("ledger: record the failed notice of export %s: %w", exportID, err)
 	}
 	return nil
 }

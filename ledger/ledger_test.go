@@ -76,7 +76,7 @@ func TestStaleAttemptIsFenced(t *testing.T) {
 	for what, err := range map[string]error{
 		"fence":   b.l.Fence(ctx, old, time.Minute),
 		"renew":   b.l.Renew(ctx, old, time.Minute, nil),
-		"finish":  b.l.Finish(ctx, old, Succeeded, jobs.Result{}, nil, "", nil),
+		"finish":  b.l.Finish(ctx, old, Succeeded, jobs.Result{}, nil, ""),
 		"message": b.l.SetMessage(ctx, old, "m9"),
 	} {
 		if !IsLeaseLost(err) {
@@ -132,7 +132,7 @@ func TestFailuresReleasesAndCrashesCount(t *testing.T) {
 	fail := func(e Entry, err error) {
 		t.Helper()
 		reason, _ := jobs.IsPermanent(err)
-		if err := b.l.Finish(ctx, e, Failed, jobs.Result{}, err, reason, nil); err != nil {
+		if err := b.l.Finish(ctx, e, Failed, jobs.Result{}, err, reason); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -143,7 +143,7 @@ func TestFailuresReleasesAndCrashesCount(t *testing.T) {
 		t.Fatalf("failures = %d after one failure", e.Failures)
 	}
 	for range 4 { // four deploys
-		if err := b.l.Finish(ctx, e, Released, jobs.Result{}, errors.New("shutdown"), "shutdown", nil); err != nil {
+		if err := b.l.Finish(ctx, e, Released, jobs.Result{}, errors.New("shutdown"), "shutdown"); err != nil {
 			t.Fatal(err)
 		}
 		_, e, _ = b.claim(t, "m1", 3)
@@ -204,7 +204,7 @@ func TestDeadLetteredExportIsMarkedForItsOtherCopies(t *testing.T) {
 	b := newLedgerBundle(t)
 	ctx := context.Background()
 	_, e, _ := b.claim(t, "m1", 1)
-	if err := b.l.Finish(ctx, e, Failed, jobs.Result{}, errors.New("s3 down"), jobs.ReasonMaxAttempts, nil); err != nil {
+	if err := b.l.Finish(ctx, e, Failed, jobs.Result{}, errors.New("s3 down"), jobs.ReasonMaxAttempts); err != nil {
 		t.Fatal(err)
 	}
 	copyClaim := func(id string) (ClaimResult, Entry) {

@@ -53,7 +53,7 @@ func TestTheOutcomeSurvivesConcurrentRenewals(t *testing.T) {
 		}
 		close(start)
 		time.Sleep(5 * time.Millisecond)
-		if err := b.l.Finish(context.Background(), e, Released, jobs.Result{}, nil, "", nil); err != nil {
+		if err := b.l.Finish(context.Background(), e, Released, jobs.Result{}, nil, ""); err != nil {
 			t.Fatalf("round %d: finish: %v", round, err)
 		}
 		wg.Wait()

@@ -130,8 +130,10 @@ func (l *Ledger) ReleaseCompletion(ctx context.Context, exportID, workerID strin
 	return nil
 }
 
-// Ended says whether a split export has ended: succeeded, or failed for good.
-func Ended(e Entry) bool { return e.Status == Succeeded || e.Status == Failed && e.Permanent }
+// Ended says whether an export has ended: succeeded, failed for good, or cancelled.
+func Ended(e Entry) bool {
+	return e.Status == Succeeded || e.Status == Cancelled || e.Status == Failed && e.Permanent
+}
 
 // errNotSegmented says a split export was not waiting for its segments any more.
 var errNotSegmented = errors.New("the export is not running in segments any more")
@@ -139,14 +141,14 @@ var errNotSegmented = errors.New("the export is not running in segments any more
 // IsNotSegmented reports whether err says the split export had ended already.
 func IsNotSegmented(err error) bool { return errors.Is(err, errNotSegmented) }
 
-// EndSegmented records the outcome of a split export (Succeeded, with its notice; or Failed
-// for good, with the segment's error and reason), unless it has ended already.
-func (l *Ledger) EndSegmented(ctx context.Context, exportID string, status Status, res jobs.Result, cause error, reason jobs.Reason, notice []byte) error {
-	set := outcomeSet(status, res, cause, reason, notice)
+// EndSegmented records the outcome of a split export (Succeeded; Failed for good, with the
+// segment's error and reason; or Cancelled), unless it has ended already.
+func (l *Ledger) EndSegmented(ctx context.Context, exportID string, status Status, res jobs.Result, cause error, reason jobs.Reason) error {
+	set := outcomeSet(status, res, cause, reason)
 	// Whatever the planner's attempt recorded (it may have failed, retryably, after sending
 	// the segments' messages), the export has not ended until it succeeded or failed for good.
 	filter := bson.D{{Key: "_id", Value: exportID}, {Key: "segments", Value: bson.D{{Key: "$exists", Value: true}}},
-		{Key: "status", Value: bson.D{{Key: "$ne", Value: Succeeded}}}, {Key: "permanent", Value: bson.D{{Key: "$ne", Value: true}}}}
+		{Key: "status", Value: bson.D{{Key: "$nin", Value: bson.A{Succeeded, Cancelled}}}}, {Key: "permanent", Value: bson.D{{Key: "$ne", Value: true}}}}
 	r, err := l.coll.UpdateOne(ctx, filter, bson.D{{Key: "$set", Value: set}})
 	if err != nil {
 		return fmt.Errorf("ledger: record %s of export %s: %w", status, exportID, err)
@@ -166,12 +168,28 @@ type Progress struct {
 	BytesUncompressed int64 `json:"bytes_uncompressed"`
 }
 
-// Status returns the export's entry; for a split export that is not finished, its segments'
-// Progress too, and its rows and bytes are their sums so far.
+// Status returns the export's entry with its notices and cancel request; for a split export
+// that is not finished, its segments' Progress too, and its rows and bytes are their sums so
+// far. An export not claimed yet but asked to cancel has an entry of its id and cancel request
+// only; otherwise it is ErrNotFound.
 func (l *Ledger) Status(ctx context.Context, exportID string) (Entry, error) {
 	e, err := l.Get(ctx, exportID)
-	if err != nil || e.Segments == nil || e.Status == Succeeded {
+	c, cerr := l.CancelRequested(ctx, exportID)
+	if cerr != nil {
+		return e, cerr
+	}
+	if errors.Is(err, ErrNotFound) && c != nil {
+		return Entry{ExportID: exportID, CancelRequest: c}, nil
+	}
+	if err != nil {
 		return e, err
+	}
+	e.CancelRequest = c
+	if e.Notices, err = l.Notices(ctx, exportID); err != nil {
+		return e, err
+	}
+	if e.Segments == nil || e.Status == Succeeded {
+		return e, nil
 	}
 	segs, err := l.Segments(ctx, exportID, e.Segments.Segments())
 	if err != nil {

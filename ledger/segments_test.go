@@ -63,7 +63,7 @@ func TestASplitExportEndsOnce(t *testing.T) {
 	id := b.job.Message.ExportID
 	_, e, _ := b.claim(t, "m1", 5)
 	plan := &jobs.SegmentPlan{UploadID: "u", Bounds: []bson.RawValue{bsonValue(t, int32(10)), bsonValue(t, int32(20))}, PartsPerSegment: 3333}
-	if err := b.l.EndSegmented(ctx, id, Failed, jobs.Result{}, errors.New("x"), jobs.ReasonRetryable, nil); !IsNotSegmented(err) {
+	if err := b.l.EndSegmented(ctx, id, Failed, jobs.Result{}, errors.New("x"), jobs.ReasonRetryable); !IsNotSegmented(err) {
 		t.Fatalf("ending an export that was never split: %v, want not segmented", err)
 	}
 	if err := b.l.SetSegmentPlan(ctx, e, plan); err != nil {
@@ -78,7 +78,7 @@ func TestASplitExportEndsOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.l.Finish(ctx, s0, Succeeded, jobs.Result{Stats: jobs.Stats{Rows: 5}, Segment: &jobs.SegmentDone{Rows: 5}}, nil, "", nil); err != nil {
+	if err := b.l.Finish(ctx, s0, Succeeded, jobs.Result{Stats: jobs.Stats{Rows: 5}, Segment: &jobs.SegmentDone{Rows: 5}}, nil, ""); err != nil {
 		t.Fatal(err)
 	}
 	_, s1, _, err := b.l.Claim(ctx, seg(1), ClaimOptions{WorkerID: "w", MessageID: "s1", Lease: time.Minute})
@@ -104,18 +104,18 @@ func TestASplitExportEndsOnce(t *testing.T) {
 		t.Errorf("a duplicate of the export's message: claim %v, %v; want InSegments", c, err)
 	}
 	cause := jobs.Permanentf(jobs.ReasonInvalidParams, "segment 1 of 3 failed for good")
-	if err := b.l.EndSegmented(ctx, id, Failed, jobs.Result{}, cause, jobs.ReasonInvalidParams, nil); err != nil {
+	if err := b.l.EndSegmented(ctx, id, Failed, jobs.Result{}, cause, jobs.ReasonInvalidParams); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.l.EndSegmented(ctx, id, Succeeded, jobs.Result{}, nil, "", []byte("{}")); !IsNotSegmented(err) {
+	if err := b.l.EndSegmented(ctx, id, Succeeded, jobs.Result{}, nil, ""); !IsNotSegmented(err) {
 		t.Errorf("a second outcome: %v, want not segmented", err)
 	}
 	got, err := b.l.Get(ctx, id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Status != Failed || !got.Permanent || got.Error != cause.Error() || got.Notice != nil {
-		t.Errorf("entry: %s permanent %v error %q notice %v; want the failure only", got.Status, got.Permanent, got.Error, got.Notice)
+	if got.Status != Failed || !got.Permanent || got.Error != cause.Error() {
+		t.Errorf("entry: %s permanent %v error %q; want the failure", got.Status, got.Permanent, got.Error)
 	}
 }
 

@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -21,7 +20,7 @@ type ExportHandler struct {
 	Ledger   *ledger.Ledger
 	Metrics  *Metrics
 	Log      zerolog.Logger
-	// Outbox, if set, sends each succeeded export's completion notice.
+	// Outbox, if set, records and sends each export's result notice.
 	Outbox *Outbox
 	// WorkerID identifies this process in the ledger.
 	WorkerID string
@@ -71,8 +70,11 @@ func (h *ExportHandler) maxAttempts() int {
 
 // Handle implements Handler.
 func (h *ExportHandler) Handle(ctx context.Context, m *Delivery) error {
-	if jobs.IsSegmentMessage([]byte(m.Body)) {
+	switch body := []byte(m.Body); {
+	case jobs.IsSegmentMessage(body):
 		return h.handleSegment(ctx, m)
+	case jobs.IsCancelMessage(body):
+		return h.handleCancel(ctx, m)
 	}
 	msg, err := jobs.Decode([]byte(m.Body))
 	m.ExportID = msg.ExportID
@@ -104,10 +106,18 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Delivery) error {
 			Int64("bytes", res.Stats.BytesCompressed).Int64("bytes_uncompressed", res.Stats.BytesUncompressed).
 			Str("bucket", job.Destination.Bucket).Str("key", job.Key).Str("sha256", res.Stats.SHA256).
 			Int("aborted_uploads", res.AbortedUploads).Msg("export succeeded")
-		h.Outbox.SendNow(ctx, m.ExportID)
+		h.Outbox.SendNow(ctx, jobs.NoticeID(m.ExportID, jobs.OutcomeSucceeded, a.entry.Attempts))
 		return nil
 	}
 	a.failedForGood = func(ctx context.Context, _ error) bool { h.discardIncomplete(ctx, job, log); return false }
+	a.failed = func(ctx context.Context, e ledger.Entry, reason jobs.Reason, err error) {
+		h.announce(ctx, jobs.NewNotice(jobs.OutcomeFailed, e.ExportID, e.Attempts, e.Failures, nil).WithJob(job).WithError(reason, err), log)
+	}
+	a.watch = func(ctx context.Context) error { return h.cancelRequested(ctx, m.ExportID) }
+	a.cancel = func(ctx context.Context, e ledger.Entry, cause error) {
+		h.discardIncomplete(ctx, job, log)
+		h.announce(ctx, jobs.NewNotice(jobs.OutcomeCancelled, e.ExportID, e.Attempts, e.Failures, nil).WithJob(job).WithError(jobs.ReasonCancelled, cause), log)
+	}
 	return h.attempt(ctx, m, a)
 }
 
@@ -126,12 +136,17 @@ type attempt struct {
 	info  ledger.ClaimInfo
 	// run runs it; succeeded follows its recorded success; failedForGood cleans up after a
 	// permanent failure, and says whether the failure is absorbed (the message is then
-	// acknowledged, not dead-lettered: a segment of an export that had failed already); watch,
-	// if set, is checked with every lease renewal and cancels the attempt with its error.
+	// acknowledged, not dead-lettered: a segment of an export that had failed already);
+	// failed, if set, follows the recorded permanent failure (entry e, as claimed, with the
+	// failure counted) that was not absorbed; watch, if set, is checked with every lease
+	// renewal and cancels the attempt with its error; cancel cleans up after the unit was
+	// recorded cancelled (e: its entry), and announces the cancel.
 	run           func(context.Context, jobs.RunOptions) (jobs.Result, error)
 	succeeded     func(context.Context, jobs.Result) error
 	failedForGood func(context.Context, error) bool
+	failed        func(ctx context.Context, e ledger.Entry, reason jobs.Reason, err error)
 	watch         func(context.Context) error
+	cancel        func(ctx context.Context, e ledger.Entry, cause error)
 	// alreadyDone, if set, is called instead of acknowledging a duplicate of a unit that
 	// succeeded.
 	alreadyDone func(context.Context) error
@@ -170,6 +185,12 @@ func (h *ExportHandler) attempt(ctx context.Context, m *Delivery, a *attempt) er
 		m.Outcome = OutcomeDuplicate
 		log.Info().Str("message_id", m.ID).Msg("export runs as segments: duplicate message acknowledged")
 		return nil
+	case ledger.ClaimCancelled:
+		m.Outcome = OutcomeCancelled
+		a.cancel(ctx, entry, errors.New(entry.Error))
+		h.Metrics.Cancels.WithLabelValues("carried_out").Inc()
+		log.Warn().Str("message_id", m.ID).Str("cancel", entry.Error).Msg(a.noun + " cancelled: message acknowledged without running")
+		return nil
 	case ledger.Busy:
 		if entry.MessageID != m.ID && m.CopyOf == "" {
 			// Another delivery runs it and holds its own message, which comes back if that
@@ -206,6 +227,10 @@ func (h *ExportHandler) attempt(ctx context.Context, m *Delivery, a *attempt) er
 			m.Outcome = OutcomeDuplicate
 			return nil
 		}
+		if a.failed != nil {
+			// Its attempt may have died before announcing it: announced again, once in all.
+			a.failed(ctx, entry, reason, errors.New(entry.Error))
+		}
 		return err
 	}
 
@@ -238,12 +263,16 @@ func (h *ExportHandler) attempt(ctx context.Context, m *Delivery, a *attempt) er
 			log.Warn().Err(ferr).Msg("could not check for the object of the attempt that died; running the export again")
 		}
 		if man != nil {
-			if err := h.Ledger.Adopt(ctx, entry, man, h.notice(man, log)); err != nil {
+			notice := jobs.NewNotice(jobs.OutcomeSucceeded, entry.ExportID, entry.Attempts, entry.Failures, man)
+			if err := h.recordNotice(ctx, notice); err != nil {
+				return err
+			}
+			if err := h.Ledger.Adopt(ctx, entry, man); err != nil {
 				return err
 			}
 			m.Outcome = OutcomeDuplicate
 			log.Info().Str("message_id", m.ID).Str("key", man.Key).Int64("rows", man.Rows).Msg("the attempt that died had completed the export: its object and manifest adopted, not run again")
-			h.Outbox.SendNow(ctx, m.ExportID)
+			h.Outbox.SendNow(ctx, notice.NoticeID)
 			return nil
 		}
 	}
@@ -279,15 +308,25 @@ func (h *ExportHandler) attempt(ctx context.Context, m *Delivery, a *attempt) er
 	lctx, lcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer lcancel()
 	finish := func(status ledger.Status, reason jobs.Reason, cause error) {
-		if ferr := h.Ledger.Finish(lctx, entry, status, res, cause, reason, nil); ferr != nil {
+		if ferr := h.Ledger.Finish(lctx, entry, status, res, cause, reason); ferr != nil {
 			log.Error().Err(ferr).Str("status", string(status)).Msg("recording the export's outcome in the ledger failed")
 		}
 	}
 	duration := time.Since(start).Milliseconds()
 	var split errSplit
+	var cancelled *ledger.CancelRequest
 	switch {
 	case errors.As(err, &split):
 		return split.err
+	case errors.As(cause, &cancelled), errors.As(err, &cancelled):
+		// Asked to cancel: seen at a lease renewal (cause), or by the fence before a commit.
+		m.Outcome = OutcomeCancelled
+		finish(ledger.Cancelled, jobs.ReasonCancelled, cancelled)
+		entry.Status = ledger.Cancelled
+		a.cancel(lctx, entry, cancelled)
+		h.Metrics.Cancels.WithLabelValues("carried_out").Inc()
+		log.Warn().Str("cancel", cancelled.Error()).Int64("duration", duration).Int64("rows", res.Stats.Rows).Msg(a.noun + " cancelled: stopped, its upload aborted, nothing written")
+		return nil
 	case err == nil:
 		if ferr := h.finishSucceeded(ctx, entry, res, log); ferr != nil {
 			// The object and manifest are complete. The message comes back; its next delivery
@@ -321,6 +360,7 @@ func (h *ExportHandler) attempt(ctx context.Context, m *Delivery, a *attempt) er
 			m.Outcome = OutcomeDuplicate
 			return nil
 		}
+		a.announceFailed(lctx, entry, jobs.ReasonTimeout, err)
 	default:
 		reason, permanent := jobs.IsPermanent(err)
 		m.Failures = entry.Failures + 1
@@ -338,6 +378,9 @@ func (h *ExportHandler) attempt(ctx context.Context, m *Delivery, a *attempt) er
 			m.Outcome = OutcomeDuplicate
 			log.Warn().Err(err).Msg(a.noun + " failed; its export had failed already")
 			return nil
+		}
+		if permanent {
+			a.announceFailed(lctx, entry, reason, err)
 		}
 	}
 	log.Warn().Err(err).Int64("duration", duration).Int64("rows", res.Stats.Rows).Int("failures", m.Failures).Msg(a.noun + " failed")
@@ -404,11 +447,16 @@ func (h *ExportHandler) finishSucceeded(ctx context.Context, entry ledger.Entry,
 	}
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), limit)
 	defer cancel()
-	notice := h.notice(res.Manifest, log)
+	// The notice is recorded first: the export is complete (its manifest written), and a
+	// worker that dies before recording the success leaves it to be adopted, with this notice.
+	notice := jobs.NewNotice(jobs.OutcomeSucceeded, entry.ExportID, entry.Attempts, entry.Failures, res.Manifest)
 	backoff := 250 * time.Millisecond
 	for {
 		actx, acancel := context.WithTimeout(fctx, 10*time.Second)
-		err := h.Ledger.Finish(actx, entry, ledger.Succeeded, res, nil, "", notice)
+		err := h.recordNotice(actx, notice)
+		if err == nil {
+			err = h.Ledger.Finish(actx, entry, ledger.Succeeded, res, nil, "")
+		}
 		acancel()
 		if err == nil || ledger.IsLeaseLost(err) {
 			return err
@@ -435,28 +483,62 @@ func (h *ExportHandler) discardIncomplete(ctx context.Context, job *jobs.Job, lo
 	}
 }
 
-// notice is the completion notice of m to keep in the outbox, or nil without an outbox.
-func (h *ExportHandler) notice(m *jobs.Manifest, log zerolog.Logger) []byte {
-	if h.Outbox == nil || m == nil {
+// recordNotice puts n in the outbox (nothing without one: no results queue).
+func (h *ExportHandler) recordNotice(ctx context.Context, n *jobs.Notice) error {
+	if h.Outbox == nil {
 		return nil
 	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		log.Error().Err(err).Msg("encoding the completion notice failed; none will be sent")
-		return nil
+	return h.Ledger.RecordNotice(ctx, n)
+}
+
+// announce records n in the outbox and sends it; a notice that could not be recorded is
+// logged (the outcome stands; a later delivery of the message announces it again, where one
+// comes).
+func (h *ExportHandler) announce(ctx context.Context, n *jobs.Notice, log zerolog.Logger) {
+	if err := h.Outbox.Record(ctx, n); err != nil {
+		log.Error().Err(err).Str("notice_id", n.NoticeID).Msg("recording the result notice failed")
 	}
-	return b
+}
+
+// announceFailed announces the permanent failure recorded for the attempt's unit.
+func (a *attempt) announceFailed(ctx context.Context, entry ledger.Entry, reason jobs.Reason, err error) {
+	if a.failed != nil {
+		entry.Failures++
+		a.failed(ctx, entry, reason, err)
+	}
 }
 
 // DeadLettered implements DeadLetterObserver: the ledger remembers it, so that a message
-// redriven from the dead-letter queue gets a new budget of failures.
-func (h *ExportHandler) DeadLettered(ctx context.Context, m *Delivery, reason jobs.Reason) {
-	if m.ExportID == "" {
+// redriven from the dead-letter queue gets a new budget of failures; and the export's upstream
+// is told (a "dead_lettered" notice), whether its export ran or its message was refused.
+func (h *ExportHandler) DeadLettered(ctx context.Context, m *Delivery, reason jobs.Reason, cause error) {
+	if m.ExportID == "" || !jobs.ValidExportID(m.ExportID) || jobs.IsCancelMessage([]byte(m.Body)) {
+		return // no export to speak of (a refused cancel message is the operators' business)
+	}
+	log := h.Log.With().Str("export_id", m.ExportID).Str("reason", string(reason)).Logger()
+	if err := h.Ledger.MarkDeadLettered(ctx, m.ExportID, m.ID); err != nil {
+		log.Warn().Err(err).Msg("recording the dead-lettering in the ledger failed")
+	}
+	if h.Outbox == nil {
 		return
 	}
-	if err := h.Ledger.MarkDeadLettered(ctx, m.ExportID, m.ID); err != nil {
-		h.Log.Warn().Err(err).Str("export_id", m.ExportID).Str("reason", string(reason)).Msg("recording the dead-lettering in the ledger failed")
+	e, err := h.Ledger.Get(ctx, m.ExportID)
+	if err != nil && !errors.Is(err, ledger.ErrNotFound) {
+		log.Warn().Err(err).Msg("reading the ledger for the dead-letter notice failed; announcing it without the export's attempts")
 	}
+	n := jobs.NewNotice(jobs.OutcomeDeadLettered, m.ExportID, e.Attempts, e.Failures, nil).WithError(reason, cause)
+	n.Kind, n.Destination = m.Kind, m.Destination
+	if !jobs.IsSegmentMessage([]byte(m.Body)) {
+		msg, _ := jobs.Decode([]byte(m.Body)) // what could be read of it, if it was refused
+		if jobs.ValidRequestedBy(msg.RequestedBy) {
+			n.RequestedBy = msg.RequestedBy
+		}
+	}
+	if !m.RequestedAt.IsZero() {
+		t := m.RequestedAt.UTC()
+		n.RequestedAt = &t
+	}
+	h.announce(ctx, n, log)
 }
 
 // renewLease keeps the export's ledger lease alive (and its progress visible) until ctx ends;

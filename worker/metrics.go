@@ -18,6 +18,8 @@ const (
 	OutcomeReleased        = "released"
 	// OutcomeDeferred: the message carried an export running elsewhere and was re-sent delayed.
 	OutcomeDeferred = "deferred"
+	// OutcomeCancelled: the export was cancelled; its message was acknowledged.
+	OutcomeCancelled = "cancelled"
 )
 
 // Metrics are the service's Prometheus collectors. Label values are bounded: kinds and
@@ -45,6 +47,7 @@ type Metrics struct {
 	RowsResumed       prometheus.Counter
 	RowsReread        prometheus.Counter
 	Segments          *prometheus.CounterVec
+	Cancels           *prometheus.CounterVec
 }
 
 // NewMetrics creates the collectors and registers them, with the Go and process collectors and
@@ -100,10 +103,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: []float64{0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 3},
 		}, []string{"handler", "code"}),
 		Notices: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "export_notices_total", Help: "Completion notices sent from the ledger's outbox, by result (sent or error).",
+			Name: "export_notices_total", Help: "Result notices (succeeded, failed, dead_lettered, cancelled) sent from the ledger's outbox, by result (sent or error).",
 		}, []string{"result"}),
 		NoticesPending: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "export_notices_pending", Help: "Completion notices due and not yet sent, as of this worker's last outbox scan.",
+			Name: "export_notices_pending", Help: "Result notices due and not yet sent, as of this worker's last outbox scan.",
 		}),
 		Resumes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "export_resumes_total", Help: "Attempts that found a checkpoint, by why the attempt before stopped (crash, release, retry) and result (continued, or restarted when its upload was gone).",
@@ -117,6 +120,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Segments: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "export_segments_total", Help: "Segments of exports split over the fleet, by event: planned (by the worker that split the export), succeeded, failed (for good: the export fails), stopped (its export failed in another segment), completed (exports this worker completed from their segments).",
 		}, []string{"event"}),
+		Cancels: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "export_cancels_total", Help: "Cancels by event: requested (a cancel message recorded), refused (the export had succeeded already), repeated (asked before), carried_out (an export or segment stopped or acknowledged unrun because it was cancelled).",
+		}, []string{"event"}),
 	}
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "export_build_info",
@@ -128,7 +134,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.Jobs, m.JobDuration, m.Rows, m.BytesUncompressed, m.BytesWritten, m.InFlight,
 		m.SQSRequests, m.AssumeRole, m.DLQMessages, m.QueueMessages, m.MessageAge,
 		m.LastSuccess, m.LastProgress, m.HTTPRequests, m.HTTPDuration, m.Notices, m.NoticesPending,
-		m.Resumes, m.RowsResumed, m.RowsReread, m.Segments, buildInfo,
+		m.Resumes, m.RowsResumed, m.RowsReread, m.Segments, m.Cancels, buildInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

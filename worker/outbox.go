@@ -12,11 +12,11 @@ import (
 	"github.com/verifiedfan/export-service/ledger"
 )
 
-// Outbox sends the completion notices kept in the export ledger. A succeeded export's notice
-// is written into its ledger entry together with its success; the outbox sends it at once and,
-// if that fails, again later with a growing backoff, on whichever worker finds it due. A notice
-// that cannot be sent never fails or re-runs its export. Delivery is at least once: a worker
-// that dies between sending and recording the send sends it again.
+// Outbox sends the result notices kept in the export ledger (ledger.NoticesCollection). An
+// export's notice is recorded with its outcome; the outbox sends it at once and, if that fails,
+// again later with a growing backoff, on whichever worker finds it due. A notice that cannot be
+// sent never changes or re-runs its export. Delivery is at least once: a worker that dies
+// between sending and recording the send sends it again (the notice id tells the copies apart).
 type Outbox struct {
 	Ledger   *ledger.Ledger
 	Notifier jobs.Notifier
@@ -66,22 +66,38 @@ func (o *Outbox) Run(ctx context.Context) {
 	}
 }
 
-// SendNow sends the notice of exportID if it is pending (right after its export succeeded).
-// Failures are left to Run.
-func (o *Outbox) SendNow(ctx context.Context, exportID string) {
+// Record puts the notice in the outbox and sends it at once; a failed send is left to Run. It
+// returns an error only when the notice could not be recorded.
+func (o *Outbox) Record(ctx context.Context, n *jobs.Notice) error {
+	if o == nil {
+		return nil
+	}
+	_, _, _, call := o.defaults()
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), call)
+	defer cancel()
+	if err := o.Ledger.RecordNotice(rctx, n); err != nil {
+		return err
+	}
+	o.SendNow(ctx, n.NoticeID)
+	return nil
+}
+
+// SendNow sends the notice if it is pending (right after its outcome was recorded). Failures
+// are left to Run.
+func (o *Outbox) SendNow(ctx context.Context, noticeID string) {
 	if o == nil {
 		return
 	}
 	_, _, _, call := o.defaults()
 	gctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), call)
 	defer cancel()
-	e, err := o.Ledger.Get(gctx, exportID)
+	n, err := o.Ledger.PendingNotice(gctx, noticeID)
 	if err != nil {
-		o.Log.Warn().Err(err).Str("export_id", exportID).Msg("reading the completion notice failed; the outbox will send it")
+		o.Log.Warn().Err(err).Str("notice_id", noticeID).Msg("reading the result notice failed; the outbox will send it")
 		return
 	}
-	if e.Notice != nil && e.Notice.Pending {
-		o.send(ctx, e)
+	if n != nil {
+		o.send(ctx, *n)
 	}
 }
 
@@ -92,48 +108,48 @@ func (o *Outbox) sendDue(ctx context.Context) {
 	cancel()
 	if err != nil {
 		if ctx.Err() == nil {
-			o.Log.Warn().Err(err).Msg("finding pending completion notices failed")
+			o.Log.Warn().Err(err).Msg("finding pending result notices failed")
 		}
 		return
 	}
 	o.Metrics.NoticesPending.Set(float64(len(due)))
-	for _, e := range due {
+	for _, n := range due {
 		if ctx.Err() != nil {
 			return
 		}
-		o.send(ctx, e)
+		o.send(ctx, n)
 	}
 }
 
-func (o *Outbox) send(ctx context.Context, e ledger.Entry) {
+func (o *Outbox) send(ctx context.Context, n ledger.Notice) {
 	_, base, most, call := o.defaults()
-	log := o.Log.With().Str("export_id", e.ExportID).Int("notice_attempts", e.Notice.Attempts+1).Logger()
-	var m jobs.Manifest
-	err := json.Unmarshal([]byte(e.Notice.Body), &m)
+	log := o.Log.With().Str("export_id", n.ExportID).Str("notice_id", n.NoticeID).Str("outcome", string(n.Outcome)).Int("notice_attempts", n.Attempts+1).Logger()
+	var notice jobs.Notice
+	err := json.Unmarshal([]byte(n.Body), &notice)
 	if err != nil {
-		err = fmt.Errorf("worker: decode the stored notice of export %s: %w", e.ExportID, err)
+		err = fmt.Errorf("worker: decode the stored notice %s: %w", n.NoticeID, err)
 	} else {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), call)
-		err = o.Notifier.Notify(sctx, &m)
+		err = o.Notifier.Notify(sctx, &notice)
 		cancel()
 	}
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), call)
 	defer cancel()
 	if err == nil {
 		o.Metrics.Notices.WithLabelValues("sent").Inc()
-		if lerr := o.Ledger.NoticeSent(lctx, e.ExportID); lerr != nil {
-			log.Warn().Err(lerr).Msg("completion notice sent, but recording it failed; it may be sent again")
+		if lerr := o.Ledger.NoticeSent(lctx, n.NoticeID); lerr != nil {
+			log.Warn().Err(lerr).Msg("result notice sent, but recording it failed; it may be sent again")
 		}
 		return
 	}
 	o.Metrics.Notices.WithLabelValues("error").Inc()
 	delay := base
-	for i := 0; i < e.Notice.Attempts && delay < most; i++ {
+	for i := 0; i < n.Attempts && delay < most; i++ {
 		delay *= 2
 	}
 	delay = min(delay, most)
-	if lerr := o.Ledger.NoticeFailed(lctx, e.ExportID, err, time.Now().Add(delay)); lerr != nil {
-		log.Warn().Err(lerr).Msg("recording the failed completion notice failed")
+	if lerr := o.Ledger.NoticeFailed(lctx, n.NoticeID, err, time.Now().Add(delay)); lerr != nil {
+		log.Warn().Err(lerr).Msg("recording the failed result notice failed")
 	}
-	log.Warn().Err(err).Dur("retry_in", delay).Msg("sending the completion notice failed; the export stays complete, the notice will be retried")
+	log.Warn().Err(err).Dur("retry_in", delay).Msg("sending the result notice failed; the export's outcome stands, the notice will be retried")
 }

@@ -116,6 +116,9 @@ func (h *ExportHandler) handleSegment(ctx context.Context, m *Delivery) error {
 		return h.Exporter.RunSegment(ctx, job, plan, sm.Segment, o)
 	}
 	a.watch = func(ctx context.Context) error {
+		if err := h.cancelRequested(ctx, sm.ExportID); err != nil {
+			return err
+		}
 		p, err := h.Ledger.Get(ctx, sm.ExportID)
 		if err == nil && ledger.Ended(p) && p.Status == ledger.Failed {
 			return fmt.Errorf("%w: %s", errExportEnded, p.Error)
@@ -134,6 +137,7 @@ func (h *ExportHandler) handleSegment(ctx context.Context, m *Delivery) error {
 		return h.completeSplit(ctx, m, job, plan, log)
 	}
 	a.failedForGood = func(ctx context.Context, err error) bool { return !h.failSplit(ctx, job, plan, what, err, log) }
+	a.cancel = func(ctx context.Context, _ ledger.Entry, cause error) { h.cancelSplit(ctx, job, plan, cause, log) }
 	return h.attempt(ctx, m, a)
 }
 
@@ -174,7 +178,22 @@ func (h *ExportHandler) completeSplit(ctx context.Context, m *Delivery, job *job
 		}
 		done[i] = *s.SegmentDone
 	}
-	res, err := h.Exporter.CompleteSegments(ctx, job, plan, done, nil)
+	fence := func(ctx context.Context) error {
+		c, err := h.Ledger.CancelRequested(ctx, id)
+		if c != nil {
+			return c
+		}
+		return err
+	}
+	res, err := h.Exporter.CompleteSegments(ctx, job, plan, done, fence)
+	if cancelled := (*ledger.CancelRequest)(nil); errors.As(err, &cancelled) {
+		h.cancelSplit(ctx, job, plan, cancelled, log)
+		if rerr := h.Ledger.ReleaseCompletion(context.WithoutCancel(ctx), id, h.WorkerID); rerr != nil {
+			log.Warn().Err(rerr).Msg("giving up the completion claim failed")
+		}
+		m.Outcome = OutcomeCancelled
+		return nil
+	}
 	if err != nil {
 		// A worker that completed it and died before recording it left the manifest.
 		if man, ferr := h.Exporter.FindManifest(ctx, job); ferr == nil && man != nil && len(man.Segments) == len(segs) {
@@ -189,14 +208,18 @@ func (h *ExportHandler) completeSplit(ctx context.Context, m *Delivery, job *job
 		}
 		return err
 	}
-	if err := h.Ledger.EndSegmented(ctx, id, ledger.Succeeded, res, nil, "", h.notice(res.Manifest, log)); err != nil && !ledger.IsNotSegmented(err) {
+	notice := jobs.NewNotice(jobs.OutcomeSucceeded, id, parent.Attempts, parent.Failures, res.Manifest)
+	if err := h.recordNotice(ctx, notice); err != nil {
+		return fmt.Errorf("worker: export %s is complete, but recording its notice failed: %w", id, err)
+	}
+	if err := h.Ledger.EndSegmented(ctx, id, ledger.Succeeded, res, nil, ""); err != nil && !ledger.IsNotSegmented(err) {
 		return fmt.Errorf("worker: export %s is complete, but recording it failed: %w", id, err)
 	}
 	h.Metrics.Segments.WithLabelValues("completed").Inc()
 	log.Info().Int64("rows", res.Stats.Rows).Int64("bytes", res.Stats.BytesCompressed).Int64("bytes_uncompressed", res.Stats.BytesUncompressed).
 		Int("segments", len(segs)).Int("parts", res.Written.Parts).Str("bucket", job.Destination.Bucket).Str("key", job.Key).
 		Int64("duration", time.Since(plan.PlannedAt).Milliseconds()).Msg("export succeeded")
-	h.Outbox.SendNow(ctx, id)
+	h.Outbox.SendNow(ctx, notice.NoticeID)
 	return nil
 }
 
@@ -209,7 +232,7 @@ func (h *ExportHandler) failSplit(ctx context.Context, job *jobs.Job, plan *jobs
 		reason = jobs.ReasonMaxAttempts
 	}
 	err := jobs.Permanent(reason, fmt.Errorf("%s failed for good: %w", what, cause))
-	if lerr := h.Ledger.EndSegmented(ctx, job.Message.ExportID, ledger.Failed, jobs.Result{}, err, reason, nil); lerr != nil {
+	if lerr := h.Ledger.EndSegmented(ctx, job.Message.ExportID, ledger.Failed, jobs.Result{}, err, reason); lerr != nil {
 		if !ledger.IsNotSegmented(lerr) {
 			log.Error().Err(lerr).Msg("recording the export's failure failed")
 			return true // the message goes to the dead-letter queue, and says why
@@ -218,8 +241,34 @@ func (h *ExportHandler) failSplit(ctx context.Context, job *jobs.Job, plan *jobs
 	}
 	h.Metrics.Segments.WithLabelValues("failed").Inc()
 	h.abortUpload(ctx, job, plan, log)
+	h.announceExport(ctx, job, jobs.OutcomeFailed, reason, log)
 	log.Error().Err(err).Str("reason", string(reason)).Str("upload_id", plan.UploadID).Msg("export failed: a segment failed for good; its upload is aborted and its other segments stop")
 	return true
+}
+
+// cancelSplit carries out the cancel of a split export: its upload is aborted, and it is
+// recorded cancelled and announced (by whichever of its segments gets here first; again by the
+// others, which changes nothing).
+func (h *ExportHandler) cancelSplit(ctx context.Context, job *jobs.Job, plan *jobs.SegmentPlan, cause error, log zerolog.Logger) {
+	h.abortUpload(ctx, job, plan, log)
+	if err := h.Ledger.EndSegmented(ctx, job.Message.ExportID, ledger.Cancelled, jobs.Result{}, cause, jobs.ReasonCancelled); err != nil && !ledger.IsNotSegmented(err) {
+		log.Error().Err(err).Msg("recording the export's cancel failed; its next segment message records it")
+		return
+	}
+	h.announceExport(ctx, job, jobs.OutcomeCancelled, jobs.ReasonCancelled, log)
+}
+
+// announceExport announces the outcome of a split export, if its entry says it ended so.
+func (h *ExportHandler) announceExport(ctx context.Context, job *jobs.Job, outcome jobs.Outcome, reason jobs.Reason, log zerolog.Logger) {
+	parent, err := h.Ledger.Get(ctx, job.Message.ExportID)
+	if err != nil {
+		log.Error().Err(err).Str("outcome", string(outcome)).Msg("reading the export for its result notice failed")
+		return
+	}
+	if string(parent.Status) != string(outcome) {
+		return // it ended otherwise (succeeded before the cancel, or failed before)
+	}
+	h.announce(ctx, jobs.NewNotice(outcome, parent.ExportID, parent.Attempts, parent.Failures, nil).WithJob(job).WithError(reason, errors.New(parent.Error)), log)
 }
 
 // abortUpload aborts the split export's upload.

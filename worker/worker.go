@@ -202,7 +202,7 @@ type Handler interface {
 // DeadLetterObserver is implemented by handlers that want to know when the worker sent one of
 // their messages to the dead-letter queue.
 type DeadLetterObserver interface {
-	DeadLettered(ctx context.Context, m *Delivery, reason jobs.Reason)
+	DeadLettered(ctx context.Context, m *Delivery, reason jobs.Reason, cause error)
 }
 
 // HandlerFunc adapts a function to Handler.
@@ -683,7 +683,7 @@ func (w *Worker) deadLetter(ctx context.Context, m *Delivery, reason jobs.Reason
 	}
 	w.metrics.DLQMessages.WithLabelValues(string(reason)).Inc()
 	if o, ok := w.handler.(DeadLetterObserver); ok {
-		o.DeadLettered(ctx, m, reason)
+		o.DeadLettered(ctx, m, reason, cause)
 	}
 	return w.delete(ctx, m)
 }

@@ -327,7 +327,7 @@ func (f *follower) countRows(ctx context.Context, db *mongo.Database, plan *jobs
 type verdict struct {
 	done   bool
 	failed bool
-	state  string // one word: queued, running, retrying, released, succeeded, failed
+	state  string // one word: queued, running, retrying, released, succeeded, failed, cancelled
 	detail string
 }
 
@@ -337,6 +337,9 @@ type verdict struct {
 func judge(before ledger.Entry, existed bool, e ledger.Entry, found bool, maxReceives int, now time.Time) verdict {
 	if !found {
 		return verdict{state: "queued", detail: "waiting for a worker"}
+	}
+	if e.Status == "" && e.CancelRequest != nil {
+		return verdict{state: "queued", detail: ledger.Describe(e, now)}
 	}
 	switch {
 	case existed && before.Status == ledger.Succeeded:
@@ -358,6 +361,8 @@ func judge(before ledger.Entry, existed bool, e ledger.Entry, found bool, maxRec
 		return verdict{state: "released", detail: ledger.Describe(e, now)}
 	case ledger.Segmented:
 		return verdict{state: "running", detail: ledger.Describe(e, now)}
+	case ledger.Cancelled:
+		return verdict{done: true, failed: true, state: "cancelled", detail: ledger.Describe(e, now)}
 	case ledger.Failed:
 		if e.Reason != jobs.ReasonRetryable {
 			return verdict{done: true, failed: true, state: "failed", detail: fmt.Sprintf("failed permanently (%s), the message went to the dead-letter queue: %s", e.Reason, e.Error)}

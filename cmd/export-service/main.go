@@ -22,6 +22,7 @@ Commands:
   indexes       create the MongoDB indexes every export kind needs (idempotent)
   enqueue       build, validate and send an export job; --wait follows it to the end
   status        an export's state in the ledger: status EXPORT_ID
+  cancel        cancel an export: cancel EXPORT_ID (--wait follows it until it stopped)
   dlq list      the dead-letter queue's messages and why they died (deletes nothing)
   dlq redrive   move dead-letter messages back to the jobs queue (--dry-run first)
   healthcheck   exit 0 when the local /heartbeat answers 200 (for Docker's HEALTHCHECK)
@@ -30,7 +31,7 @@ Commands:
 "export-service COMMAND --help" shows a command's flags. Configuration comes from environment
 variables; see the README.
 
-Exit codes: 0 done, 1 failed, 2 bad usage, 3 enqueue --wait gave up (--timeout).
+Exit codes: 0 done, 1 failed, 2 bad usage, 3 --wait gave up (--timeout; enqueue, cancel).
 `
 
 func main() {
@@ -55,6 +56,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = runEnqueue(ctx, args, getenv, stdout, stderr)
 	case "status":
 		err = runStatus(ctx, args, getenv, stdout)
+	case "cancel":
+		err = runCancel(ctx, args, getenv, stdout)
 	case "dlq":
 		err = runDLQ(ctx, args, getenv, stdout, stderr)
 	case "healthcheck":

@@ -19,7 +19,8 @@ import (
 const statusHelp = `Usage: export-service status [flags] EXPORT_ID
 
 The export's state in the ledger (MongoDB collection "exports"): status (running, succeeded,
-failed, released, segmented), attempts, worker, rows, bytes, object, error and reason, times.
+failed, released, segmented, cancelled), attempts, worker, rows, bytes, object, error and
+reason, times; a cancel request, and the result notices sent to the results queue.
 An export split into segments over the fleet shows how many are done, running and waiting
 (each segment has an entry of its own: EXPORT_ID/segment/N).
 
@@ -166,6 +167,19 @@ func printStatus(w io.Writer, e ledger.Entry, now time.Time) {
 	}
 	if e.Error != "" {
 		row("error", "%s", strings.ReplaceAll(e.Error, "\n", "\n\t"))
+	}
+	if c := e.CancelRequest; c != nil {
+		row("cancel", "%s", c.Error())
+	}
+	for _, n := range e.Notices {
+		state := "sent " + when(n.SentAt, now)
+		if n.Pending {
+			state = fmt.Sprintf("pending, %d failed send(s), next %s", n.Attempts, when(n.NextAt, now))
+			if n.Error != "" {
+				state += ": " + n.Error
+			}
+		}
+		row("notice", "%s (%s) %s", n.Outcome, n.NoticeID, state)
 	}
 	_ = tw.Flush()
 }
