@@ -154,8 +154,8 @@ type Delivery struct {
 	ExportID    string
 	Kind        string
 	Destination string
-	// Outcome may be set by the handler to OutcomeDuplicate when it acknowledged a message
-	// without running it.
+	// Outcome may be set by the handler to OutcomeDuplicate or OutcomeCancelled when it
+	// acknowledged a message without running it (or stopped it because it was cancelled).
 	Outcome string
 	// Stop is closed when the drain deadline of a shutdown passes: a job that can stop at a
 	// safe point (an export after its last stored part) should, and return an error wrapping
@@ -426,8 +426,8 @@ func (w *Worker) process(jobsCtx context.Context, m *Delivery) {
 	var hop *HopError
 	switch {
 	case err == nil:
-		if m.Outcome == OutcomeDuplicate {
-			outcome = OutcomeDuplicate
+		if m.Outcome != "" {
+			outcome = m.Outcome // the handler acknowledged it without running it (a duplicate, a cancel)
 		}
 		if m.handedOver {
 			break // this delivery was deleted at the handover

@@ -1,0 +1,183 @@
+package e2e
+
+import (
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/verifiedfan/export-service/internal/fixtures"
+	"github.com/verifiedfan/export-service/internal/stacktest"
+	"github.com/verifiedfan/export-service/jobs"
+	"github.com/verifiedfan/export-service/ledger"
+)
+
+// cancelMessage is the body of a cancel message.
+func cancelMessage(t *testing.T, exportID, by, reason string) string {
+	t.Helper()
+	b, err := jobs.CancelMessage{ExportID: exportID, RequestedBy: by, Reason: reason}.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// checkCancelled checks what a cancelled export leaves: the ledger says cancelled (by whom and
+// why), no object, no manifest and no unfinished upload at its key, no dead-letter message,
+// nothing left on the jobs queue, and one cancelled notice valid to the schema.
+func (b *bundle) checkCancelled(t *testing.T, results, id, key string, attempts int, by, reason string) ledger.Entry {
+	t.Helper()
+	e := b.waitLedger(t, id, 60*time.Second, func(e ledger.Entry) bool { return e.Status == ledger.Cancelled })
+	if e.Reason != jobs.ReasonCancelled || !strings.Contains(e.Error, by) || !strings.Contains(e.Error, reason) || e.Checkpoint != nil || e.Attempts != attempts {
+		t.Errorf("ledger: reason %q, error %q, checkpoint %+v, attempts %d; want cancelled by %s (%s) after %d attempt(s), no checkpoint", e.Reason, e.Error, e.Checkpoint, e.Attempts, by, reason, attempts)
+	}
+	if data, manifests := b.dataObjects(t, key); len(data)+len(manifests) != 0 {
+		t.Errorf("a cancelled export left objects %v and manifests %v", data, manifests)
+	}
+	if n := b.unfinishedUploads(t, key); n != 0 {
+		t.Errorf("a cancelled export left %d unfinished multipart upload(s)", n)
+	}
+	eventually(t, 30*time.Second, "the jobs queue empty", func() bool { v, f := b.st.QueueCounts(t, b.queues.JobsURL); return v+f == 0 })
+	if dlq := b.drainDLQ(t, 1, 2*time.Second); len(dlq) != 0 {
+		t.Errorf("dead-letter queue: %v", dlq)
+	}
+	got := b.receiveNotices(t, results, 30*time.Second, func(ns []receivedNotice) bool { return len(ns) > 0 })
+	got = append(got, b.receiveNotices(t, results, 3*time.Second, nil)...)
+	if len(got) != 1 {
+		t.Fatalf("%d notices, want one: %v", len(got), got)
+	}
+	n := got[0].Notice
+	if n.Outcome != jobs.OutcomeCancelled || n.ExportID != id || n.Reason != jobs.ReasonCancelled || n.Error != e.Error || n.Attempts != attempts || n.Manifest != nil {
+		t.Errorf("notice %+v, want cancelled with the ledger's error after %d attempt(s)", n, attempts)
+	}
+	return e
+}
+
+// A queued export that is cancelled (with the cancel command) is acknowledged without running
+// when a worker receives it; status shows the request before and the cancel after.
+func TestCancelOfAQueuedExport(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 10)
+	results := b.newResultsQueue(t)
+	campaign := fixtures.Campaigns[0]
+	id := "cancel-queued-" + stacktest.RandomID()
+	b.send(t, regJob(t, id, campaign))
+
+	env := b.cliEnv()
+	code, out, errOut := runCLI(t, env, "cancel", id, "--requested-by", "ops-e2e", "--reason", "wrong campaign")
+	if code != 0 || !strings.Contains(out, "has not started") {
+		t.Fatalf("cancel: exit %d\n%s%s", code, out, errOut)
+	}
+	code, out, errOut = runCLI(t, env, "status", id)
+	if code != 0 || !strings.Contains(out, "cancel requested") || !strings.Contains(out, "wrong campaign") {
+		t.Errorf("status before a worker saw it: exit %d\n%s%s", code, out, errOut)
+	}
+
+	p := stacktest.Start(t, b.workerEnv(t, map[string]string{"EXPORT_RESULTS_QUEUE_URL": results}), "worker")
+	b.checkCancelled(t, results, id, regKey(id, campaign), 0, "ops-e2e", "wrong campaign")
+	if n := countLines(p.Output(), `"message":"export started"`); n != 0 {
+		t.Errorf("the cancelled export started %d time(s)", n)
+	}
+	code, out, errOut = runCLI(t, env, "status", id)
+	if code != 0 || !strings.Contains(out, "status       cancelled by ops-e2e") || !strings.Contains(out, "no object or manifest was written") || !strings.Contains(out, "notice       cancelled") {
+		t.Errorf("status after: exit %d\n%s%s", code, out, errOut)
+	}
+	// Cancelling it again says so, and changes nothing.
+	if code, out, errOut = runCLI(t, env, "cancel", id); code != 0 || !strings.Contains(out, "cancelled already") {
+		t.Errorf("cancel again: exit %d\n%s%s", code, out, errOut)
+	}
+	if n := stacktest.Sum(p.Metrics(t), "export_jobs_total", map[string]string{"outcome": "cancelled"}); n != 1 {
+		t.Errorf("export_jobs_total{outcome=cancelled} = %v, want 1", n)
+	}
+}
+
+// A running multipart export that gets a cancel message stops within the ledger renewal
+// interval: its upload is aborted, no object and no manifest are written, the ledger says
+// cancelled and the results queue gets the cancelled notice.
+func TestCancelOfARunningExportStopsWithinTheRenewalInterval(t *testing.T) {
+	t.Parallel()
+	const rows = 8000
+	st := stacktest.New(t)
+	b := &bundle{st: st, db: st.NewDatabase(t), queues: st.NewQueues(t, 30*time.Second, 5)}
+	campaign := "cmp-cancel-" + stacktest.RandomID()
+	seedNoisy(t, b, campaign, rows, rand.Uint64())
+	results := b.newResultsQueue(t)
+	// 9s lease: renewed every 3s. 3ms a row: 24s for the export, its first 5 MiB part after
+	// about 3,400 rows.
+	const renewal = 3 * time.Second
+	p := stacktest.Start(t, b.workerEnv(t, map[string]string{"EXPORT_RESULTS_QUEUE_URL": results, "VISIBILITY_TIMEOUT": "9s",
+		"S3_PART_SIZE_MB": "5", "EXPORT_FAULT_ROW_DELAY": "3ms", "WORKER_CONCURRENCY": "2"}), "worker")
+	id := "cancel-running-" + stacktest.RandomID()
+	key := resumeKey(id, campaign)
+	b.send(t, resumeJob(t, id, campaign))
+	cp := b.waitCheckpoint(t, id, 3*time.Minute, "the first part", func(*jobs.Checkpoint) bool { return true })
+	if n := b.unfinishedUploads(t, key); n != 1 {
+		t.Fatalf("%d uploads in progress at the first checkpoint, want 1", n)
+	}
+
+	sent := time.Now()
+	b.send(t, cancelMessage(t, id, "crm-e2e", "partner withdrew"))
+	e := b.checkCancelled(t, results, id, key, 1, "crm-e2e", "partner withdrew")
+	t.Logf("cancelled %s after the cancel message was sent; the checkpoint had %d rows, the attempt read %d of %d",
+		e.FinishedAt.Sub(sent).Round(time.Millisecond), cp.Mark.Rows, e.Rows, rows)
+	if e.Rows >= rows {
+		t.Errorf("the cancelled attempt read %d rows: all of them", e.Rows)
+	}
+	// From the moment the worker recorded the request to the attempt's stop: at most one
+	// renewal interval, and a little for the upload's abort and the ledger's writes.
+	requested, stopped := procLines(p, "cancel requested: the export stops at its next lease renewal if running, and will not run otherwise"), procLines(p, "export cancelled: stopped, its upload aborted, nothing written")
+	if len(requested) != 1 || len(stopped) != 1 {
+		t.Fatalf("log lines: %d cancel requested, %d export cancelled; want one each", len(requested), len(stopped))
+	}
+	took := logTime(t, stopped[0]).Sub(logTime(t, requested[0]))
+	t.Logf("the attempt stopped %s after the worker recorded the request (renewal interval %s)", took.Round(time.Millisecond), renewal)
+	if took > renewal+2*time.Second {
+		t.Errorf("the attempt stopped %s after the cancel was recorded; the renewal interval is %s", took, renewal)
+	}
+}
+
+// An export that succeeded is not cancelled: the command says it finished (exit 1), a cancel
+// message is refused, and the object, manifest and ledger stay.
+func TestCancelOfAFinishedExportIsRefused(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 10)
+	results := b.newResultsQueue(t)
+	p := stacktest.Start(t, b.workerEnv(t, map[string]string{"EXPORT_RESULTS_QUEUE_URL": results}), "worker")
+	campaign := fixtures.Campaigns[1]
+	id := "cancel-done-" + stacktest.RandomID()
+	key := regKey(id, campaign)
+	b.send(t, regJob(t, id, campaign))
+	before := b.waitLedger(t, id, 60*time.Second, func(e ledger.Entry) bool { return e.Status == ledger.Succeeded })
+	b.receiveNotices(t, results, 30*time.Second, func(ns []receivedNotice) bool { return len(ns) == 1 })
+
+	code, out, errOut := runCLI(t, b.cliEnv(), "cancel", id)
+	if code != 1 || !strings.Contains(errOut, "already succeeded") || !strings.Contains(errOut, key) {
+		t.Errorf("cancel: exit %d, want 1 saying it succeeded\n%s%s", code, out, errOut)
+	}
+	b.send(t, cancelMessage(t, id, "crm-e2e", "too late"))
+	eventually(t, 30*time.Second, "the cancel message refused", func() bool { return len(procLines(p, "cancel refused: the export succeeded already")) == 1 })
+	eventually(t, 30*time.Second, "the jobs queue empty", func() bool { v, f := b.st.QueueCounts(t, b.queues.JobsURL); return v+f == 0 })
+
+	after, _ := b.ledger(t, id)
+	if after.Status != ledger.Succeeded || after.CancelRequest != nil || !after.FinishedAt.Equal(before.FinishedAt) || after.SHA256 != before.SHA256 {
+		t.Errorf("ledger after the cancels: %s, cancel request %+v", after.Status, after.CancelRequest)
+	}
+	b.checkOneObject(t, key)
+	if ns := b.receiveNotices(t, results, 3*time.Second, nil); len(ns) != 0 {
+		t.Errorf("notices after the refused cancels: %v", ns)
+	}
+	if n := stacktest.Sum(p.Metrics(t), "export_cancels_total", map[string]string{"event": "refused"}); n != 1 {
+		t.Errorf("export_cancels_total{event=refused} = %v, want 1", n)
+	}
+}
+
+// logTime is the time of a log line.
+func logTime(t *testing.T, l logLine) time.Time {
+	t.Helper()
+	s, _ := l["time"].(string)
+	at, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		t.Fatalf("log line time %q: %v", s, err)
+	}
+	return at
+}
