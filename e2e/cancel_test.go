@@ -181,3 +181,71 @@ func logTime(t *testing.T, l logLine) time.Time {
 	}
 	return at
 }
+
+// A cancel of an export split into segments over the fleet stops its running segments, aborts
+// the shared upload, and ends the export as cancelled once, with one notice; the segments not
+// started are acknowledged unrun.
+func TestCancelOfASplitExportStopsItsSegments(t *testing.T) {
+	t.Parallel()
+	const rows = 14_000 // two segments of at least twice S3's least part
+	st := stacktest.New(t)
+	b := &bundle{st: st, db: st.NewDatabase(t), queues: st.NewQueues(t, 20*time.Second, 5)}
+	campaign := "cmp-cancel-split-" + stacktest.RandomID()
+	seedNoisy(t, b, campaign, rows, rand.Uint64())
+	results := b.newResultsQueue(t)
+	// Three jobs at once: two segments, and a slot free for the cancel message (a message
+	// waits for a free slot; see TestCancelReachesAFullWorker).
+	env := segmentEnv(rows, 3)
+	env["SEGMENT_ROWS"], env["MAX_SEGMENTS"] = "7000", "2"
+	// 6ms a row: a segment takes 42s at least.
+	env["EXPORT_RESULTS_QUEUE_URL"], env["EXPORT_FAULT_ROW_DELAY"] = results, "6ms"
+	p := stacktest.Start(t, b.workerEnv(t, env), "worker")
+	id := "cancel-split-" + stacktest.RandomID()
+	key := resumeKey(id, campaign)
+	b.send(t, resumeJob(t, id, campaign))
+	eventually(t, 5*time.Minute, "both segments running", func() bool {
+		e, _ := b.ledger(t, ledger.SegmentID(id, 0))
+		f, _ := b.ledger(t, ledger.SegmentID(id, 1))
+		return e.Status == ledger.Running && f.Status == ledger.Running && e.Rows > 0 && f.Rows > 0
+	})
+	if n := b.unfinishedUploads(t, key); n != 1 {
+		t.Fatalf("%d uploads in progress, want the split export's one", n)
+	}
+
+	b.send(t, cancelMessage(t, id, "crm-e2e", "campaign closed"))
+	parent := b.waitLedger(t, id, 60*time.Second, func(e ledger.Entry) bool { return e.Status == ledger.Cancelled })
+	if parent.Segments == nil || parent.Reason != jobs.ReasonCancelled || !strings.Contains(parent.Error, "campaign closed") {
+		t.Errorf("the export's entry: segments %v, reason %q, error %q", parent.Segments != nil, parent.Reason, parent.Error)
+	}
+	eventually(t, 60*time.Second, "the segments stopped", func() bool {
+		for i := range 2 {
+			if s, _ := b.ledger(t, ledger.SegmentID(id, i)); s.Status == ledger.Running {
+				return false
+			}
+		}
+		return true
+	})
+	for i := range 2 {
+		if s, _ := b.ledger(t, ledger.SegmentID(id, i)); s.Status == ledger.Succeeded {
+			t.Errorf("segment %d succeeded after the cancel", i)
+		}
+	}
+	got := b.receiveNotices(t, results, 30*time.Second, func(ns []receivedNotice) bool { return len(ns) > 0 })
+	got = append(got, b.receiveNotices(t, results, 3*time.Second, nil)...)
+	if len(got) != 1 || got[0].Notice.Outcome != jobs.OutcomeCancelled || got[0].Notice.ExportID != id {
+		t.Errorf("notices %v, want the export's one cancelled notice", got)
+	}
+	eventually(t, 30*time.Second, "the jobs queue empty", func() bool { v, f := b.st.QueueCounts(t, b.queues.JobsURL); return v+f == 0 })
+	if data, manifests := b.dataObjects(t, key); len(data)+len(manifests) != 0 {
+		t.Errorf("objects %v, manifests %v", data, manifests)
+	}
+	if n := b.unfinishedUploads(t, key); n != 0 {
+		t.Errorf("%d unfinished uploads: the shared upload was not aborted", n)
+	}
+	if dlq := b.drainDLQ(t, 1, 2*time.Second); len(dlq) != 0 {
+		t.Errorf("dead-letter queue: %v", dlq)
+	}
+	if n := stacktest.Sum(p.Metrics(t), "export_cancels_total", map[string]string{"event": "carried_out"}); n < 1 {
+		t.Errorf("export_cancels_total{event=carried_out} = %v", n)
+	}
+}

@@ -82,7 +82,7 @@ func (l *Ledger) RequestCancel(ctx context.Context, exportID, by, reason string)
 		return e, false, nil
 	}
 	_, err = l.cancels().InsertOne(ctx, CancelRequest{ExportID: exportID, RequestedAt: time.Now().UTC().Truncate(time.Millisecond),
-		RequestedBy: by, Reason: clip.String(reason, jobs.MaxCancelReason)})
+		RequestedBy: by, Reason: clip.String(reason, 4*jobs.MaxCancelReason)}) // characters of up to 4 bytes
 	if mongo.IsDuplicateKeyError(err) {
 		return e, false, nil
 	}

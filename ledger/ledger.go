@@ -209,7 +209,7 @@ func (l *Ledger) Claim(ctx context.Context, job *jobs.Job, o ClaimOptions) (Clai
 		return 0, Entry{}, ClaimInfo{}, err
 	} else if c != nil {
 		res, e, err := l.claimCancelled(ctx, job, c)
-		return res, e, ClaimInfo{TookOver: e.Status}, err
+		return res, e, ClaimInfo{}, err
 	}
 	// Most claims are of a new export: create its entry first, one round trip; an entry that
 	// exists already answers DuplicateKey, and the claim decides on what it says.

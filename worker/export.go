@@ -328,7 +328,11 @@ func (h *ExportHandler) attempt(ctx context.Context, m *Delivery, a *attempt) er
 		log.Warn().Str("cancel", cancelled.Error()).Int64("duration", duration).Int64("rows", res.Stats.Rows).Msg(a.noun + " cancelled: stopped, its upload aborted, nothing written")
 		return nil
 	case err == nil:
-		if ferr := h.finishSucceeded(ctx, entry, res, log); ferr != nil {
+		var notice *jobs.Notice
+		if a.ledgerJob == a.job { // an export, not one of its segments: the export's notice
+			notice = jobs.NewNotice(jobs.OutcomeSucceeded, entry.ExportID, entry.Attempts, entry.Failures, res.Manifest)
+		}
+		if ferr := h.finishSucceeded(ctx, entry, res, notice, log); ferr != nil {
 			// The object and manifest are complete. The message comes back; its next delivery
 			// finds this attempt dead and adopts them (see info.Crashed above).
 			return fmt.Errorf("worker: %s is complete, but recording it failed: %w", a.what, ferr)
@@ -440,20 +444,23 @@ func (h *ExportHandler) onStart(entry ledger.Entry, info ledger.ClaimInfo, log z
 
 // finishSucceeded records the success, retrying for up to FinishFor: the export is complete,
 // and a success left unrecorded costs a redelivery (which adopts the object) at best.
-func (h *ExportHandler) finishSucceeded(ctx context.Context, entry ledger.Entry, res jobs.Result, log zerolog.Logger) error {
+func (h *ExportHandler) finishSucceeded(ctx context.Context, entry ledger.Entry, res jobs.Result, notice *jobs.Notice, log zerolog.Logger) error {
 	limit := h.FinishFor
 	if limit <= 0 {
 		limit = 2 * time.Minute
 	}
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), limit)
 	defer cancel()
-	// The notice is recorded first: the export is complete (its manifest written), and a
-	// worker that dies before recording the success leaves it to be adopted, with this notice.
-	notice := jobs.NewNotice(jobs.OutcomeSucceeded, entry.ExportID, entry.Attempts, entry.Failures, res.Manifest)
 	backoff := 250 * time.Millisecond
 	for {
 		actx, acancel := context.WithTimeout(fctx, 10*time.Second)
-		err := h.recordNotice(actx, notice)
+		// The notice (an export's, not a segment's) is recorded first: the export is complete
+		// (its manifest written), and a worker that dies before recording the success leaves
+		// it to be adopted, with this notice.
+		var err error
+		if notice != nil {
+			err = h.recordNotice(actx, notice)
+		}
 		if err == nil {
 			err = h.Ledger.Finish(actx, entry, ledger.Succeeded, res, nil, "")
 		}

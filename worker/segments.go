@@ -188,6 +188,8 @@ func (h *ExportHandler) completeSplit(ctx context.Context, m *Delivery, job *job
 	res, err := h.Exporter.CompleteSegments(ctx, job, plan, done, fence)
 	if cancelled := (*ledger.CancelRequest)(nil); errors.As(err, &cancelled) {
 		h.cancelSplit(ctx, job, plan, cancelled, log)
+		h.Metrics.Cancels.WithLabelValues("carried_out").Inc()
+		log.Warn().Str("cancel", cancelled.Error()).Msg("export cancelled before its segments were completed into its object: upload aborted, nothing written")
 		if rerr := h.Ledger.ReleaseCompletion(context.WithoutCancel(ctx), id, h.WorkerID); rerr != nil {
 			log.Warn().Err(rerr).Msg("giving up the completion claim failed")
 		}
