@@ -1,10 +1,14 @@
 package e2e
 
 import (
+	"context"
 	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
 	"github.com/verifiedfan/export-service/internal/fixtures"
 	"github.com/verifiedfan/export-service/internal/stacktest"
@@ -58,7 +62,7 @@ func (b *bundle) checkCancelled(t *testing.T, results, id, key string, attempts 
 func TestCancelOfAQueuedExport(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 10)
-	results := b.newResultsQueue(t)
+	results := b.newQueue(t, "results")
 	campaign := fixtures.Campaigns[0]
 	id := "cancel-queued-" + stacktest.RandomID()
 	b.send(t, regJob(t, id, campaign))
@@ -101,7 +105,7 @@ func TestCancelOfARunningExportStopsWithinTheRenewalInterval(t *testing.T) {
 	b := &bundle{st: st, db: st.NewDatabase(t), queues: st.NewQueues(t, 30*time.Second, 5)}
 	campaign := "cmp-cancel-" + stacktest.RandomID()
 	seedNoisy(t, b, campaign, rows, rand.Uint64())
-	results := b.newResultsQueue(t)
+	results := b.newQueue(t, "results")
 	// 9s lease: renewed every 3s. 3ms a row: 24s for the export, its first 5 MiB part after
 	// about 3,400 rows.
 	const renewal = 3 * time.Second
@@ -125,7 +129,9 @@ func TestCancelOfARunningExportStopsWithinTheRenewalInterval(t *testing.T) {
 	}
 	// From the moment the worker recorded the request to the attempt's stop: at most one
 	// renewal interval, and a little for the upload's abort and the ledger's writes.
-	requested, stopped := procLines(p, "cancel requested: the export stops at its next lease renewal if running, and will not run otherwise"), procLines(p, "export cancelled: stopped, its upload aborted, nothing written")
+	const stopLine = "export cancelled: stopped, its upload aborted, nothing written"
+	eventually(t, 10*time.Second, "the attempt's stop logged", func() bool { return len(procLines(p, stopLine)) > 0 })
+	requested, stopped := procLines(p, "cancel requested: the export stops at its next lease renewal if running, and will not run otherwise"), procLines(p, stopLine)
 	if len(requested) != 1 || len(stopped) != 1 {
 		t.Fatalf("log lines: %d cancel requested, %d export cancelled; want one each", len(requested), len(stopped))
 	}
@@ -141,7 +147,7 @@ func TestCancelOfARunningExportStopsWithinTheRenewalInterval(t *testing.T) {
 func TestCancelOfAFinishedExportIsRefused(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 10)
-	results := b.newResultsQueue(t)
+	results := b.newQueue(t, "results")
 	p := stacktest.Start(t, b.workerEnv(t, map[string]string{"EXPORT_RESULTS_QUEUE_URL": results}), "worker")
 	campaign := fixtures.Campaigns[1]
 	id := "cancel-done-" + stacktest.RandomID()
@@ -192,7 +198,7 @@ func TestCancelOfASplitExportStopsItsSegments(t *testing.T) {
 	b := &bundle{st: st, db: st.NewDatabase(t), queues: st.NewQueues(t, 20*time.Second, 5)}
 	campaign := "cmp-cancel-split-" + stacktest.RandomID()
 	seedNoisy(t, b, campaign, rows, rand.Uint64())
-	results := b.newResultsQueue(t)
+	results := b.newQueue(t, "results")
 	// Three jobs at once: two segments, and a slot free for the cancel message (a message
 	// waits for a free slot; see TestCancelReachesAFullWorker).
 	env := segmentEnv(rows, 3)
@@ -247,5 +253,81 @@ func TestCancelOfASplitExportStopsItsSegments(t *testing.T) {
 	}
 	if n := stacktest.Sum(p.Metrics(t), "export_cancels_total", map[string]string{"event": "carried_out"}); n < 1 {
 		t.Errorf("export_cancels_total{event=carried_out} = %v", n)
+	}
+}
+
+// A cancel on the control queue reaches a worker whose every slot is busy, at once: the running
+// export stops within the renewal interval, and an export queued behind it is acknowledged
+// unrun when its turn comes. A job message sent to the control queue by mistake is refused.
+func TestCancelReachesAFullWorker(t *testing.T) {
+	t.Parallel()
+	const rows = 8000
+	st := stacktest.New(t)
+	b := &bundle{st: st, db: st.NewDatabase(t), queues: st.NewQueues(t, 30*time.Second, 5)}
+	campaign := "cmp-cancel-full-" + stacktest.RandomID()
+	seedNoisy(t, b, campaign, rows, rand.Uint64())
+	results, control := b.newQueue(t, "results"), b.newQueue(t, "control")
+	const renewal = 3 * time.Second
+	p := stacktest.Start(t, b.workerEnv(t, map[string]string{"EXPORT_RESULTS_QUEUE_URL": results, "EXPORT_CONTROL_QUEUE_URL": control,
+		"VISIBILITY_TIMEOUT": "9s", "S3_PART_SIZE_MB": "5", "EXPORT_FAULT_ROW_DELAY": "3ms", "WORKER_CONCURRENCY": "1"}), "worker")
+	running, queued := "cancel-full-"+stacktest.RandomID(), "cancel-behind-"+stacktest.RandomID()
+	b.send(t, resumeJob(t, running, campaign))
+	b.waitCheckpoint(t, running, 3*time.Minute, "the first part", func(*jobs.Checkpoint) bool { return true })
+	b.send(t, resumeJob(t, queued, campaign)) // waits: the one slot is busy
+
+	sendTo := func(url, body string) {
+		t.Helper()
+		if _, err := b.st.SQS.SendMessage(context.Background(), &sqs.SendMessageInput{QueueUrl: aws.String(url), MessageBody: aws.String(body)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sendTo(control, cancelMessage(t, queued, "crm-e2e", "duplicate request"))
+	sendTo(control, cancelMessage(t, running, "crm-e2e", "partner withdrew"))
+	sendTo(control, resumeJob(t, "misrouted-"+stacktest.RandomID(), campaign))
+
+	e := b.waitLedger(t, running, 60*time.Second, func(e ledger.Entry) bool { return e.Status == ledger.Cancelled })
+	const stopLine = "export cancelled: stopped, its upload aborted, nothing written"
+	eventually(t, 10*time.Second, "the attempt's stop logged", func() bool { return len(procLines(p, stopLine)) > 0 })
+	requested := procLines(p, "cancel requested: the export stops at its next lease renewal if running, and will not run otherwise")
+	stopped := procLines(p, stopLine)
+	if len(requested) != 2 || len(stopped) != 1 {
+		t.Fatalf("log lines: %d cancel requested, %d export cancelled; want 2 and 1", len(requested), len(stopped))
+	}
+	var asked time.Time
+	for _, l := range requested {
+		if l["export_id"] == running {
+			asked = logTime(t, l)
+		}
+	}
+	took := logTime(t, stopped[0]).Sub(asked)
+	t.Logf("the running export stopped %s after its cancel was recorded (renewal interval %s), having read %d of %d rows", took.Round(time.Millisecond), renewal, e.Rows, rows)
+	if took > renewal+2*time.Second {
+		t.Errorf("the running export stopped %s after the cancel was recorded; the renewal interval is %s", took, renewal)
+	}
+	q := b.waitLedger(t, queued, 60*time.Second, func(e ledger.Entry) bool { return e.Status == ledger.Cancelled })
+	if q.Attempts != 0 || !strings.Contains(q.Error, "duplicate request") {
+		t.Errorf("the queued export: attempts %d, error %q; want cancelled unrun", q.Attempts, q.Error)
+	}
+	for _, id := range []string{running, queued} {
+		key := resumeKey(id, campaign)
+		if data, manifests := b.dataObjects(t, key); len(data)+len(manifests) != 0 {
+			t.Errorf("%s left objects %v, manifests %v", id, data, manifests)
+		}
+		if n := b.unfinishedUploads(t, key); n != 0 {
+			t.Errorf("%s left %d unfinished uploads", id, n)
+		}
+	}
+	dlq := b.drainDLQ(t, 1, 10*time.Second)
+	if len(dlq) != 1 || dlq[0].Attrs["reason"] != string(jobs.ReasonInvalidMessage) || !strings.Contains(dlq[0].Attrs["error"], "control queue takes cancel messages only") {
+		t.Errorf("dead-letter queue %v, want the misrouted job message refused", dlq)
+	}
+	eventually(t, 30*time.Second, "the queues empty", func() bool {
+		v, f := b.st.QueueCounts(t, b.queues.JobsURL)
+		cv, cf := b.st.QueueCounts(t, control)
+		return v+f+cv+cf == 0
+	})
+	ns := b.receiveNotices(t, results, 30*time.Second, func(ns []receivedNotice) bool { return len(ns) >= 2 })
+	if o := byOutcome(ns); len(ns) != 2 || o[running][jobs.OutcomeCancelled].Attempts != 1 || o[queued][jobs.OutcomeCancelled].Attempts != 0 {
+		t.Errorf("notices %v, want the two exports' cancelled notices", ns)
 	}
 }

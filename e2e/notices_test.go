@@ -26,10 +26,10 @@ type receivedNotice struct {
 	Notice jobs.Notice
 }
 
-// newResultsQueue creates a results queue for the test.
-func (b *bundle) newResultsQueue(t *testing.T) string {
+// newQueue creates a queue for the test (results, control); it is deleted after.
+func (b *bundle) newQueue(t *testing.T, what string) string {
 	t.Helper()
-	q, err := b.st.SQS.CreateQueue(context.Background(), &sqs.CreateQueueInput{QueueName: aws.String("t-" + stacktest.RandomID() + "-results")})
+	q, err := b.st.SQS.CreateQueue(context.Background(), &sqs.CreateQueueInput{QueueName: aws.String("t-" + stacktest.RandomID() + "-" + what)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +115,7 @@ func byOutcome(ns []receivedNotice) map[string]map[jobs.Outcome]jobs.Notice {
 func TestFailuresAreAnnouncedOnTheResultsQueue(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 10)
-	results := b.newResultsQueue(t)
+	results := b.newQueue(t, "results")
 	// A bucket that does not exist: the export's first attempt fails for good (no_such_bucket).
 	p := stacktest.Start(t, b.workerEnv(t, map[string]string{"EXPORT_RESULTS_QUEUE_URL": results, "EXPORT_BUCKET": "no-such-bucket-" + stacktest.RandomID()}), "worker")
 

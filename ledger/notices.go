@@ -45,19 +45,23 @@ func (l *Ledger) notices() *mongo.Collection {
 	return l.coll.Database().Collection(NoticesCollection)
 }
 
-// RecordNotice puts n in the outbox, pending, unless a notice of its id is there already.
-func (l *Ledger) RecordNotice(ctx context.Context, n *jobs.Notice) error {
+// RecordNotice puts n in the outbox, pending, unless a notice of its id is there already;
+// recorded says this call put it there (and should send it).
+func (l *Ledger) RecordNotice(ctx context.Context, n *jobs.Notice) (recorded bool, err error) {
 	body, err := n.Encode()
 	if err != nil {
-		return err
+		return false, err
 	}
 	now := time.Now().UTC()
 	_, err = l.notices().InsertOne(ctx, Notice{NoticeID: n.NoticeID, ExportID: n.ExportID, Outcome: n.Outcome, Body: string(body),
 		Pending: true, NextAt: now, CreatedAt: now})
-	if err != nil && !mongo.IsDuplicateKeyError(err) {
-		return fmt.Errorf("ledger: record notice %s: %w", n.NoticeID, err)
+	switch {
+	case mongo.IsDuplicateKeyError(err):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("ledger: record notice %s: %w", n.NoticeID, err)
 	}
-	return nil
+	return true, nil
 }
 
 // PendingNotices returns up to limit notices due to be sent, oldest first.

@@ -24,6 +24,7 @@ func (h *ExportHandler) handleCancel(ctx context.Context, m *Delivery) error {
 	if err != nil {
 		return err
 	}
+	m.Outcome = OutcomeControl // not an export's success: export_last_success_timestamp_seconds stays
 	log := h.Log.With().Str("export_id", cm.ExportID).Str("message_id", m.ID).Str("requested_by", cm.RequestedBy).Str("status", string(e.Status)).Logger()
 	switch {
 	case e.Status == ledger.Succeeded:

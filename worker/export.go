@@ -71,6 +71,8 @@ func (h *ExportHandler) maxAttempts() int {
 // Handle implements Handler.
 func (h *ExportHandler) Handle(ctx context.Context, m *Delivery) error {
 	switch body := []byte(m.Body); {
+	case m.Control && !jobs.IsCancelMessage(body):
+		return jobs.Permanentf(jobs.ReasonInvalidMessage, "the control queue takes cancel messages only (type %q); export jobs go to the jobs queue", jobs.CancelMessageType)
 	case jobs.IsSegmentMessage(body):
 		return h.handleSegment(ctx, m)
 	case jobs.IsCancelMessage(body):
@@ -495,7 +497,8 @@ func (h *ExportHandler) recordNotice(ctx context.Context, n *jobs.Notice) error 
 	if h.Outbox == nil {
 		return nil
 	}
-	return h.Ledger.RecordNotice(ctx, n)
+	_, err := h.Ledger.RecordNotice(ctx, n)
+	return err
 }
 
 // announce records n in the outbox and sends it; a notice that could not be recorded is

@@ -20,6 +20,8 @@ const (
 	OutcomeDeferred = "deferred"
 	// OutcomeCancelled: the export was cancelled; its message was acknowledged.
 	OutcomeCancelled = "cancelled"
+	// OutcomeControl: a control message (a cancel request) was handled; no export ran.
+	OutcomeControl = "control"
 )
 
 // Metrics are the service's Prometheus collectors. Label values are bounded: kinds and

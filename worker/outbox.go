@@ -66,8 +66,9 @@ func (o *Outbox) Run(ctx context.Context) {
 	}
 }
 
-// Record puts the notice in the outbox and sends it at once; a failed send is left to Run. It
-// returns an error only when the notice could not be recorded.
+// Record puts the notice in the outbox and sends it at once, unless it was recorded before
+// (by another worker, which sends it: one send where one will do); a failed send is left to
+// Run. It returns an error only when the notice could not be recorded.
 func (o *Outbox) Record(ctx context.Context, n *jobs.Notice) error {
 	if o == nil {
 		return nil
@@ -75,10 +76,13 @@ func (o *Outbox) Record(ctx context.Context, n *jobs.Notice) error {
 	_, _, _, call := o.defaults()
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), call)
 	defer cancel()
-	if err := o.Ledger.RecordNotice(rctx, n); err != nil {
+	recorded, err := o.Ledger.RecordNotice(rctx, n)
+	if err != nil {
 		return err
 	}
-	o.SendNow(ctx, n.NoticeID)
+	if recorded {
+		o.SendNow(ctx, n.NoticeID)
+	}
 	return nil
 }
 

@@ -40,7 +40,8 @@ type QueueDepth struct {
 	SQS     QueueAttributesAPI
 	Metrics *Metrics
 	Log     zerolog.Logger
-	// Queues maps the "queue" label ("jobs", "dlq") to the queue URL; empty URLs are skipped.
+	// Queues maps the "queue" label ("jobs", "dlq", "control") to the queue URL; empty URLs are
+	// skipped.
 	Queues map[string]string
 	// Every is the polling interval. Default 30s.
 	Every time.Duration
@@ -68,7 +69,7 @@ func (q *QueueDepth) Run(ctx context.Context) {
 // hung endpoint never stacks polls up.
 func (q *QueueDepth) Poll(ctx context.Context, timeout time.Duration) {
 	timeout = min(max(timeout, time.Second), 10*time.Second)
-	for _, name := range []string{"jobs", "dlq"} {
+	for _, name := range []string{"jobs", "dlq", "control"} {
 		url := q.Queues[name]
 		if url == "" {
 			continue

@@ -38,6 +38,10 @@ var _ SQS = (*sqs.Client)(nil)
 type Config struct {
 	// QueueURL is the jobs queue. Required.
 	QueueURL string
+	// ControlQueueURL, if set, is the control queue: cancel messages only, received and
+	// handled at once whatever the jobs in flight (a cancel on the jobs queue waits for a free
+	// slot, behind any backlog).
+	ControlQueueURL string
 	// DLQURL is the dead-letter queue permanent failures are sent to. Without it, permanent
 	// failures are left to the queue's redrive policy.
 	DLQURL string
@@ -149,6 +153,10 @@ type Delivery struct {
 	// CopyOf is the id of the delivery this message is a copy of (a handover, hop or release
 	// copy the worker sent: attribute handover_of), or "" for an original.
 	CopyOf string
+	// Control says the message came from the control queue (Config.ControlQueueURL).
+	Control bool
+	// queueURL is the queue it came from.
+	queueURL string
 
 	// Filled in by the handler once it knows them, for logs, metrics and dead-letter attributes.
 	ExportID    string
@@ -267,6 +275,12 @@ func (w *Worker) Run(ctx context.Context) error {
 	// /heartbeat says draining from the moment shutdown begins, even while a poll finishes.
 	stopDraining := context.AfterFunc(ctx, func() { w.draining.Store(true) })
 	defer stopDraining()
+	var control sync.WaitGroup
+	if w.cfg.ControlQueueURL != "" {
+		control.Add(1)
+		go func() { defer control.Done(); w.pollControl(ctx, jobsCtx) }()
+	}
+	defer control.Wait()
 	backoff := time.Duration(0)
 	for {
 		// Wait for one free slot, then take every other free slot (up to 10, the SQS maximum):
@@ -290,7 +304,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			}
 			break
 		}
-		msgs, err := w.receive(ctx, free)
+		msgs, err := w.receive(ctx, w.cfg.QueueURL, free)
 		for range free - len(msgs) {
 			<-slots
 		}
@@ -339,14 +353,45 @@ func (w *Worker) Run(ctx context.Context) error {
 	return nil
 }
 
-func (w *Worker) receive(ctx context.Context, n int) ([]*Delivery, error) {
+// pollControl receives the control queue's messages and handles each at once, outside the
+// concurrency limit (they are short: a cancel is one ledger write), until ctx is canceled.
+func (w *Worker) pollControl(ctx, jobsCtx context.Context) {
+	w.log.Info().Str("queue", w.cfg.ControlQueueURL).Msg("control queue poller started")
+	var handling sync.WaitGroup
+	defer handling.Wait()
+	backoff := time.Duration(0)
+	for ctx.Err() == nil {
+		msgs, err := w.receive(ctx, w.cfg.ControlQueueURL, 10)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			backoff = min(max(2*backoff, 500*time.Millisecond), 20*time.Second)
+			w.log.Error().Err(err).Dur("retry_in", backoff).Msg("receive from the control queue failed")
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+			}
+			continue
+		}
+		backoff = 0
+		for _, m := range msgs {
+			handling.Add(1)
+			go func() { defer handling.Done(); w.process(jobsCtx, m) }()
+		}
+	}
+}
+
+// receive receives up to n messages from the queue at url (the jobs or the control queue).
+func (w *Worker) receive(ctx context.Context, url string, n int) ([]*Delivery, error) {
+	control := url != w.cfg.QueueURL
 	// A long poll is not canceled by shutdown: the server would go on with it and could hand
 	// a message to a connection nobody reads, hiding it for a whole visibility timeout. It is
 	// let finish (at most WaitTime), and what it brings is released below.
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.WaitTime+30*time.Second)
 	defer cancel()
 	out, err := w.sqs.ReceiveMessage(pctx, &sqs.ReceiveMessageInput{
-		QueueUrl:                    aws.String(w.cfg.QueueURL),
+		QueueUrl:                    aws.String(url),
 		MaxNumberOfMessages:         int32(n),
 		WaitTimeSeconds:             int32(w.cfg.WaitTime / time.Second),
 		VisibilityTimeout:           int32(w.cfg.VisibilityTimeout / time.Second),
@@ -355,17 +400,25 @@ func (w *Worker) receive(ctx context.Context, n int) ([]*Delivery, error) {
 		AttributeNames:        []types.QueueAttributeName{"All"}, //nolint:staticcheck
 		MessageAttributeNames: []string{"All"},
 	})
-	w.metrics.sqs("receive", err)
 	now := time.Now()
-	w.lastProgress.Store(now.UnixNano())
-	w.metrics.LastProgress.Set(float64(now.Unix()))
-	if err != nil {
-		return nil, fmt.Errorf("worker: receive from %s: %w", w.cfg.QueueURL, err)
+	if control {
+		w.metrics.sqs("receive_control", err)
+	} else {
+		// The jobs loop's signs of life (the heartbeat's stall check): not the control poller's.
+		w.metrics.sqs("receive", err)
+		w.lastProgress.Store(now.UnixNano())
+		w.metrics.LastProgress.Set(float64(now.Unix()))
 	}
-	w.lastReceive.Store(now.UnixNano())
+	if err != nil {
+		return nil, fmt.Errorf("worker: receive from %s: %w", url, err)
+	}
+	if !control {
+		w.lastReceive.Store(now.UnixNano())
+	}
 	msgs := make([]*Delivery, 0, len(out.Messages))
 	for _, sm := range out.Messages {
-		m := &Delivery{ID: aws.ToString(sm.MessageId), Body: aws.ToString(sm.Body), ReceiptHandle: aws.ToString(sm.ReceiptHandle), ReceivedAt: now}
+		m := &Delivery{ID: aws.ToString(sm.MessageId), Body: aws.ToString(sm.Body), ReceiptHandle: aws.ToString(sm.ReceiptHandle), ReceivedAt: now,
+			Control: control, queueURL: url}
 		if v, err := strconv.Atoi(sm.Attributes[string(types.MessageSystemAttributeNameApproximateReceiveCount)]); err == nil {
 			m.ReceiveCount = v
 		}
@@ -380,7 +433,7 @@ func (w *Worker) receive(ctx context.Context, n int) ([]*Delivery, error) {
 		m.CopyOf = aws.ToString(sm.MessageAttributes[AttrHandoverOf].StringValue)
 		msgs = append(msgs, m)
 	}
-	w.log.Debug().Int("asked", n).Int("received", len(msgs)).Msg("receive")
+	w.log.Debug().Int("asked", n).Int("received", len(msgs)).Bool("control", control).Msg("receive")
 	if ctx.Err() != nil {
 		// Shutdown began during the poll: put what it brought back at once.
 		for _, m := range msgs {
@@ -554,7 +607,7 @@ func (w *Worker) holdLease(ctx context.Context, m *Delivery, cancel context.Canc
 		// A call that never answers must not outlast the lease it is meant to extend.
 		cctx, ccancel := context.WithTimeout(ctx, max(min(w.cfg.CallTimeout, time.Until(expires)-margin), 100*time.Millisecond))
 		_, err := w.sqs.ChangeMessageVisibility(cctx, &sqs.ChangeMessageVisibilityInput{
-			QueueUrl:          aws.String(w.cfg.QueueURL),
+			QueueUrl:          aws.String(w.queueOf(m)),
 			ReceiptHandle:     aws.String(m.ReceiptHandle),
 			VisibilityTimeout: int32(vt / time.Second),
 		})
@@ -616,11 +669,19 @@ func isGone(err error) bool {
 	return errors.As(err, &inv) || errors.As(err, &nif)
 }
 
+// queueOf is the queue m came from.
+func (w *Worker) queueOf(m *Delivery) string {
+	if m.queueURL != "" {
+		return m.queueURL
+	}
+	return w.cfg.QueueURL
+}
+
 func (w *Worker) delete(ctx context.Context, m *Delivery) error {
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.CallTimeout)
 	defer cancel()
 	_, err := w.sqs.DeleteMessage(ctx, &sqs.DeleteMessageInput{
-		QueueUrl:      aws.String(w.cfg.QueueURL),
+		QueueUrl:      aws.String(w.queueOf(m)),
 		ReceiptHandle: aws.String(m.ReceiptHandle),
 	})
 	w.metrics.sqs("delete", err)
@@ -634,7 +695,7 @@ func (w *Worker) changeVisibility(ctx context.Context, m *Delivery, d time.Durat
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.CallTimeout)
 	defer cancel()
 	_, err := w.sqs.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{
-		QueueUrl:          aws.String(w.cfg.QueueURL),
+		QueueUrl:          aws.String(w.queueOf(m)),
 		ReceiptHandle:     aws.String(m.ReceiptHandle),
 		VisibilityTimeout: int32(d / time.Second),
 	})

@@ -69,8 +69,10 @@ type config struct {
 	// sink.DestinationConfig): a file, or the same JSON in the variable itself. One at most.
 	DestinationsFile string
 	DestinationsJSON string
-	// ResultsQueueURL, if set, receives each completed export's manifest.
+	// ResultsQueueURL, if set, receives each export's result notice.
 	ResultsQueueURL string
+	// ControlQueueURL, if set, is the control queue: cancel messages, handled at once.
+	ControlQueueURL string
 	// Destinations are every destination, "internal" included, parsed and validated.
 	Destinations map[string]sink.DestinationConfig
 	// FaultRowDelay slows every row by this much. Only for fault-injection tests (slow exports,
@@ -231,6 +233,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		DestinationsFile:  r.str("EXPORT_DESTINATIONS_FILE", ""),
 		DestinationsJSON:  r.str("EXPORT_DESTINATIONS", ""),
 		ResultsQueueURL:   r.str("EXPORT_RESULTS_QUEUE_URL", ""),
+		ControlQueueURL:   r.str("EXPORT_CONTROL_QUEUE_URL", ""),
 		SegmentRows:       r.int("SEGMENT_ROWS", 1_000_000, 0, 1<<40),
 		MaxSegments:       r.int("MAX_SEGMENTS", 8, 2, 100),
 	}

@@ -124,7 +124,7 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 	var background sync.WaitGroup
 	if cfg.PollQueueDepthEvery > 0 {
 		depth := &worker.QueueDepth{SQS: sqsClient, Metrics: metrics, Log: logs.For("titan:queues"), Every: cfg.PollQueueDepthEvery,
-			Queues: map[string]string{"jobs": cfg.QueueURL, "dlq": cfg.DLQURL}}
+			Queues: map[string]string{"jobs": cfg.QueueURL, "dlq": cfg.DLQURL, "control": cfg.ControlQueueURL}}
 		background.Go(func() { depth.Run(bgCtx) })
 	}
 	if outbox != nil {
@@ -170,6 +170,7 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 func workerConfig(cfg config) worker.Config {
 	w := worker.Config{
 		QueueURL:          cfg.QueueURL,
+		ControlQueueURL:   cfg.ControlQueueURL,
 		DLQURL:            cfg.DLQURL,
 		Concurrency:       cfg.Concurrency,
 		WaitTime:          cfg.ReceiveWait,

@@ -36,7 +36,7 @@ data "aws_iam_policy_document" "instance" {
       "sqs:ChangeMessageVisibility",
       "sqs:GetQueueAttributes",
     ]
-    resources = [aws_sqs_queue.jobs.arn]
+    resources = [aws_sqs_queue.jobs.arn, aws_sqs_queue.control.arn]
   }
 
   # Poison messages go to the DLQ with a reason; the depth poller reads its attributes.
@@ -143,7 +143,7 @@ data "aws_iam_policy_document" "operator" {
   statement {
     sid       = "EnqueueJobs"
     actions   = ["sqs:SendMessage", "sqs:GetQueueAttributes"]
-    resources = [aws_sqs_queue.jobs.arn]
+    resources = [aws_sqs_queue.jobs.arn, aws_sqs_queue.control.arn]
   }
 
   statement {

@@ -8,8 +8,13 @@ output "dlq_url" {
   value       = aws_sqs_queue.dlq.url
 }
 
+output "control_queue_url" {
+  description = "EXPORT_CONTROL_QUEUE_URL: where cancel messages go (handled at once, whatever the jobs queue's backlog)."
+  value       = aws_sqs_queue.control.url
+}
+
 output "results_queue_url" {
-  description = "EXPORT_RESULTS_QUEUE_URL: completion notices."
+  description = "EXPORT_RESULTS_QUEUE_URL: result notices (every terminal outcome)."
   value       = aws_sqs_queue.results.url
 }
 

@@ -32,17 +32,34 @@ resource "aws_sqs_queue" "dlq" {
   visibility_timeout_seconds = 60
 }
 
-# Only the jobs queue may use the DLQ as its dead-letter queue.
+# Cancel messages (EXPORT_CONTROL_QUEUE_URL): every worker polls it outside its job slots, so a
+# cancel takes effect at once even when every slot runs an export and the jobs queue has a
+# backlog (a cancel sent to the jobs queue waits its turn there). Short messages, handled in
+# milliseconds: the default visibility and retention are plenty.
+resource "aws_sqs_queue" "control" {
+  name                      = "${local.name}-control"
+  sqs_managed_sse_enabled   = true
+  message_retention_seconds = var.jobs_message_retention_seconds
+  receive_wait_time_seconds = 20
+
+  redrive_policy = jsonencode({
+    deadLetterTargetArn = aws_sqs_queue.dlq.arn
+    maxReceiveCount     = var.max_receive_count
+  })
+}
+
+# Only the jobs and control queues may use the DLQ as their dead-letter queue.
 resource "aws_sqs_queue_redrive_allow_policy" "dlq" {
   queue_url = aws_sqs_queue.dlq.id
 
   redrive_allow_policy = jsonencode({
     redrivePermission = "byQueue"
-    sourceQueueArns   = [aws_sqs_queue.jobs.arn]
+    sourceQueueArns   = [aws_sqs_queue.jobs.arn, aws_sqs_queue.control.arn]
   })
 }
 
-# Completion notices (EXPORT_RESULTS_QUEUE_URL) for whoever enqueued the export.
+# Result notices (EXPORT_RESULTS_QUEUE_URL) for whoever enqueued the export: every terminal
+# outcome (docs/result-notice.schema.json).
 resource "aws_sqs_queue" "results" {
   name                      = "${local.name}-results"
   sqs_managed_sse_enabled   = true

@@ -131,6 +131,7 @@ locals {
           jobs_queue_url     = aws_sqs_queue.jobs.url
           dlq_url            = aws_sqs_queue.dlq.url
           results_queue_url  = aws_sqs_queue.results.url
+          control_queue_url  = aws_sqs_queue.control.url
           mongo_uri          = var.mongo_uri
           mongo_database     = var.mongo_database
           bucket             = aws_s3_bucket.exports.bucket

@@ -531,7 +531,7 @@ func TestInstanceRoleQueueAndBucketScope(t *testing.T) {
 	}{
 		"ConsumeJobsQueue": {
 			[]string{"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"},
-			[]string{"aws_sqs_queue.jobs.arn"},
+			[]string{"aws_sqs_queue.control.arn", "aws_sqs_queue.jobs.arn"},
 		},
 		"SendToDeadLetterQueue": {[]string{"sqs:SendMessage", "sqs:GetQueueAttributes"}, []string{"aws_sqs_queue.dlq.arn"}},
 		"SendResults":           {[]string{"sqs:SendMessage"}, []string{"aws_sqs_queue.results.arn"}},
