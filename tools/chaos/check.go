@@ -18,6 +18,8 @@ import (
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
+
+	vfjobs "github.com/verifiedfan/export-service/jobs"
 )
 
 // The invariants, checked at the end with clients of the checker's own (straight to the
@@ -40,7 +42,16 @@ import (
 //	           JSON logs)
 //	ledger     the ledger agrees: succeeded exports are succeeded with the object's key,
 //	           rows and SHA-256, and no checkpoint left; nothing is left running
-//	notice     every complete export's completion notice reached the results queue
+//	notice     every results queue message is a result notice valid to
+//	           docs/result-notice.schema.json, of an export the campaign sent, its copies
+//	           identical; a complete export has one succeeded notice that agrees with its
+//	           manifest, a dead-lettered one a dead_lettered notice (and a failed notice when
+//	           it failed for good after running), a cancelled one a cancelled notice; no
+//	           export is announced both succeeded and cancelled (notices.go)
+//	cancel     an export the campaign cancelled (cancel.go) is either cancelled in the ledger
+//	           with no object, no manifest and no upload of its key left, or it finished
+//	           first: succeeded (checked as every export) or failed for good (dead-lettered,
+//	           ledger failed); nothing the campaign did not cancel is cancelled
 //	process    no running worker exited on its own, or with a non-zero code after SIGTERM, or
 //	           hung on shutdown; no panic or fatal output (start-up failures are notes)
 //	settled    every export ended (complete or dead-lettered) before the campaign's deadline
@@ -81,6 +92,11 @@ type Checker struct {
 	Results string // results queue URL
 	Jobs    []*Job
 	Logs    *Logs
+	// NoticeSchema is docs/result-notice.schema.json, decoded (jsontest.Decode); nil: the
+	// notices are not validated against it.
+	NoticeSchema any
+	// Notices are the results queue's notices, as Check read them.
+	Notices *Notices
 
 	Violations []Violation
 	Counts     map[string]int
@@ -89,6 +105,8 @@ type Checker struct {
 	Verified map[string]Verified
 	// Resume sums the ledger's resume counters by collection.
 	Resume map[string]*ResumeStats
+
+	manifests map[string]*manifest // of the complete exports, by export id
 }
 
 // Verified is an object whose rows, manifest and ledger entry were verified.
@@ -156,9 +174,19 @@ func (c *Checker) listObjects(ctx context.Context) ([]Object, error) {
 	return out, nil
 }
 
+// Upload is an unfinished multipart upload.
+type Upload struct {
+	Bucket, Key, ID string
+	Initiated       time.Time
+}
+
+func (u Upload) String() string {
+	return fmt.Sprintf("%s/%s upload %s initiated %s", u.Bucket, u.Key, u.ID, u.Initiated.UTC().Format(time.RFC3339))
+}
+
 // ListUploads lists unfinished multipart uploads under the prefix.
-func (c *Checker) ListUploads(ctx context.Context) ([]string, error) {
-	var out []string
+func (c *Checker) ListUploads(ctx context.Context) ([]Upload, error) {
+	var out []Upload
 	seen := map[string]bool{}
 	for _, b := range c.Buckets {
 		if seen[b] {
@@ -172,7 +200,7 @@ func (c *Checker) ListUploads(ctx context.Context) ([]string, error) {
 				return nil, fmt.Errorf("list uploads %s/%s: %w", b, c.Prefix, err)
 			}
 			for _, u := range page.Uploads {
-				out = append(out, fmt.Sprintf("%s/%s upload %s initiated %s", b, aws.ToString(u.Key), aws.ToString(u.UploadId), aws.ToTime(u.Initiated).UTC().Format(time.RFC3339)))
+				out = append(out, Upload{b, aws.ToString(u.Key), aws.ToString(u.UploadId), aws.ToTime(u.Initiated)})
 			}
 			if !aws.ToBool(page.IsTruncated) {
 				break
@@ -227,6 +255,7 @@ func (c *Checker) Check(ctx context.Context) error {
 	c.Rows = map[string]int64{}
 	c.Verified = map[string]Verified{}
 	c.Resume = map[string]*ResumeStats{}
+	c.manifests = map[string]*manifest{}
 	byID := map[string]*Job{}
 	for _, j := range c.Jobs {
 		byID[j.ExportID] = j
@@ -234,6 +263,7 @@ func (c *Checker) Check(ctx context.Context) error {
 
 	// The dead-letter queue.
 	dlq := map[string][]DLQEntry{}
+	cancelDLQ := map[string][]DLQEntry{} // dead-lettered cancel messages
 	msgs, err := drainQueue(ctx, c.SQS, c.DLQURL)
 	if err != nil {
 		return fmt.Errorf("read the DLQ: %w", err)
@@ -251,20 +281,55 @@ func (c *Checker) Check(ctx context.Context) error {
 			c.violate("dlq", e.ExportID, "a dead-letter message of no export the campaign sent: %q", aws.ToString(m.Body))
 			continue
 		}
+		if vfjobs.IsCancelMessage([]byte(aws.ToString(m.Body))) {
+			// Its export is checked as one whose cancel was not carried out.
+			cancelDLQ[e.ExportID] = append(cancelDLQ[e.ExportID], e)
+			c.Counts["cancel messages dead-lettered"]++
+			continue
+		}
 		dlq[e.ExportID] = append(dlq[e.ExportID], e)
 	}
 
-	// Completion notices.
-	notices := map[string]int{}
+	// Result notices, and what the outbox holds of them (for the violations' details).
+	c.Notices = &Notices{ByExport: map[string]map[string]vfjobs.Notice{}, Outcomes: map[string]int{}}
 	if c.Results != "" {
 		msgs, err := drainQueue(ctx, c.SQS, c.Results)
 		if err != nil {
 			return fmt.Errorf("read the results queue: %w", err)
 		}
+		var raw []RawNotice
 		for _, m := range msgs {
-			notices[exportIDOf(aws.ToString(m.Body))]++
+			r := RawNotice{Body: aws.ToString(m.Body), Attrs: map[string]string{}}
+			for k, v := range m.MessageAttributes {
+				r.Attrs[k] = aws.ToString(v.StringValue)
+			}
+			raw = append(raw, r)
+		}
+		ns, vs := readNotices(c.NoticeSchema, raw, func(id string) bool { return byID[id] != nil })
+		c.Notices = ns
+		c.Violations = append(c.Violations, vs...)
+	}
+	outbox, err := c.outbox(ctx)
+	if err != nil {
+		return err
+	}
+	cancelRequests := map[string]bool{}
+	cur, err := c.DB.Collection("export_cancels").Find(ctx, bson.D{})
+	if err != nil {
+		return fmt.Errorf("read the cancel requests: %w", err)
+	}
+	var creqs []bson.M
+	if err := cur.All(ctx, &creqs); err != nil {
+		return fmt.Errorf("read the cancel requests: %w", err)
+	}
+	for _, r := range creqs {
+		id, _ := r["_id"].(string)
+		cancelRequests[id] = true
+		if byID[id] == nil || byID[id].Cancel == nil {
+			c.violate("cancel", id, "a cancel request in the ledger of an export the campaign did not cancel: %v", r)
 		}
 	}
+	c.Counts["cancel requests recorded"] = len(creqs)
 
 	// Objects: data objects and manifests by export id. An export's keys end in
 	// <export_id>.<format>.gz (every destination's template here) and its manifest's in
@@ -293,14 +358,17 @@ func (c *Checker) Check(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	uploadsOf := map[string][]Upload{}
 	for _, u := range uploads {
 		c.violate("upload", "", "unfinished multipart upload left: %s", u)
+		id, _, _ := strings.Cut(path.Base(u.Key), ".")
+		uploadsOf[id] = append(uploadsOf[id], u)
 	}
 	c.Counts["uploads left"] = len(uploads)
 
 	// The ledger.
 	ledger := map[string]bson.M{}
-	cur, err := c.DB.Collection("exports").Find(ctx, bson.D{})
+	cur, err = c.DB.Collection("exports").Find(ctx, bson.D{})
 	if err != nil {
 		return fmt.Errorf("read the ledger: %w", err)
 	}
@@ -328,11 +396,21 @@ func (c *Checker) Check(ctx context.Context) error {
 		}
 	}
 
+	var ends []*ExportEnd
 	for _, j := range c.Jobs {
 		id := j.ExportID
 		d, m, dl := data[id], manifests[id], dlq[id]
 		le := ledger[id]
 		status, _ := le["status"].(string)
+		attempts, _ := asInt64(le["attempts"])
+		end := &ExportEnd{Job: j, DLQ: dl, Status: status, Permanent: le["permanent"] == true, Attempts: attempts}
+		ends = append(ends, end)
+		if j.Cancel != nil {
+			c.Counts["cancels sent"]++
+			if len(cancelDLQ[id]) > 0 {
+				c.Counts["cancels dead-lettered (never recorded?)"]++
+			}
+		}
 		c.Counts["attempts started"] += started[id]
 		rs := c.Resume[j.Collection]
 		if rs == nil {
@@ -367,10 +445,39 @@ func (c *Checker) Check(ctx context.Context) error {
 			if le["checkpoint"] != nil {
 				c.Counts["dead-lettered with a checkpoint left"]++
 			}
+			if j.Cancel != nil {
+				if status == "failed" {
+					c.Counts["cancels: failed for good first"]++
+				} else {
+					c.violate("cancel", id, "cancelled (%s), and dead-lettered (%s: %s) although the ledger says %q, not failed for good before the cancel",
+						j.Cancel, dl[0].Reason, dl[0].Error, status)
+				}
+			}
+			continue
+		case status == "cancelled":
+			if j.Cancel == nil {
+				c.violate("cancel", id, "cancelled in the ledger (%v), but the campaign never cancelled it", le["error"])
+			} else {
+				c.Counts["cancels: carried out"]++
+				c.Counts["cancels carried out: "+j.Cancel.Mode]++
+			}
+			if len(d) > 0 || len(m) > 0 {
+				c.violate("cancel", id, "cancelled, but %d data object(s) and %d manifest(s) are there: %v%s", len(d), len(m), append(d, m...), c.describe(ctx, j, d))
+			}
+			if u := uploadsOf[id]; len(u) > 0 {
+				c.violate("cancel", id, "cancelled, but its upload is still open: %v", u)
+			}
+			if le["checkpoint"] != nil {
+				c.violate("ledger", id, "cancelled, but its checkpoint is still in the ledger: %s", describeCheckpoint(le["checkpoint"]))
+			}
 			continue
 		case len(d) == 0 && len(m) == 0:
-			c.violate("settled", id, "neither an object nor a dead-letter message (and no message left in the jobs queue); ledger: status %q, worker %v, attempts %v, message %v, lease expires %v, error %q",
-				status, le["worker_id"], le["attempts"], le["message_id"], leaseOf(le), le["error"])
+			cancel := ""
+			if j.Cancel != nil {
+				cancel = "; " + j.Cancel.String()
+			}
+			c.violate("settled", id, "neither an object nor a dead-letter message (and no message left in the jobs queue); ledger: status %q, worker %v, attempts %v, message %v, lease expires %v, error %q%s",
+				status, le["worker_id"], le["attempts"], le["message_id"], leaseOf(le), le["error"], cancel)
 			continue
 		}
 		if len(d) != 1 {
@@ -383,11 +490,16 @@ func (c *Checker) Check(ctx context.Context) error {
 			continue
 		}
 		c.Counts["objects"]++
+		end.Complete = true
 		if status != "succeeded" {
 			c.violate("ledger", id, "object complete, but the ledger says %q (error %v)", status, le["error"])
 		}
-		if notices[id] == 0 && c.Results != "" {
-			c.violate("notice", id, "complete, but no completion notice reached the results queue")
+		if j.Cancel != nil {
+			c.Counts["cancels: finished first"]++
+			if cancelRequests[id] {
+				// Recorded while the export ran, after its fence read no cancel: it committed.
+				c.Counts["cancels: finished first, request recorded"]++
+			}
 		}
 		if err := c.checkObject(ctx, j, d[0], m[0], le); err != nil {
 			return err
@@ -414,8 +526,49 @@ func (c *Checker) Check(ctx context.Context) error {
 			c.violate("ledger", id, "succeeded, but its checkpoint is still in the ledger: %s", describeCheckpoint(cp))
 		}
 	}
-	c.Counts["notices"] = len(notices)
+	if c.Results != "" {
+		for _, e := range ends {
+			e.Manifest = c.manifests[e.Job.ExportID]
+			c.Violations = append(c.Violations, checkExportNotices(*e, c.Notices.ByExport[e.Job.ExportID], outbox)...)
+		}
+	}
+	c.Counts["notice messages"] = c.Notices.Messages
+	c.Counts["notice copies (a notice id again, identical)"] = c.Notices.Copies
+	for o, n := range c.Notices.Outcomes {
+		c.Counts["notices: "+o] = n
+	}
 	return nil
+}
+
+// outbox reads the outbox (the export_notices collection) and returns a function that says what
+// it holds of the notice ids with a prefix ("none" when nothing).
+func (c *Checker) outbox(ctx context.Context) (func(string) string, error) {
+	cur, err := c.DB.Collection("export_notices").Find(ctx, bson.D{})
+	if err != nil {
+		return nil, fmt.Errorf("read the outbox: %w", err)
+	}
+	var docs []bson.M
+	if err := cur.All(ctx, &docs); err != nil {
+		return nil, fmt.Errorf("read the outbox: %w", err)
+	}
+	c.Counts["outbox notices"] = len(docs)
+	for _, d := range docs {
+		if d["pending"] == true {
+			c.Counts["outbox notices still pending"]++
+		}
+	}
+	return func(prefix string) string {
+		var out []string
+		for _, d := range docs {
+			if id, _ := d["_id"].(string); strings.HasPrefix(id, prefix) {
+				out = append(out, fmt.Sprintf("%s pending=%v send attempts %v error %q", id, d["pending"], d["attempts"], d["error"]))
+			}
+		}
+		if len(out) == 0 {
+			return "none"
+		}
+		return strings.Join(out, "; ")
+	}, nil
 }
 
 // describe says what the data objects hold (for objects that should not be there): whether
@@ -488,21 +641,12 @@ func (c *Checker) checkObject(ctx context.Context, j *Job, obj, man Object, le b
 	if err != nil {
 		return err
 	}
-	var mf struct {
-		ExportID        string `json:"export_id"`
-		Kind            string `json:"kind"`
-		Format          string `json:"format"`
-		Destination     string `json:"destination"`
-		Bucket          string `json:"bucket"`
-		Key             string `json:"key"`
-		Rows            int64  `json:"rows"`
-		BytesCompressed int64  `json:"bytes_compressed"`
-		SHA256          string `json:"sha256"`
-	}
+	var mf manifest
 	if err := json.Unmarshal(mb, &mf); err != nil {
 		c.violate("object", id, "manifest %s is not JSON: %v", man.Key, err)
 		return nil
 	}
+	c.manifests[id] = &mf
 	sum := sha256.Sum256(body)
 	got := hex.EncodeToString(sum[:])
 	if s, _ := le["sha256"].(string); s != "" && s != got {

@@ -83,6 +83,9 @@ type Job struct {
 	Collection string
 	Filter     bson.D
 	Columns    []Column
+
+	// Cancel is when the campaign cancels the export (cancel.go), nil if it does not.
+	Cancel *CancelPlan
 }
 
 // Body is the job message.
@@ -107,7 +110,11 @@ func (j *Job) Describe() string {
 	if j.Format == "csv" {
 		opts = fmt.Sprintf("delim=%q bom=%v", j.Delimiter, j.BOM)
 	}
-	return fmt.Sprintf("%s %s %s(%s) -> %s", j.ExportID, j.Format, j.Kind, p, j.Destination) + " " + opts
+	s := fmt.Sprintf("%s %s %s(%s) -> %s", j.ExportID, j.Format, j.Kind, p, j.Destination) + " " + opts
+	if j.Cancel != nil {
+		s += "; " + j.Cancel.String()
+	}
+	return s
 }
 
 // makeJobs draws n jobs from r. Weights: 12% the big campaigns export (3-6 parts), 22%

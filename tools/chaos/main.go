@@ -39,6 +39,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"github.com/verifiedfan/export-service/internal/jsontest"
 	"github.com/verifiedfan/export-service/internal/stackenv"
 	"github.com/verifiedfan/export-service/internal/stacktest"
 )
@@ -64,6 +65,7 @@ type config struct {
 	serialize   bool
 	reference   bool
 	interrupt   float64
+	cancel      float64
 }
 
 func main() {
@@ -87,6 +89,7 @@ func main() {
 	flag.BoolVar(&cfg.verbose, "v", false, "print each fault as it is injected")
 	flag.BoolVar(&cfg.noFaults, "no-faults", false, "inject no faults (a baseline)")
 	flag.Float64Var(&cfg.interrupt, "interrupt", 0.75, "probability that the worker of a checkpointed export gets SIGKILL after 1 or 2 stored parts, or SIGTERM after 1 (faults.go: Interrupter)")
+	flag.Float64Var(&cfg.cancel, "cancel", 0.15, "fraction of the exports the campaign cancels with cancel messages: half right after their job message, half later (running, or uploading parts); cancel.go")
 	flag.BoolVar(&cfg.reference, "reference", true, "after the checks, run each multipart export again without faults and check that the campaign's object is byte for byte that run's (reference.go)")
 	flag.BoolVar(&cfg.serialize, "serialize-writes", true, "let the workers' write commands reach FerretDB one at a time, as MongoDB's per-document atomicity would (see mongoserial.go); false shows FerretDB's lost updates")
 	flag.Parse()
@@ -281,7 +284,15 @@ func run(ctx context.Context, cfg config) (int, error) {
 			"key_template": "dt={date}/{kind}/{export_id}.{format}.gz", "checksum": "CRC64NVME"},
 	}
 	destJSON, _ := json.Marshal(dests)
-	checker := &Checker{S3: admin, SQS: sqsc, DB: db, Buckets: buckets, Prefix: prefix, DLQURL: dlqURL, Results: resultsURL, Logs: &Logs{}}
+	schemaJSON, err := os.ReadFile(filepath.Join(repo, "docs", "result-notice.schema.json"))
+	if err != nil {
+		return 0, err
+	}
+	noticeSchema, err := jsontest.Decode(schemaJSON)
+	if err != nil {
+		return 0, fmt.Errorf("docs/result-notice.schema.json: %w", err)
+	}
+	checker := &Checker{S3: admin, SQS: sqsc, DB: db, Buckets: buckets, Prefix: prefix, DLQURL: dlqURL, Results: resultsURL, Logs: &Logs{}, NoticeSchema: noticeSchema}
 	clean.add(func() { cleanBuckets(admin, checker) })
 
 	// Proxies in front of every server the workers talk to.
@@ -339,15 +350,33 @@ func run(ctx context.Context, cfg config) (int, error) {
 
 	// The jobs, sent over the first part of the campaign.
 	jobs := makeJobs(rand.New(rand.NewPCG(cfg.seed, 0x10b5)), cfg.n, run, cfg.sendOver)
+	planCancels(rand.New(rand.NewPCG(cfg.seed, 0xca9ce1)), jobs, cfg.cancel)
 	checker.Jobs = jobs
-	jf, _ := os.Create(filepath.Join(dir, "jobs.txt"))
-	for _, j := range jobs {
-		fmt.Fprintln(jf, j.Describe())
+	writeJobs := func() {
+		jf, _ := os.Create(filepath.Join(dir, "jobs.txt"))
+		for _, j := range jobs {
+			fmt.Fprintln(jf, j.Describe())
+		}
+		jf.Close()
 	}
-	jf.Close()
+	writeJobs()
 	start := time.Now()
 	sent := make(chan error, 1)
-	go func() { sent <- sendJobs(ctx, sqsc, jobsURL, jobs, start) }()
+	canceller := &Canceller{SQS: sqsc, URL: jobsURL, DB: db, Start: start}
+	go func() {
+		cctx, ccancel := context.WithCancel(ctx)
+		defer ccancel()
+		cancels := make(chan error, 1)
+		go func() { cancels <- canceller.Run(cctx, jobs) }()
+		err := sendJobs(ctx, sqsc, jobsURL, jobs, start, canceller.JobSent)
+		if err != nil {
+			ccancel() // the cancels of jobs not sent would wait for ever
+		}
+		if cerr := <-cancels; err == nil {
+			err = cerr
+		}
+		sent <- err
+	}()
 
 	driver := &Driver{r: rand.New(rand.NewPCG(cfg.seed, 0xfa017)), start: start, proxies: proxies, workers: fleet, mongo: mongoSrv,
 		drain: drain + stopGrace, gap: cfg.gap, calmAfter: cfg.sendOver, verbose: cfg.verbose, busy: map[string]bool{}}
@@ -440,6 +469,7 @@ func run(ctx context.Context, cfg config) (int, error) {
 		}
 	}
 	campaign := time.Since(start)
+	writeJobs() // with what each cancel found
 	if !settled {
 		logf("not every export ended within -settle %s", cfg.settle)
 	}
@@ -526,8 +556,8 @@ func envList(m map[string]string) []string {
 	return out
 }
 
-// sendJobs sends each job at its time (straight to SQS).
-func sendJobs(ctx context.Context, c *sqs.Client, url string, jobs []*Job, start time.Time) error {
+// sendJobs sends each job at its time (straight to SQS), and calls sent after each.
+func sendJobs(ctx context.Context, c *sqs.Client, url string, jobs []*Job, start time.Time, sent func(exportID string)) error {
 	order := append([]*Job(nil), jobs...)
 	sort.SliceStable(order, func(i, k int) bool { return order[i].SendAt < order[k].SendAt })
 	for _, j := range order {
@@ -545,14 +575,16 @@ func sendJobs(ctx context.Context, c *sqs.Client, url string, jobs []*Job, start
 		if err != nil {
 			return fmt.Errorf("send %s: %w", j.ExportID, err)
 		}
+		sent(j.ExportID)
 	}
 	return nil
 }
 
 // ended says whether every export has ended: the jobs queue holds no message (visible, in
-// flight or delayed) and the ledger has no running export. It also says ended when the queue
-// is empty and every export still running in the ledger has had its lease expired for a
-// minute: no message carries it any more, nothing will ever end it (the checker reports it).
+// flight or delayed), the ledger has no running export and the outbox no pending notice. It
+// also says ended when the queue is empty and every export still running in the ledger has had
+// its lease expired for a minute: no message carries it any more, nothing will ever end it
+// (the checker reports it).
 func ended(ctx context.Context, c *sqs.Client, db *mongo.Database, url string, n int) bool {
 	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -569,7 +601,12 @@ func ended(ctx context.Context, c *sqs.Client, db *mongo.Database, url string, n
 	}
 	live, err := db.Collection("exports").CountDocuments(qctx, bson.D{{Key: "status", Value: "running"},
 		{Key: "lease_expires", Value: bson.D{{Key: "$gt", Value: time.Now().Add(-time.Minute)}}}})
-	return err == nil && live == 0
+	if err != nil || live > 0 {
+		return false
+	}
+	// Notices the outbox has yet to send (it retries within RETRY_MAX).
+	pending, err := db.Collection("export_notices").CountDocuments(qctx, bson.D{{Key: "pending", Value: true}})
+	return err == nil && pending == 0
 }
 
 // ledgerCounts summarizes the ledger's statuses.
@@ -577,7 +614,7 @@ func ledgerCounts(ctx context.Context, db *mongo.Database) string {
 	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	var parts []string
-	for _, st := range []string{"succeeded", "running", "failed", "released"} {
+	for _, st := range []string{"succeeded", "running", "failed", "released", "cancelled"} {
 		n, err := db.Collection("exports").CountDocuments(qctx, bson.D{{Key: "status", Value: st}})
 		if err != nil {
 			return "ledger: " + err.Error()
@@ -705,6 +742,14 @@ func report(cfg config, run, dir string, jobs []*Job, faults []Fault, c *Checker
 	for _, coll := range colls {
 		logf("  %-15s %s", coll+":", c.Resume[coll])
 	}
+	// Notices and cancels.
+	if ns := c.Notices; ns != nil {
+		logf("notices: %d messages on the results queue, %d of them copies of a notice id (identical); distinct notices by outcome: %s",
+			ns.Messages, ns.Copies, sortedMap(ns.Outcomes))
+	}
+	logf("cancels: %s; carried out %d (%s), finished first %d (succeeded %d, failed for good %d)", cancelSummary(jobs),
+		c.Counts["cancels: carried out"], sortedMap(prefixed(c.Counts, "cancels carried out: ")),
+		c.Counts["cancels: finished first"]+c.Counts["cancels: failed for good first"], c.Counts["cancels: finished first"], c.Counts["cancels: failed for good first"])
 	// Invariants.
 	logf("invariant counts: %v", sortedMap(c.Counts))
 	if len(c.Violations) == 0 {
@@ -718,6 +763,17 @@ func report(cfg config, run, dir string, jobs []*Job, faults []Fault, c *Checker
 		logf("worker logs: %s/w*.log; faults: %s/faults.txt; jobs: %s/jobs.txt", dir, dir, dir)
 	}
 	logf("campaign %.0fs (faults %.0fs), total with setup and checks %.0fs", campaign.Seconds(), faultTime.Seconds(), total.Seconds())
+}
+
+// prefixed returns the entries of m whose key has prefix, without it.
+func prefixed(m map[string]int, prefix string) map[string]int {
+	out := map[string]int{}
+	for k, v := range m {
+		if s, ok := strings.CutPrefix(k, prefix); ok {
+			out[s] = v
+		}
+	}
+	return out
 }
 
 func sortedMap(m map[string]int) string {
