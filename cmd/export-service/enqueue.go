@@ -344,6 +344,8 @@ func judge(before ledger.Entry, existed bool, e ledger.Entry, found bool, maxRec
 	switch {
 	case existed && before.Status == ledger.Succeeded:
 		return verdict{done: true, state: "succeeded", detail: fmt.Sprintf("already exported at %s: the worker acknowledges this message as a duplicate", e.FinishedAt.UTC().Format(time.RFC3339))}
+	case existed && before.Status == ledger.Cancelled:
+		return verdict{done: true, failed: true, state: "cancelled", detail: "cancelled earlier (" + before.Error + "): the worker acknowledges this message without running it; enqueue the export under a new id"}
 	case existed && before.Status != ledger.Running && e.Attempts == before.Attempts:
 		return verdict{state: "queued", detail: fmt.Sprintf("waiting for a worker (the ledger still shows the earlier attempt: %s)", before.Status)}
 	}
@@ -356,7 +358,11 @@ func judge(before ledger.Entry, existed bool, e ledger.Entry, found bool, maxRec
 		return verdict{done: true, state: "succeeded"}
 	case ledger.Running:
 		// Not Describe here: its lease countdown would make every poll a new line.
-		return verdict{state: "running", detail: fmt.Sprintf("attempt %d on %s", e.Attempts, e.WorkerID)}
+		detail := fmt.Sprintf("attempt %d on %s", e.Attempts, e.WorkerID)
+		if e.CancelRequest != nil {
+			detail += "; cancel requested: it stops at its next lease renewal"
+		}
+		return verdict{state: "running", detail: detail}
 	case ledger.Released:
 		return verdict{state: "released", detail: ledger.Describe(e, now)}
 	case ledger.Segmented:

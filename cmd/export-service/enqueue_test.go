@@ -181,6 +181,7 @@ func TestJudge(t *testing.T) {
 		return ledger.Entry{ExportID: "e", Status: ledger.Failed, Attempts: n, Reason: "retryable", Error: "timeout"}
 	}
 	succeeded := ledger.Entry{ExportID: "e", Status: ledger.Succeeded, Attempts: 1, FinishedAt: now}
+	cancelled := ledger.Entry{ExportID: "e", Status: ledger.Cancelled, Attempts: 1, Reason: "cancelled", Error: "cancelled by crm at 2026-12-01T00:00:00Z: wrong campaign"}
 	none := ledger.Entry{}
 	for _, c := range []struct {
 		name           string
@@ -208,6 +209,14 @@ func TestJudge(t *testing.T) {
 		{"failed before, runs again", failedPerm, true, ledger.Entry{Status: ledger.Running, Attempts: 2}, true, 5, "running", false, false, ""},
 		{"failed 4 times before, fails once more", retry(4), true, retry(5), true, 5, "retrying", false, false, ""},
 		{"running elsewhere before", running, true, running, true, 5, "running", false, false, ""},
+		{"cancelled", none, false, cancelled, true, 5, "cancelled", true, true, "cancelled by crm"},
+		{"cancelled before", cancelled, true, cancelled, true, 5, "cancelled", true, true, "new id"},
+		{"cancel requested, not started", none, false, ledger.Entry{ExportID: "e", CancelRequest: &ledger.CancelRequest{RequestedBy: "crm", RequestedAt: now}}, true, 5, "queued", false, false, "acknowledged without running"},
+		{"cancel requested, running", none, false, func() ledger.Entry {
+			e := running
+			e.CancelRequest = &ledger.CancelRequest{RequestedBy: "crm", RequestedAt: now}
+			return e
+		}(), true, 5, "running", false, false, "cancel requested"},
 	} {
 		v := judge(c.before, c.existed, c.e, c.found, c.max, now)
 		if v.state != c.state || v.done != c.done || v.failed != c.failed || !strings.Contains(v.detail, c.detailContains) {

@@ -26,7 +26,7 @@ func TestEveryCommandHasHelp(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { hits.Add(1) }))
 	defer srv.Close()
 	env := map[string]string{"HEALTHCHECK_URL": srv.URL}
-	for _, cmd := range [][]string{{"worker"}, {"indexes"}, {"enqueue"}, {"status"}, {"dlq"}, {"dlq", "list"}, {"dlq", "redrive"}, {"healthcheck"}, {"version"}} {
+	for _, cmd := range [][]string{{"worker"}, {"indexes"}, {"enqueue"}, {"status"}, {"cancel"}, {"dlq"}, {"dlq", "list"}, {"dlq", "redrive"}, {"healthcheck"}, {"version"}} {
 		for _, h := range []string{"--help", "-h"} {
 			code, out, errOut := runCmd(t, env, append(cmd, h)...)
 			name := strings.Join(cmd, " ")
@@ -48,8 +48,27 @@ func TestEveryCommandHasHelp(t *testing.T) {
 	}
 }
 
+// cancel checks what it is given as a cancel message is checked, before it connects anywhere.
+func TestCancelRefusesBadInput(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"cancel", "a/b"}, "export_id"},
+		{[]string{"cancel", "e-1", "--requested-by", "-x"}, "requested_by"},
+		{[]string{"cancel", "e-1", "--reason", strings.Repeat("x", 501)}, "reason"},
+		{[]string{"cancel", "e-1", "--timeout", "0s"}, "--timeout"},
+		{[]string{"cancel", "e-1"}, "MONGO_URI"},
+	} {
+		code, _, errOut := runCmd(t, nil, c.args...)
+		if code != 1 || !strings.Contains(errOut, c.want) {
+			t.Errorf("%v: exit %d, stderr %q; want 1 naming %s", c.args[1:], code, errOut, c.want)
+		}
+	}
+}
+
 func TestBadUsageExits2(t *testing.T) {
-	for _, args := range [][]string{{"frobnicate"}, {"version", "--nope"}, {"status"}, {"status", "a", "b"}, {"dlq"}, {"dlq", "purge"}, {"enqueue", "--wait=maybe"}} {
+	for _, args := range [][]string{{"frobnicate"}, {"version", "--nope"}, {"status"}, {"status", "a", "b"}, {"dlq"}, {"dlq", "purge"}, {"enqueue", "--wait=maybe"}, {"cancel"}, {"cancel", "a", "b"}, {"cancel", "a", "--wait=maybe"}} {
 		if code, _, _ := runCmd(t, nil, args...); code != 2 {
 			t.Errorf("%v: exit %d, want 2", args, code)
 		}
