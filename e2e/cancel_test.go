@@ -9,6 +9,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/verifiedfan/export-service/internal/fixtures"
 	"github.com/verifiedfan/export-service/internal/stacktest"
@@ -329,5 +330,49 @@ func TestCancelReachesAFullWorker(t *testing.T) {
 	ns := b.receiveNotices(t, results, 30*time.Second, func(ns []receivedNotice) bool { return len(ns) >= 2 })
 	if o := byOutcome(ns); len(ns) != 2 || o[running][jobs.OutcomeCancelled].Attempts != 1 || o[queued][jobs.OutcomeCancelled].Attempts != 0 {
 		t.Errorf("notices %v, want the two exports' cancelled notices", ns)
+	}
+}
+
+// An export whose worker died after writing its object and manifest, before recording its
+// success, and was asked to cancel meanwhile (the ledger said running): the message's next
+// delivery adopts the complete export (it stays succeeded, one succeeded notice, no cancelled
+// one) instead of recording a cancel over a complete object.
+func TestCancelAfterAnUnrecordedSuccessAdoptsTheExport(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 10)
+	results := b.newQueue(t, "results")
+	stacktest.Start(t, b.workerEnv(t, map[string]string{"VISIBILITY_TIMEOUT": "5s", "EXPORT_RESULTS_QUEUE_URL": results}), "worker")
+	campaign := fixtures.Campaigns[3]
+	id := "cancel-late-" + stacktest.RandomID()
+	key, body := regKey(id, campaign), regJob(t, id, campaign)
+	b.send(t, body)
+	done := b.waitLedger(t, id, 60*time.Second, func(e ledger.Entry) bool { return e.Status == ledger.Succeeded })
+	got := b.receiveNotices(t, results, 20*time.Second, func(ns []receivedNotice) bool { return len(ns) > 0 })
+
+	// As if the worker had been killed between its manifest and its outcome: the entry says
+	// running, its lease expired.
+	if _, err := b.db.Collection(ledger.Collection).UpdateOne(context.Background(), bson.D{{Key: "_id", Value: id}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "status", Value: ledger.Running}, {Key: "lease_expires", Value: time.Now().Add(-time.Second)}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errOut := runCLI(t, b.cliEnv(), "cancel", id, "--reason", "too late"); code != 0 || !strings.Contains(out, "cancel requested") {
+		t.Fatalf("cancel: exit %d\n%s%s", code, out, errOut)
+	}
+	b.send(t, body) // its message comes back
+	e := b.waitLedger(t, id, 60*time.Second, func(e ledger.Entry) bool { return e.Status != ledger.Running })
+	if e.Status != ledger.Succeeded || e.SHA256 != done.SHA256 || e.Rows != done.Rows {
+		t.Errorf("ledger: %s (%q), rows %d; want adopted as succeeded with its %d rows", e.Status, e.Error, e.Rows, done.Rows)
+	}
+	b.checkOneObject(t, key)
+	got = append(got, b.receiveNotices(t, results, 5*time.Second, nil)...)
+	ids := map[string]bool{}
+	for _, n := range got {
+		ids[n.Notice.NoticeID] = true
+		if n.Notice.Outcome != jobs.OutcomeSucceeded {
+			t.Errorf("notice %s: an export that completed is announced %s", n.Notice.NoticeID, n.Notice.Outcome)
+		}
+	}
+	if len(ids) != 1 {
+		t.Errorf("notice ids %v, want the export's one succeeded notice", ids)
 	}
 }

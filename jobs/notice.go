@@ -61,10 +61,15 @@ type Notice struct {
 // MaxNoticeError bounds a notice's error text.
 const MaxNoticeError = 2000
 
-// NoticeID is the id of the notice of an export's outcome after the given number of started
-// attempts: one export may fail (and be dead-lettered), be redriven and then succeed, and each
-// of those is a notice of its own.
+// NoticeID is the id of the notice of an export's outcome. Succeeded and cancelled are final:
+// an export has at most one of them, whoever records it (the attempt that completed the export,
+// or the one that adopted its object after that attempt died), so its id is the export id and
+// the outcome. Failed and dead-lettered can happen again after a redrive, so their id has the
+// number of attempts started too: each is a notice of its own.
 func NoticeID(exportID string, outcome Outcome, attempts int) string {
+	if outcome == OutcomeSucceeded || outcome == OutcomeCancelled {
+		return exportID + ":" + string(outcome)
+	}
 	return exportID + ":" + string(outcome) + ":" + strconv.Itoa(attempts)
 }
 

@@ -108,10 +108,12 @@ func (l *Ledger) CancelRequested(ctx context.Context, id string) (*CancelRequest
 
 // claimCancelled carries out the cancel c of the claimed unit (an export, or a segment whose
 // export was cancelled): an entry not claimed yet, or whose attempt is not running, is recorded
-// cancelled. It returns what the claim found: ClaimCancelled (with the entry as it was before,
-// so that the caller can abort a checkpoint's upload), or AlreadyDone, InSegments or Busy
-// (a running attempt stops at its next lease renewal).
-func (l *Ledger) claimCancelled(ctx context.Context, job *jobs.Job, c *CancelRequest) (ClaimResult, Entry, error) {
+// cancelled. It returns what the claim found: ClaimCancelled (with the entry as recorded), or
+// AlreadyDone, InSegments or Busy (a running attempt stops at its next lease renewal).
+// handled is false for an attempt that died running (its lease expired): it may have completed
+// the export before it died, so the unit is claimed as usual; its new owner adopts a complete
+// export, or carries out the cancel.
+func (l *Ledger) claimCancelled(ctx context.Context, job *jobs.Job, c *CancelRequest) (res ClaimResult, e Entry, handled bool, err error) {
 	id := job.Message.ExportID
 	for range 5 {
 		now := time.Now().UTC().Truncate(time.Millisecond)
@@ -127,35 +129,37 @@ func (l *Ledger) claimCancelled(ctx context.Context, job *jobs.Job, c *CancelReq
 				continue
 			}
 			if err != nil {
-				return 0, e, fmt.Errorf("ledger: record the cancel of export %s: %w", id, err)
+				return 0, e, true, fmt.Errorf("ledger: record the cancel of export %s: %w", id, err)
 			}
-			return ClaimCancelled, Entry{ExportID: id, Status: Cancelled, Reason: jobs.ReasonCancelled, Error: c.Error(), FinishedAt: now}, nil
+			return ClaimCancelled, Entry{ExportID: id, Status: Cancelled, Reason: jobs.ReasonCancelled, Error: c.Error(), FinishedAt: now}, true, nil
 		}
 		if err != nil {
-			return 0, e, err
+			return 0, e, true, err
 		}
 		switch {
 		case e.Status == Cancelled:
-			return ClaimCancelled, e, nil
+			return ClaimCancelled, e, true, nil
 		case e.Status == Succeeded:
-			return AlreadyDone, e, nil
+			return AlreadyDone, e, true, nil
 		case e.Status == Segmented:
-			return InSegments, e, nil
+			return InSegments, e, true, nil
 		case e.Status == Running && !e.LeaseExpires.Before(now):
-			return Busy, e, nil
+			return Busy, e, true, nil
+		case e.Status == Running:
+			return 0, e, false, nil
 		}
 		filter := bson.D{{Key: "_id", Value: id}, {Key: "attempts", Value: e.Attempts},
 			{Key: "status", Value: e.Status}, {Key: "lease_expires", Value: e.LeaseExpires}}
 		set := bson.D{{Key: "status", Value: Cancelled}, {Key: "reason", Value: jobs.ReasonCancelled}, {Key: "error", Value: c.Error()},
 			{Key: "permanent", Value: false}, {Key: "updated_at", Value: now}, {Key: "finished_at", Value: now}, {Key: "lease_expires", Value: now}}
-		res, err := l.coll.UpdateOne(ctx, filter, bson.D{{Key: "$set", Value: set}, {Key: "$unset", Value: bson.D{{Key: "checkpoint", Value: ""}}}})
+		r, err := l.coll.UpdateOne(ctx, filter, bson.D{{Key: "$set", Value: set}, {Key: "$unset", Value: bson.D{{Key: "checkpoint", Value: ""}}}})
 		if err != nil {
-			return 0, e, fmt.Errorf("ledger: record the cancel of export %s: %w", id, err)
+			return 0, e, true, fmt.Errorf("ledger: record the cancel of export %s: %w", id, err)
 		}
-		if res.MatchedCount == 1 {
+		if r.MatchedCount == 1 {
 			e.Status, e.Reason, e.Error, e.Permanent, e.FinishedAt, e.Checkpoint = Cancelled, jobs.ReasonCancelled, c.Error(), false, now, nil
-			return ClaimCancelled, e, nil
+			return ClaimCancelled, e, true, nil
 		}
 	}
-	return 0, Entry{}, fmt.Errorf("ledger: record the cancel of export %s: the entry kept changing", id)
+	return 0, Entry{}, true, fmt.Errorf("ledger: record the cancel of export %s: the entry kept changing", id)
 }

@@ -208,8 +208,12 @@ func (l *Ledger) Claim(ctx context.Context, job *jobs.Job, o ClaimOptions) (Clai
 	if c, err := l.CancelRequested(ctx, id); err != nil {
 		return 0, Entry{}, ClaimInfo{}, err
 	} else if c != nil {
-		res, e, err := l.claimCancelled(ctx, job, c)
-		return res, e, ClaimInfo{}, err
+		res, e, handled, err := l.claimCancelled(ctx, job, c)
+		if handled || err != nil {
+			return res, e, ClaimInfo{}, err
+		}
+		// An attempt that died running: claimed as usual, so that the worker adopts what it
+		// may have completed (its manifest) before it carries out the cancel.
 	}
 	// Most claims are of a new export: create its entry first, one round trip; an entry that
 	// exists already answers DuplicateKey, and the claim decides on what it says.

@@ -116,6 +116,21 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Delivery) error {
 		h.announce(ctx, jobs.NewNotice(jobs.OutcomeFailed, e.ExportID, e.Attempts, e.Failures, nil).WithJob(job).WithError(reason, err), log)
 	}
 	a.watch = func(ctx context.Context) error { return h.cancelRequested(ctx, m.ExportID) }
+	a.completed = func(ctx context.Context, e ledger.Entry) (bool, error) {
+		man, err := h.Exporter.FindManifest(ctx, job)
+		if err != nil {
+			// Unknown: not cancelled blind. The message comes back, and this is asked again.
+			return false, fmt.Errorf("worker: before cancelling export %s, look for its manifest: %w", m.ExportID, err)
+		}
+		if man == nil {
+			return false, nil
+		}
+		if err := h.adopt(ctx, m, e, man); err != nil {
+			return false, err
+		}
+		log.Warn().Str("key", man.Key).Msg("export completed before its cancel was seen: it stays succeeded")
+		return true, nil
+	}
 	a.cancel = func(ctx context.Context, e ledger.Entry, cause error) {
 		h.discardIncomplete(ctx, job, log)
 		h.announce(ctx, jobs.NewNotice(jobs.OutcomeCancelled, e.ExportID, e.Attempts, e.Failures, nil).WithJob(job).WithError(jobs.ReasonCancelled, cause), log)
@@ -149,6 +164,9 @@ type attempt struct {
 	failed        func(ctx context.Context, e ledger.Entry, reason jobs.Reason, err error)
 	watch         func(context.Context) error
 	cancel        func(ctx context.Context, e ledger.Entry, cause error)
+	// completed, if set, says whether the unit asked to cancel is complete after all (an
+	// export whose manifest was written before the cancel was seen), having recorded it so.
+	completed func(ctx context.Context, e ledger.Entry) (bool, error)
 	// alreadyDone, if set, is called instead of acknowledging a duplicate of a unit that
 	// succeeded.
 	alreadyDone func(context.Context) error
@@ -173,7 +191,7 @@ func (h *ExportHandler) attempt(ctx context.Context, m *Delivery, a *attempt) er
 		return err // MongoDB unreachable or the like: retryable
 	}
 	a.entry, a.info = entry, info
-	m.Failures = entry.Failures
+	m.Failures, m.Claimed = entry.Failures, true
 	log.Debug().Str("message_id", m.ID).Int("claim", int(claim)).Str("status", string(entry.Status)).Int("attempts", entry.Attempts).Int("failures", entry.Failures).Msg("ledger claim")
 	switch claim {
 	case ledger.AlreadyDone:
@@ -265,18 +283,18 @@ func (h *ExportHandler) attempt(ctx context.Context, m *Delivery, a *attempt) er
 			log.Warn().Err(ferr).Msg("could not check for the object of the attempt that died; running the export again")
 		}
 		if man != nil {
-			notice := jobs.NewNotice(jobs.OutcomeSucceeded, entry.ExportID, entry.Attempts, entry.Failures, man)
-			if err := h.recordNotice(ctx, notice); err != nil {
+			if err := h.adopt(ctx, m, entry, man); err != nil {
 				return err
 			}
-			if err := h.Ledger.Adopt(ctx, entry, man); err != nil {
-				return err
-			}
-			m.Outcome = OutcomeDuplicate
 			log.Info().Str("message_id", m.ID).Str("key", man.Key).Int64("rows", man.Rows).Msg("the attempt that died had completed the export: its object and manifest adopted, not run again")
-			h.Outbox.SendNow(ctx, notice.NoticeID)
 			return nil
 		}
+	}
+
+	if c := (*ledger.CancelRequest)(nil); a.watch != nil && errors.As(a.watch(ctx), &c) {
+		// Claimed over an attempt that died (a claim finds other cancelled exports cancelled
+		// already) and nothing to adopt: the cancel is carried out now, by its new owner.
+		return h.stopCancelled(ctx, m, a, entry, jobs.Result{}, c, log)
 	}
 
 	m.SetOnHandOver(func(ctx context.Context, newID string) error { return h.Ledger.SetMessage(ctx, entry, newID) })
@@ -320,16 +338,8 @@ func (h *ExportHandler) attempt(ctx context.Context, m *Delivery, a *attempt) er
 	switch {
 	case errors.As(err, &split):
 		return split.err
-	case errors.As(cause, &cancelled), errors.As(err, &cancelled):
-		// Asked to cancel: seen at a lease renewal (cause), or by the fence before a commit.
-		m.Outcome = OutcomeCancelled
-		finish(ledger.Cancelled, jobs.ReasonCancelled, cancelled)
-		entry.Status = ledger.Cancelled
-		a.cancel(lctx, entry, cancelled)
-		h.Metrics.Cancels.WithLabelValues("carried_out").Inc()
-		log.Warn().Str("cancel", cancelled.Error()).Int64("duration", duration).Int64("rows", res.Stats.Rows).Msg(a.noun + " cancelled: stopped, its upload aborted, nothing written")
-		return nil
 	case err == nil:
+		// Complete, whatever came after its last fence (a cancel seen by a renewal since).
 		var notice *jobs.Notice
 		if a.ledgerJob == a.job { // an export, not one of its segments: the export's notice
 			notice = jobs.NewNotice(jobs.OutcomeSucceeded, entry.ExportID, entry.Attempts, entry.Failures, res.Manifest)
@@ -341,6 +351,12 @@ func (h *ExportHandler) attempt(ctx context.Context, m *Delivery, a *attempt) er
 		}
 		h.Metrics.BytesWritten.WithLabelValues(m.Destination).Add(float64(res.Stats.BytesCompressed))
 		return a.succeeded(ctx, res)
+	case errors.As(cause, &cancelled), errors.As(err, &cancelled):
+		// Asked to cancel: seen at a lease renewal (cause), or by the fence before a commit. A
+		// run that ended without an error despite it passed its last fence before the cancel:
+		// its object and manifest are complete, and stopCancelled adopts them.
+		log = log.With().Int64("duration", duration).Int64("rows", res.Stats.Rows).Logger()
+		return h.stopCancelled(lctx, m, a, entry, res, cancelled, log)
 	case errors.Is(cause, errLedgerLeaseLost), ledger.IsLeaseLost(err):
 		// Not ours any more: the new owner records the outcome.
 		log.Warn().Err(err).Msg("export attempt stopped: another attempt owns the export now")
@@ -391,6 +407,45 @@ func (h *ExportHandler) attempt(ctx context.Context, m *Delivery, a *attempt) er
 	}
 	log.Warn().Err(err).Int64("duration", duration).Int64("rows", res.Stats.Rows).Int("failures", m.Failures).Msg(a.noun + " failed")
 	return err
+}
+
+// adopt records the export as succeeded with the manifest found at its destination (its object
+// is complete), and announces it; the message is acknowledged as a duplicate.
+func (h *ExportHandler) adopt(ctx context.Context, m *Delivery, entry ledger.Entry, man *jobs.Manifest) error {
+	notice := jobs.NewNotice(jobs.OutcomeSucceeded, entry.ExportID, entry.Attempts, entry.Failures, man)
+	if err := h.recordNotice(ctx, notice); err != nil {
+		return err
+	}
+	if err := h.Ledger.Adopt(ctx, entry, man); err != nil {
+		return err
+	}
+	m.Outcome = OutcomeDuplicate
+	h.Outbox.SendNow(ctx, notice.NoticeID)
+	return nil
+}
+
+// stopCancelled carries out the cancel c of the attempt's unit, which this attempt owns: unless
+// the unit turns out complete (an export whose manifest was written: adopted, it stays
+// succeeded), it is recorded cancelled, then its uploads are aborted and the cancel announced
+// (a.cancel). An attempt that lost the unit to another leaves both to that one.
+func (h *ExportHandler) stopCancelled(ctx context.Context, m *Delivery, a *attempt, entry ledger.Entry, res jobs.Result, c *ledger.CancelRequest, log zerolog.Logger) error {
+	if a.completed != nil {
+		if done, err := a.completed(ctx, entry); err != nil || done {
+			return err
+		}
+	}
+	if err := h.Ledger.Finish(ctx, entry, ledger.Cancelled, res, c, jobs.ReasonCancelled); err != nil {
+		if ledger.IsLeaseLost(err) {
+			log.Warn().Err(err).Msg("cancel not carried out here: another attempt owns the " + a.noun + " now and carries it out")
+		}
+		return err
+	}
+	entry.Status = ledger.Cancelled
+	m.Outcome = OutcomeCancelled
+	a.cancel(ctx, entry, c)
+	h.Metrics.Cancels.WithLabelValues("carried_out").Inc()
+	log.Warn().Str("cancel", c.Error()).Msg(a.noun + " cancelled: stopped, its upload aborted, nothing written")
+	return nil
 }
 
 // onStart records, when the attempt's stream starts (from cp, or from the beginning when cp is
@@ -526,15 +581,22 @@ func (h *ExportHandler) DeadLettered(ctx context.Context, m *Delivery, reason jo
 		return // no export to speak of (a refused cancel message is the operators' business)
 	}
 	log := h.Log.With().Str("export_id", m.ExportID).Str("reason", string(reason)).Logger()
-	if err := h.Ledger.MarkDeadLettered(ctx, m.ExportID, m.ID); err != nil {
-		log.Warn().Err(err).Msg("recording the dead-lettering in the ledger failed")
+	if m.Claimed {
+		if err := h.Ledger.MarkDeadLettered(ctx, m.ExportID, m.ID); err != nil {
+			log.Warn().Err(err).Msg("recording the dead-lettering in the ledger failed")
+		}
 	}
 	if h.Outbox == nil {
 		return
 	}
-	e, err := h.Ledger.Get(ctx, m.ExportID)
-	if err != nil && !errors.Is(err, ledger.ErrNotFound) {
-		log.Warn().Err(err).Msg("reading the ledger for the dead-letter notice failed; announcing it without the export's attempts")
+	// A message refused before it was claimed ran nothing (attempts 0), whatever another
+	// message of the same export id did.
+	var e ledger.Entry
+	if m.Claimed {
+		var err error
+		if e, err = h.Ledger.Get(ctx, m.ExportID); err != nil && !errors.Is(err, ledger.ErrNotFound) {
+			log.Warn().Err(err).Msg("reading the ledger for the dead-letter notice failed; announcing it without the export's attempts")
+		}
 	}
 	n := jobs.NewNotice(jobs.OutcomeDeadLettered, m.ExportID, e.Attempts, e.Failures, nil).WithError(reason, cause)
 	n.Kind, n.Destination = m.Kind, m.Destination

@@ -186,23 +186,26 @@ func (h *ExportHandler) completeSplit(ctx context.Context, m *Delivery, job *job
 		return err
 	}
 	res, err := h.Exporter.CompleteSegments(ctx, job, plan, done, fence)
-	if cancelled := (*ledger.CancelRequest)(nil); errors.As(err, &cancelled) {
-		h.cancelSplit(ctx, job, plan, cancelled, log)
-		h.Metrics.Cancels.WithLabelValues("carried_out").Inc()
-		log.Warn().Str("cancel", cancelled.Error()).Msg("export cancelled before its segments were completed into its object: upload aborted, nothing written")
-		if rerr := h.Ledger.ReleaseCompletion(context.WithoutCancel(ctx), id, h.WorkerID); rerr != nil {
-			log.Warn().Err(rerr).Msg("giving up the completion claim failed")
-		}
-		m.Outcome = OutcomeCancelled
-		return nil
-	}
 	if err != nil {
-		// A worker that completed it and died before recording it left the manifest.
+		// A worker that completed it and died before recording it left the manifest (a
+		// cancel since then changes nothing: the export is complete).
 		if man, ferr := h.Exporter.FindManifest(ctx, job); ferr == nil && man != nil && len(man.Segments) == len(segs) {
 			res.Manifest = man
 			res.Stats = jobs.Stats{Rows: man.Rows, BytesUncompressed: man.BytesUncompressed, BytesCompressed: man.BytesCompressed}
 			err = nil
 		}
+	}
+	if cancelled := (*ledger.CancelRequest)(nil); errors.As(err, &cancelled) {
+		if h.cancelSplit(ctx, job, plan, cancelled, log) {
+			h.Metrics.Cancels.WithLabelValues("carried_out").Inc()
+			log.Warn().Str("cancel", cancelled.Error()).Msg("export cancelled before its segments were completed into its object: upload aborted, nothing written")
+			m.Outcome = OutcomeCancelled
+			err = nil
+		}
+		if rerr := h.Ledger.ReleaseCompletion(context.WithoutCancel(ctx), id, h.WorkerID); rerr != nil {
+			log.Warn().Err(rerr).Msg("giving up the completion claim failed")
+		}
+		return err
 	}
 	if err != nil {
 		if rerr := h.Ledger.ReleaseCompletion(context.WithoutCancel(ctx), id, h.WorkerID); rerr != nil {
@@ -248,16 +251,29 @@ func (h *ExportHandler) failSplit(ctx context.Context, job *jobs.Job, plan *jobs
 	return true
 }
 
-// cancelSplit carries out the cancel of a split export: its upload is aborted, and it is
-// recorded cancelled and announced (by whichever of its segments gets here first; again by the
-// others, which changes nothing).
-func (h *ExportHandler) cancelSplit(ctx context.Context, job *jobs.Job, plan *jobs.SegmentPlan, cause error, log zerolog.Logger) {
+// cancelSplit carries out the cancel of a split export, unless its manifest was written (it is
+// complete: its completer, or the next one, records it succeeded): its upload is aborted, an
+// object completed without its manifest deleted, and it is recorded cancelled and announced (by
+// whichever of its segments gets here first; again by the others, which changes nothing). It
+// says whether the export is cancelled.
+func (h *ExportHandler) cancelSplit(ctx context.Context, job *jobs.Job, plan *jobs.SegmentPlan, cause error, log zerolog.Logger) bool {
+	man, err := h.Exporter.FindManifest(ctx, job)
+	switch {
+	case err != nil:
+		log.Error().Err(err).Msg("before cancelling the split export, looking for its manifest failed; its next segment message tries again")
+		return false
+	case man != nil:
+		log.Warn().Str("key", man.Key).Msg("the split export was completed before its cancel was seen: it stays succeeded")
+		return false
+	}
 	h.abortUpload(ctx, job, plan, log)
+	h.discardIncomplete(ctx, job, log)
 	if err := h.Ledger.EndSegmented(ctx, job.Message.ExportID, ledger.Cancelled, jobs.Result{}, cause, jobs.ReasonCancelled); err != nil && !ledger.IsNotSegmented(err) {
 		log.Error().Err(err).Msg("recording the export's cancel failed; its next segment message records it")
-		return
+		return false
 	}
 	h.announceExport(ctx, job, jobs.OutcomeCancelled, jobs.ReasonCancelled, log)
+	return true
 }
 
 // announceExport announces the outcome of a split export, if its entry says it ended so.

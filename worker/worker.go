@@ -130,6 +130,9 @@ func (c *Config) Validate() error {
 	if c.HandOverDelay < 0 || c.HandOverDelay > 15*time.Minute {
 		errs = append(errs, fmt.Errorf("handover delay %s is outside 0..15m", c.HandOverDelay))
 	}
+	if c.ControlQueueURL != "" && (c.ControlQueueURL == c.QueueURL || c.ControlQueueURL == c.DLQURL) {
+		errs = append(errs, errors.New("the control queue must be a queue of its own, neither the jobs queue nor the dead-letter queue"))
+	}
 	if c.CallTimeout < time.Second {
 		errs = append(errs, fmt.Errorf("SQS call timeout %s is under 1s", c.CallTimeout))
 	}
@@ -155,6 +158,9 @@ type Delivery struct {
 	CopyOf string
 	// Control says the message came from the control queue (Config.ControlQueueURL).
 	Control bool
+	// Claimed says the handler claimed the message's export in the ledger: a message refused
+	// before (malformed, invalid) ran no attempt of it.
+	Claimed bool
 	// queueURL is the queue it came from.
 	queueURL string
 
@@ -377,7 +383,13 @@ func (w *Worker) pollControl(ctx, jobsCtx context.Context) {
 		backoff = 0
 		for _, m := range msgs {
 			handling.Add(1)
-			go func() { defer handling.Done(); w.process(jobsCtx, m) }()
+			go func() {
+				defer handling.Done()
+				// Bounded: nothing waits for a control message at shutdown longer than this.
+				mctx, cancel := context.WithTimeout(jobsCtx, 3*w.cfg.CallTimeout)
+				defer cancel()
+				w.process(mctx, m)
+			}()
 		}
 	}
 }
@@ -642,7 +654,7 @@ func (w *Worker) hop(ctx context.Context, m *Delivery, delay time.Duration, onSe
 	cctx, ccancel := context.WithTimeout(ctx, w.cfg.CallTimeout)
 	defer ccancel()
 	out, err := w.sqs.SendMessage(cctx, &sqs.SendMessageInput{
-		QueueUrl:          aws.String(w.cfg.QueueURL),
+		QueueUrl:          aws.String(w.queueOf(m)), // a control message's copy stays on the control queue
 		MessageBody:       aws.String(m.Body),
 		DelaySeconds:      int32((delay + time.Second - 1) / time.Second),
 		MessageAttributes: CopyAttributes(AttrHandoverOf, m.ID, m.RequestedAt),
