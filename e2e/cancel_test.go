@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -102,10 +101,7 @@ func TestCancelOfAQueuedExport(t *testing.T) {
 func TestCancelOfARunningExportStopsWithinTheRenewalInterval(t *testing.T) {
 	t.Parallel()
 	const rows = 8000
-	st := stacktest.New(t)
-	b := &bundle{st: st, db: st.NewDatabase(t), queues: st.NewQueues(t, 30*time.Second, 5)}
-	campaign := "cmp-cancel-" + stacktest.RandomID()
-	seedNoisy(t, b, campaign, rows, rand.Uint64())
+	b, campaign := newNoisyBundle(t, "cmp-cancel-", rows, 30*time.Second)
 	results := b.newQueue(t, "results")
 	// 9s lease: renewed every 3s. 3ms a row: 24s for the export, its first 5 MiB part after
 	// about 3,400 rows.
@@ -195,10 +191,7 @@ func logTime(t *testing.T, l logLine) time.Time {
 func TestCancelOfASplitExportStopsItsSegments(t *testing.T) {
 	t.Parallel()
 	const rows = 14_000 // two segments of at least twice S3's least part
-	st := stacktest.New(t)
-	b := &bundle{st: st, db: st.NewDatabase(t), queues: st.NewQueues(t, 20*time.Second, 5)}
-	campaign := "cmp-cancel-split-" + stacktest.RandomID()
-	seedNoisy(t, b, campaign, rows, rand.Uint64())
+	b, campaign := newNoisyBundle(t, "cmp-cancel-split-", rows, 20*time.Second)
 	results := b.newQueue(t, "results")
 	// Three jobs at once: two segments, and a slot free for the cancel message (a message
 	// waits for a free slot; see TestCancelReachesAFullWorker).
@@ -263,10 +256,7 @@ func TestCancelOfASplitExportStopsItsSegments(t *testing.T) {
 func TestCancelReachesAFullWorker(t *testing.T) {
 	t.Parallel()
 	const rows = 8000
-	st := stacktest.New(t)
-	b := &bundle{st: st, db: st.NewDatabase(t), queues: st.NewQueues(t, 30*time.Second, 5)}
-	campaign := "cmp-cancel-full-" + stacktest.RandomID()
-	seedNoisy(t, b, campaign, rows, rand.Uint64())
+	b, campaign := newNoisyBundle(t, "cmp-cancel-full-", rows, 30*time.Second)
 	results, control := b.newQueue(t, "results"), b.newQueue(t, "control")
 	const renewal = 3 * time.Second
 	p := stacktest.Start(t, b.workerEnv(t, map[string]string{"EXPORT_RESULTS_QUEUE_URL": results, "EXPORT_CONTROL_QUEUE_URL": control,

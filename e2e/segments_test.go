@@ -52,11 +52,17 @@ func segmentEnv(rows, concurrency int) map[string]string {
 
 // newSegmentBundle is a fresh database, queues, and a campaign of segmentRows seeded rows.
 func newSegmentBundle(t *testing.T, prefix string) (*bundle, string) {
+	return newNoisyBundle(t, prefix, segmentRows, 20*time.Second)
+}
+
+// newNoisyBundle is a fresh database, queues of the given visibility timeout, and a campaign
+// (prefix and a random id) of n seeded rows of 2,000-character sources (seedNoisy).
+func newNoisyBundle(t *testing.T, prefix string, n int, visibility time.Duration) (*bundle, string) {
 	t.Helper()
 	st := stacktest.New(t)
-	b := &bundle{st: st, db: st.NewDatabase(t), queues: st.NewQueues(t, 20*time.Second, 5)}
+	b := &bundle{st: st, db: st.NewDatabase(t), queues: st.NewQueues(t, visibility, 5)}
 	campaign := prefix + stacktest.RandomID()
-	seedNoisy(t, b, campaign, segmentRows, rand.Uint64())
+	seedNoisy(t, b, campaign, n, rand.Uint64())
 	return b, campaign
 }
 

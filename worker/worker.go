@@ -318,12 +318,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				break
 			}
-			backoff = min(max(2*backoff, 500*time.Millisecond), 20*time.Second)
-			w.log.Error().Err(err).Dur("retry_in", backoff).Msg("receive failed")
-			select {
-			case <-time.After(backoff):
-			case <-ctx.Done():
-			}
+			w.backOff(ctx, &backoff, err, "receive failed")
 			continue
 		}
 		backoff = 0
@@ -372,12 +367,7 @@ func (w *Worker) pollControl(ctx, jobsCtx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			backoff = min(max(2*backoff, 500*time.Millisecond), 20*time.Second)
-			w.log.Error().Err(err).Dur("retry_in", backoff).Msg("receive from the control queue failed")
-			select {
-			case <-time.After(backoff):
-			case <-ctx.Done():
-			}
+			w.backOff(ctx, &backoff, err, "receive from the control queue failed")
 			continue
 		}
 		backoff = 0
@@ -391,6 +381,17 @@ func (w *Worker) pollControl(ctx, jobsCtx context.Context) {
 				w.process(mctx, m)
 			}()
 		}
+	}
+}
+
+// backOff waits after a failed receive, 0.5 s at first, twice as long each time up to 20 s, or
+// until ctx ends.
+func (w *Worker) backOff(ctx context.Context, backoff *time.Duration, err error, msg string) {
+	*backoff = min(max(2**backoff, 500*time.Millisecond), 20*time.Second)
+	w.log.Error().Err(err).Dur("retry_in", *backoff).Msg(msg)
+	select {
+	case <-time.After(*backoff):
+	case <-ctx.Done():
 	}
 }
 
