@@ -292,8 +292,9 @@ func (h *ExportHandler) attempt(ctx context.Context, m *Delivery, a *attempt) er
 	}
 
 	if c := (*ledger.CancelRequest)(nil); a.watch != nil && errors.As(a.watch(ctx), &c) {
-		// Claimed over an attempt that died (a claim finds other cancelled exports cancelled
-		// already) and nothing to adopt: the cancel is carried out now, by its new owner.
+		// A cancel the claim left to its new owner (it took over an attempt that died, and
+		// there was no manifest to adopt), or one requested since: carried out before anything
+		// runs.
 		return h.stopCancelled(ctx, m, a, entry, jobs.Result{}, c, log)
 	}
 
