@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -124,4 +125,45 @@ func (l *Ledger) Notices(ctx context.Context, exportID string) ([]Notice, error)
 		return nil, fmt.Errorf("ledger: read the notices of export %s: %w", exportID, err)
 	}
 	return out, nil
+}
+
+// legacyNotice is the completion notice an entry held before result notices had a collection
+// of their own (its body the manifest's JSON).
+type legacyNotice struct {
+	Body    string `bson:"body"`
+	Pending bool   `bson:"pending"`
+}
+
+// MigrateLegacyNotices moves the pending completion notices that entries written by earlier
+// versions still hold (a results queue that was down across the upgrade, or a worker of the
+// earlier version still running in a rolling deploy) into the outbox, as succeeded notices,
+// and removes them from their entries. It returns how many it moved.
+func (l *Ledger) MigrateLegacyNotices(ctx context.Context) (int, error) {
+	cur, err := l.coll.Find(ctx, bson.D{{Key: "notice.pending", Value: true}})
+	if err != nil {
+		return 0, fmt.Errorf("ledger: find earlier completion notices: %w", err)
+	}
+	var entries []struct {
+		Entry  `bson:",inline"`
+		Notice legacyNotice `bson:"notice"`
+	}
+	if err := cur.All(ctx, &entries); err != nil {
+		return 0, fmt.Errorf("ledger: read earlier completion notices: %w", err)
+	}
+	moved := 0
+	for _, e := range entries {
+		var m jobs.Manifest
+		if err := json.Unmarshal([]byte(e.Notice.Body), &m); err != nil {
+			return moved, fmt.Errorf("ledger: decode the earlier completion notice of export %s: %w", e.ExportID, err)
+		}
+		if _, err := l.RecordNotice(ctx, jobs.NewNotice(jobs.OutcomeSucceeded, e.ExportID, e.Attempts, e.Failures, &m)); err != nil {
+			return moved, err
+		}
+		if _, err := l.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: e.ExportID}, {Key: "notice.pending", Value: true}},
+			bson.D{{Key: "$unset", Value: bson.D{{Key: "notice", Value: ""}}}}); err != nil {
+			return moved, fmt.Errorf("ledger: remove the earlier completion notice of export %s: %w", e.ExportID, err)
+		}
+		moved++
+	}
+	return moved, nil
 }

@@ -186,3 +186,51 @@ func TestPendingNotices(t *testing.T) {
 		t.Fatalf("notices of an export without any = %v, %v", noticeIDs(ns), err)
 	}
 }
+
+// A completion notice an earlier version left pending in its entry is moved into the outbox as
+// the export's succeeded notice (its manifest's fields), and removed from the entry; a sent one
+// is left alone.
+func TestMigrateLegacyNotices(t *testing.T) {
+	t.Parallel()
+	b := newLedgerBundle(t)
+	ctx := context.Background()
+	m := jobs.Manifest{ManifestVersion: jobs.ManifestVersion, ExportID: b.id(), Kind: "registrations", Bucket: "b", Key: "k.csv.gz", Rows: 7, SHA256: strings.Repeat("ab", 32)}
+	body, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := b.id() + "-sent"
+	for _, d := range []bson.D{
+		{{Key: "_id", Value: b.id()}, {Key: "status", Value: Succeeded}, {Key: "attempts", Value: 2}, {Key: "failures", Value: 1},
+			{Key: "notice", Value: bson.D{{Key: "body", Value: string(body)}, {Key: "pending", Value: true}, {Key: "attempts", Value: 3}}}},
+		{{Key: "_id", Value: other}, {Key: "status", Value: Succeeded}, {Key: "attempts", Value: 1},
+			{Key: "notice", Value: bson.D{{Key: "body", Value: string(body)}, {Key: "pending", Value: false}}}},
+	} {
+		if _, err := b.l.coll.InsertOne(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := b.l.MigrateLegacyNotices(ctx)
+	if err != nil || n != 1 {
+		t.Fatalf("MigrateLegacyNotices = %d, %v; want 1 moved", n, err)
+	}
+	got, err := b.l.PendingNotice(ctx, jobs.NoticeID(b.id(), jobs.OutcomeSucceeded, 0))
+	if err != nil || got == nil {
+		t.Fatalf("the moved notice: %+v, %v", got, err)
+	}
+	var notice jobs.Notice
+	if err := json.Unmarshal([]byte(got.Body), &notice); err != nil || notice.Outcome != jobs.OutcomeSucceeded || notice.Manifest == nil ||
+		notice.Key != m.Key || notice.Rows != 7 || notice.SHA256 != m.SHA256 || notice.Attempts != 2 || notice.Failures != 1 {
+		t.Errorf("the moved notice: %s (%v)", got.Body, err)
+	}
+	var raw bson.M
+	if err := b.l.coll.FindOne(ctx, bson.D{{Key: "_id", Value: b.id()}}).Decode(&raw); err != nil || raw["notice"] != nil {
+		t.Errorf("the entry still holds its notice: %v (%v)", raw["notice"], err)
+	}
+	if err := b.l.coll.FindOne(ctx, bson.D{{Key: "_id", Value: other}}).Decode(&raw); err != nil || raw["notice"] == nil {
+		t.Errorf("a sent notice was moved or removed: %v (%v)", raw["notice"], err)
+	}
+	if n, err := b.l.MigrateLegacyNotices(ctx); err != nil || n != 0 {
+		t.Errorf("a second migration moved %d (%v), want 0", n, err)
+	}
+}

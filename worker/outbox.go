@@ -53,10 +53,21 @@ func (o *Outbox) Run(ctx context.Context) {
 	if o == nil {
 		return
 	}
-	every, _, _, _ := o.defaults()
+	every, _, _, call := o.defaults()
 	t := time.NewTicker(every)
 	defer t.Stop()
-	for {
+	for scan := 0; ; scan++ {
+		if scan%10 == 0 {
+			// Notices an earlier version left in its entries (see MigrateLegacyNotices): at
+			// start, and every tenth scan while a rolling deploy may still run such workers.
+			mctx, cancel := context.WithTimeout(ctx, call)
+			if n, err := o.Ledger.MigrateLegacyNotices(mctx); err != nil && ctx.Err() == nil {
+				o.Log.Warn().Err(err).Msg("moving earlier completion notices into the outbox failed; trying again later")
+			} else if n > 0 {
+				o.Log.Info().Int("notices", n).Msg("moved earlier completion notices into the outbox")
+			}
+			cancel()
+		}
 		o.sendDue(ctx)
 		select {
 		case <-ctx.Done():
