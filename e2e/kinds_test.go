@@ -19,6 +19,7 @@ import (
 	"github.com/verifiedfan/export-service/internal/stacktest"
 	"github.com/verifiedfan/export-service/jobs"
 	"github.com/verifiedfan/export-service/jobs/encode"
+	"github.com/verifiedfan/export-service/ledger"
 )
 
 // `export-service indexes` run twice in a row succeeds both times, and afterwards every index
@@ -39,6 +40,21 @@ func TestIndexesCommandTwice(t *testing.T) {
 					t.Errorf("run %d: output lacks %q:\n%s", run, line, p.Output())
 				}
 			}
+		}
+	}
+	// The ledger's outbox: the scan for due notices, and an export's notices.
+	specs, err := db.Collection(ledger.NoticesCollection).Indexes().ListSpecifications(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	outbox := map[string]string{}
+	for _, s := range specs {
+		outbox[s.Name] = bson.Raw(s.KeysDocument).String()
+	}
+	for name, keys := range map[string]string{"pending_1_next_at_1": `{"pending": {"$numberInt":"1"},"next_at": {"$numberInt":"1"}}`,
+		"export_id_1_created_at_1": `{"export_id": {"$numberInt":"1"},"created_at": {"$numberInt":"1"}}`} {
+		if outbox[name] != keys {
+			t.Errorf("outbox index %s: keys %q, want %q (all: %v)", name, outbox[name], keys, outbox)
 		}
 	}
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/verifiedfan/export-service/internal/buildinfo"
 	"github.com/verifiedfan/export-service/jobs"
+	"github.com/verifiedfan/export-service/ledger"
 )
 
 // errUsage means the flag package already printed what was wrong.
@@ -103,7 +104,7 @@ func heartbeatURL(addr string) string {
 }
 
 func runIndexes(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
-	fs := newFlagSet("indexes", "Create the MongoDB indexes every export kind needs. Idempotent; exits non-zero on failure.\nEnvironment: MONGO_URI (required), MONGO_DATABASE (default titan).", stdout)
+	fs := newFlagSet("indexes", "Create the MongoDB indexes every export kind and the ledger's outbox need. Idempotent; exits non-zero on failure.\nEnvironment: MONGO_URI (required), MONGO_DATABASE (default titan).", stdout)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -113,6 +114,8 @@ func runIndexes(ctx context.Context, args []string, getenv func(string) string, 
 	}
 	defer closeDB()
 	created, err := jobs.CreateIndexes(ctx, db, jobs.DefaultRegistry())
+	more, lerr := ledger.CreateIndexes(ctx, db)
+	created, err = append(created, more...), errors.Join(err, lerr)
 	for _, name := range created {
 		fmt.Fprintf(stdout, "index %s: ok\n", name)
 	}
