@@ -131,8 +131,8 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Delivery) error {
 		log.Warn().Str("key", man.Key).Msg("export completed before its cancel was seen: it stays succeeded")
 		return true, nil
 	}
+	a.discard = func(ctx context.Context) { h.discardIncomplete(ctx, job, log) }
 	a.cancel = func(ctx context.Context, e ledger.Entry, cause error) {
-		h.discardIncomplete(ctx, job, log)
 		h.announce(ctx, jobs.NewNotice(jobs.OutcomeCancelled, e.ExportID, e.Attempts, e.Failures, nil).WithJob(job).WithError(jobs.ReasonCancelled, cause), log)
 	}
 	return h.attempt(ctx, m, a)
@@ -156,13 +156,15 @@ type attempt struct {
 	// acknowledged, not dead-lettered: a segment of an export that had failed already);
 	// failed, if set, follows the recorded permanent failure (entry e, as claimed, with the
 	// failure counted) that was not absorbed; watch, if set, is checked with every lease
-	// renewal and cancels the attempt with its error; cancel cleans up after the unit was
-	// recorded cancelled (e: its entry), and announces the cancel.
+	// renewal and cancels the attempt with its error; discard, if set, removes what a cancelled
+	// unit left (its uploads, an object without manifest) before it is recorded cancelled;
+	// cancel follows the recorded cancel (e: the unit's entry), and announces it.
 	run           func(context.Context, jobs.RunOptions) (jobs.Result, error)
 	succeeded     func(context.Context, jobs.Result) error
 	failedForGood func(context.Context, error) bool
 	failed        func(ctx context.Context, e ledger.Entry, reason jobs.Reason, err error)
 	watch         func(context.Context) error
+	discard       func(ctx context.Context)
 	cancel        func(ctx context.Context, e ledger.Entry, cause error)
 	// completed, if set, says whether the unit asked to cancel is complete after all (an
 	// export whose manifest was written before the cancel was seen), having recorded it so.
@@ -207,6 +209,9 @@ func (h *ExportHandler) attempt(ctx context.Context, m *Delivery, a *attempt) er
 		return nil
 	case ledger.ClaimCancelled:
 		m.Outcome = OutcomeCancelled
+		if a.discard != nil {
+			a.discard(ctx) // what an earlier attempt left
+		}
 		a.cancel(ctx, entry, errors.New(entry.Error))
 		h.Metrics.Cancels.WithLabelValues("carried_out").Inc()
 		log.Warn().Str("message_id", m.ID).Str("cancel", entry.Error).Msg(a.noun + " cancelled: message acknowledged without running")
@@ -427,15 +432,24 @@ func (h *ExportHandler) adopt(ctx context.Context, m *Delivery, entry ledger.Ent
 
 // stopCancelled carries out the cancel c of the attempt's unit, which this attempt owns: unless
 // the unit turns out complete (an export whose manifest was written: adopted, it stays
-// succeeded), it is recorded cancelled, then its uploads are aborted and the cancel announced
-// (a.cancel). An attempt that lost the unit to another leaves both to that one.
+// succeeded), its uploads are aborted (a.discard), it is recorded cancelled and the cancel is
+// announced (a.cancel). An attempt that lost the unit to another leaves all that to that one.
 func (h *ExportHandler) stopCancelled(ctx context.Context, m *Delivery, a *attempt, entry ledger.Entry, res jobs.Result, c *ledger.CancelRequest, log zerolog.Logger) error {
 	if a.completed != nil {
 		if done, err := a.completed(ctx, entry); err != nil || done {
 			return err
 		}
 	}
-	if err := h.Ledger.Finish(ctx, entry, ledger.Cancelled, res, c, jobs.ReasonCancelled); err != nil {
+	// Still the owner? (A renewal: the fence would answer with the cancel itself.) Then what
+	// it left is removed before the ledger says "cancelled", which means nothing is left.
+	err := h.Ledger.Renew(ctx, entry, h.Lease, nil)
+	if err == nil {
+		if a.discard != nil {
+			a.discard(ctx)
+		}
+		err = h.Ledger.Finish(ctx, entry, ledger.Cancelled, res, c, jobs.ReasonCancelled)
+	}
+	if err != nil {
 		if ledger.IsLeaseLost(err) {
 			log.Warn().Err(err).Msg("cancel not carried out here: another attempt owns the " + a.noun + " now and carries it out")
 		}
