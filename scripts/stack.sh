@@ -54,6 +54,10 @@
 #   STACK_FERRETDB_LOG_LEVEL=error  FerretDB logs every failed command (a duplicate
 #                           key, the driver's endSessions on each disconnect) at
 #                           warn, with the whole message: use warn or debug to debug.
+#   STACK_MIN_FREE_GB=4     start refuses to go on with less free disk than this under
+#                           .stack/data: a full disk makes SeaweedFS answer every
+#                           write with 500 InternalError (its log says "no space left
+#                           on device"), which looks like anything but a full disk.
 # Changing a port or an STS setting takes a stop first: start refuses to go on
 # when a running server was started with other settings.
 set -euo pipefail
@@ -78,6 +82,7 @@ VISIBILITY_TIMEOUT="${STACK_VISIBILITY_TIMEOUT:-60}"
 READY_TIMEOUT="${STACK_READY_TIMEOUT:-120}"
 STOP_GRACE="${STACK_STOP_GRACE:-10}"
 FERRETDB_LOG_LEVEL="${STACK_FERRETDB_LOG_LEVEL:-error}"
+MIN_FREE_GB="${STACK_MIN_FREE_GB:-4}"
 
 SERVICES=(ferretdb seaweedfs sqs toxiproxy)
 
@@ -291,7 +296,11 @@ ports_of() {
 # Before starting anything: every port of every server that is not running yet
 # must be free, so that a conflict leaves nothing half started.
 preflight() {
-  local name
+  local name free_kb
+  free_kb=$(df -Pk "$DATA_DIR" | awk 'NR == 2 { print $4 }')
+  if ((free_kb < MIN_FREE_GB * 1024 * 1024)); then
+    die "only $((free_kb / 1024)) MB free under $DATA_DIR (STACK_MIN_FREE_GB=$MIN_FREE_GB): SeaweedFS would answer writes with 500 InternalError once the disk fills; free some space (scripts/stack.sh clean deletes this stack's data)"
+  fi
   for name in "${SERVICES[@]}"; do
     running_pid "$name" >/dev/null && continue
     # shellcheck disable=SC2046
