@@ -2,7 +2,6 @@ package jobs
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 
 	"github.com/verifiedfan/export-service/internal/clip"
@@ -32,7 +31,7 @@ var cancelMessageFields = []string{"version", "type", "export_id", "requested_by
 
 // IsCancelMessage reports whether body is a cancel message rather than a job or segment
 // message: a JSON object whose top-level "type" is the string CancelMessageType.
-func IsCancelMessage(body []byte) bool { return messageType(body) == CancelMessageType }
+func IsCancelMessage(body []byte) bool { return MessageType(body) == CancelMessageType }
 
 // DecodeCancel parses and validates a cancel message as strictly as Decode does a job message,
 // with its reasons; every problem is reported at once, and the fields that could be read are
@@ -53,13 +52,7 @@ func DecodeCancel(body []byte) (CancelMessage, error) {
 			o.invalidf("reason", "is %d characters, more than %d", n, MaxCancelReason)
 		}
 	}
-	if len(o.shape) > 0 {
-		return m, Permanent(ReasonMalformedMessage, fmt.Errorf("malformed cancel message: %w", errors.Join(o.shape...)))
-	}
-	if len(o.invalid) > 0 {
-		return m, Permanent(ReasonInvalidMessage, fmt.Errorf("invalid cancel message: %w", errors.Join(o.invalid...)))
-	}
-	return m, nil
+	return m, o.messageErr("cancel")
 }
 
 // Encode validates m and returns its JSON (the cancel command). A zero Version or Type is

@@ -17,20 +17,28 @@ func CreateIndexes(ctx context.Context, db *mongo.Database, reg *Registry) ([]st
 	var done []string
 	var errs []error
 	for _, k := range reg.Kinds() {
-		for _, ix := range k.Indexes {
-			keys := bson.D{}
-			for _, f := range ix.Keys {
-				keys = append(keys, bson.E{Key: f, Value: 1})
-			}
-			_, err := db.Collection(k.Collection).Indexes().CreateOne(ctx, mongo.IndexModel{
-				Keys: keys, Options: options.Index().SetName(ix.Name),
-			})
-			if err != nil {
-				errs = append(errs, fmt.Errorf("jobs: create index %s on %s: %w", ix.Name, k.Collection, err))
-				continue
-			}
-			done = append(done, k.Collection+"."+ix.Name)
-		}
+		d, e := CreateCollectionIndexes(ctx, db.Collection(k.Collection), k.Indexes)
+		done, errs = append(done, d...), append(errs, e...)
 	}
 	return done, errors.Join(errs...)
+}
+
+// CreateCollectionIndexes creates the indexes ixs on coll (idempotent). It returns the
+// "collection.index" names it ensured and the failure of each one it did not.
+func CreateCollectionIndexes(ctx context.Context, coll *mongo.Collection, ixs []Index) ([]string, []error) {
+	var done []string
+	var errs []error
+	for _, ix := range ixs {
+		keys := bson.D{}
+		for _, f := range ix.Keys {
+			keys = append(keys, bson.E{Key: f, Value: 1})
+		}
+		_, err := coll.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: keys, Options: options.Index().SetName(ix.Name)})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("jobs: create index %s on %s: %w", ix.Name, coll.Name(), err))
+			continue
+		}
+		done = append(done, coll.Name()+"."+ix.Name)
+	}
+	return done, errs
 }

@@ -134,13 +134,7 @@ func Decode(body []byte) (Message, error) {
 			o.invalidf("ndjson", "only with format ndjson")
 		}
 	}
-	if len(o.shape) > 0 {
-		return m, Permanent(ReasonMalformedMessage, fmt.Errorf("malformed job message: %w", errors.Join(o.shape...)))
-	}
-	if len(o.invalid) > 0 {
-		return m, Permanent(ReasonInvalidMessage, fmt.Errorf("invalid job message: %w", errors.Join(o.invalid...)))
-	}
-	return m, nil
+	return m, o.messageErr("job")
 }
 
 // ValidExportID reports whether s is a valid export id.
@@ -218,6 +212,18 @@ func openMessage(body []byte, fields []string) (*jsonObject, error) {
 		return nil, Permanent(ReasonMalformedMessage, err)
 	}
 	return o, nil
+}
+
+// messageErr is the permanent error of a message (noun: "job", "segment", "cancel") whose
+// object o had problems: malformed when any was of its shape, else invalid; nil when none.
+func (o *jsonObject) messageErr(noun string) error {
+	if len(o.shape) > 0 {
+		return Permanent(ReasonMalformedMessage, fmt.Errorf("malformed %s message: %w", noun, errors.Join(o.shape...)))
+	}
+	if len(o.invalid) > 0 {
+		return Permanent(ReasonInvalidMessage, fmt.Errorf("invalid %s message: %w", noun, errors.Join(o.invalid...)))
+	}
+	return nil
 }
 
 // decodeVersion reads the required "version" of o, which must be CurrentVersion.

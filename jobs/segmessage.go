@@ -2,7 +2,6 @@ package jobs
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -47,11 +46,13 @@ func (m SegmentMessage) SegmentID() string {
 // SegmentMessageType. Anything else, a body that is not JSON included, is false, and the job
 // decoder reports what is wrong with it (a job message has no "type" field, so one with any
 // other "type" is refused there as an unknown field).
-func IsSegmentMessage(body []byte) bool { return messageType(body) == SegmentMessageType }
+func IsSegmentMessage(body []byte) bool { return MessageType(body) == SegmentMessageType }
 
-// messageType is the top-level "type" string of body, a JSON object of at most
-// MaxMessageBytes, or "" when it has none (a job message) or is not such an object.
-func messageType(body []byte) string {
+// MessageType is the top-level "type" string of body, a JSON object of at most
+// MaxMessageBytes, or "" when it has none (a job message) or is not such an object. A caller
+// that tells several kinds of message apart reads it once (IsSegmentMessage and
+// IsCancelMessage each parse the body).
+func MessageType(body []byte) string {
 	if len(body) > MaxMessageBytes {
 		return "" // Decode refuses it with the same reason the typed decoders would
 	}
@@ -91,13 +92,7 @@ func DecodeSegment(body []byte) (SegmentMessage, error) {
 	if segOK && segsOK && seg >= segs {
 		o.invalidf("segment", "%d must be less than segments (%d)", seg, segs)
 	}
-	if len(o.shape) > 0 {
-		return m, Permanent(ReasonMalformedMessage, fmt.Errorf("malformed segment message: %w", errors.Join(o.shape...)))
-	}
-	if len(o.invalid) > 0 {
-		return m, Permanent(ReasonInvalidMessage, fmt.Errorf("invalid segment message: %w", errors.Join(o.invalid...)))
-	}
-	return m, nil
+	return m, o.messageErr("segment")
 }
 
 // decodeType reads the required "type" of o, which must be want.

@@ -106,6 +106,17 @@ func (l *Ledger) CancelRequested(ctx context.Context, id string) (*CancelRequest
 	return &c, nil
 }
 
+// CancelErr is the export's cancel request as an error (a *CancelRequest, matching
+// ErrCancelRequested), the error of reading it, or nil when there is none: the check of a
+// fence before a commit.
+func (l *Ledger) CancelErr(ctx context.Context, id string) error {
+	c, err := l.CancelRequested(ctx, id)
+	if c != nil {
+		return c
+	}
+	return err
+}
+
 // claimCancelled carries out the cancel c of the claimed unit (an export, or a segment whose
 // export was cancelled): an entry not claimed yet, or whose attempt is not running, is recorded
 // cancelled. It returns what the claim found: ClaimCancelled (with the entry as recorded), or

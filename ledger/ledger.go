@@ -427,10 +427,8 @@ func (l *Ledger) RecordResume(ctx context.Context, e Entry, resumed, restart boo
 // (the *CancelRequest, matching ErrCancelRequested), and renews its lease: it is called right
 // before the attempt commits anything visible (its object, its manifest).
 func (l *Ledger) Fence(ctx context.Context, e Entry, lease time.Duration) error {
-	if c, err := l.CancelRequested(ctx, e.ExportID); err != nil {
+	if err := l.CancelErr(ctx, e.ExportID); err != nil {
 		return err
-	} else if c != nil {
-		return c
 	}
 	now := time.Now().UTC()
 	return l.ownUpdate(ctx, e, "check the fence", bson.D{{Key: "lease_expires", Value: now.Add(lease)}, {Key: "updated_at", Value: now}})

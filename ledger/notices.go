@@ -169,25 +169,14 @@ func (l *Ledger) MigrateLegacyNotices(ctx context.Context) (int, error) {
 }
 
 // noticeIndexes are the outbox's indexes: the scan for due notices, and an export's notices.
-var noticeIndexes = []struct {
-	name string
-	keys bson.D
-}{
-	{"pending_1_next_at_1", bson.D{{Key: "pending", Value: 1}, {Key: "next_at", Value: 1}}},
-	{"export_id_1_created_at_1", bson.D{{Key: "export_id", Value: 1}, {Key: "created_at", Value: 1}}},
+var noticeIndexes = []jobs.Index{
+	{Name: "pending_1_next_at_1", Keys: []string{"pending", "next_at"}},
+	{Name: "export_id_1_created_at_1", Keys: []string{"export_id", "created_at"}},
 }
 
 // CreateIndexes creates the ledger's indexes (the `indexes` command; idempotent). It returns
 // the "collection.index" names it ensured and every failure.
 func CreateIndexes(ctx context.Context, db *mongo.Database) ([]string, error) {
-	var done []string
-	var errs []error
-	for _, ix := range noticeIndexes {
-		if _, err := db.Collection(NoticesCollection).Indexes().CreateOne(ctx, mongo.IndexModel{Keys: ix.keys, Options: options.Index().SetName(ix.name)}); err != nil {
-			errs = append(errs, fmt.Errorf("ledger: create index %s on %s: %w", ix.name, NoticesCollection, err))
-			continue
-		}
-		done = append(done, NoticesCollection+"."+ix.name)
-	}
+	done, errs := jobs.CreateCollectionIndexes(ctx, db.Collection(NoticesCollection), noticeIndexes)
 	return done, errors.Join(errs...)
 }

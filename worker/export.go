@@ -70,12 +70,12 @@ func (h *ExportHandler) maxAttempts() int {
 
 // Handle implements Handler.
 func (h *ExportHandler) Handle(ctx context.Context, m *Delivery) error {
-	switch body := []byte(m.Body); {
-	case m.Control && !jobs.IsCancelMessage(body):
+	switch typ := jobs.MessageType([]byte(m.Body)); {
+	case m.Control && typ != jobs.CancelMessageType:
 		return jobs.Permanentf(jobs.ReasonInvalidMessage, "the control queue takes cancel messages only (type %q); export jobs go to the jobs queue", jobs.CancelMessageType)
-	case jobs.IsSegmentMessage(body):
+	case typ == jobs.SegmentMessageType:
 		return h.handleSegment(ctx, m)
-	case jobs.IsCancelMessage(body):
+	case typ == jobs.CancelMessageType:
 		return h.handleCancel(ctx, m)
 	}
 	msg, err := jobs.Decode([]byte(m.Body))
@@ -108,7 +108,6 @@ func (h *ExportHandler) Handle(ctx context.Context, m *Delivery) error {
 			Int64("bytes", res.Stats.BytesCompressed).Int64("bytes_uncompressed", res.Stats.BytesUncompressed).
 			Str("bucket", job.Destination.Bucket).Str("key", job.Key).Str("sha256", res.Stats.SHA256).
 			Int("aborted_uploads", res.AbortedUploads).Msg("export succeeded")
-		h.Outbox.SendNow(ctx, jobs.NoticeID(m.ExportID, jobs.OutcomeSucceeded, a.entry.Attempts))
 		return nil
 	}
 	a.failedForGood = func(ctx context.Context, _ error) bool { h.discardIncomplete(ctx, job, log); return false }
@@ -356,7 +355,13 @@ func (h *ExportHandler) attempt(ctx context.Context, m *Delivery, a *attempt) er
 			return fmt.Errorf("worker: %s is complete, but recording it failed: %w", a.what, ferr)
 		}
 		h.Metrics.BytesWritten.WithLabelValues(m.Destination).Add(float64(res.Stats.BytesCompressed))
-		return a.succeeded(ctx, res)
+		if err := a.succeeded(ctx, res); err != nil {
+			return err
+		}
+		if notice != nil {
+			h.Outbox.SendNow(ctx, notice.NoticeID)
+		}
+		return nil
 	case errors.As(cause, &cancelled), errors.As(err, &cancelled):
 		// Asked to cancel: seen at a lease renewal (cause), or by the fence before a commit. A
 		// run that ended without an error despite it passed its last fence before the cancel:
@@ -592,7 +597,8 @@ func (a *attempt) announceFailed(ctx context.Context, entry ledger.Entry, reason
 // redriven from the dead-letter queue gets a new budget of failures; and the export's upstream
 // is told (a "dead_lettered" notice), whether its export ran or its message was refused.
 func (h *ExportHandler) DeadLettered(ctx context.Context, m *Delivery, reason jobs.Reason, cause error) {
-	if m.ExportID == "" || !jobs.ValidExportID(m.ExportID) || jobs.IsCancelMessage([]byte(m.Body)) {
+	typ := jobs.MessageType([]byte(m.Body))
+	if m.ExportID == "" || !jobs.ValidExportID(m.ExportID) || typ == jobs.CancelMessageType {
 		return // no export to speak of (a refused cancel message is the operators' business)
 	}
 	log := h.Log.With().Str("export_id", m.ExportID).Str("reason", string(reason)).Logger()
@@ -615,7 +621,7 @@ func (h *ExportHandler) DeadLettered(ctx context.Context, m *Delivery, reason jo
 	}
 	n := jobs.NewNotice(jobs.OutcomeDeadLettered, m.ExportID, e.Attempts, e.Failures, nil).WithError(reason, cause)
 	n.Kind, n.Destination = m.Kind, m.Destination
-	if !jobs.IsSegmentMessage([]byte(m.Body)) {
+	if typ != jobs.SegmentMessageType {
 		msg, _ := jobs.Decode([]byte(m.Body)) // what could be read of it, if it was refused
 		if jobs.ValidRequestedBy(msg.RequestedBy) {
 			n.RequestedBy = msg.RequestedBy

@@ -178,13 +178,7 @@ func (h *ExportHandler) completeSplit(ctx context.Context, m *Delivery, job *job
 		}
 		done[i] = *s.SegmentDone
 	}
-	fence := func(ctx context.Context) error {
-		c, err := h.Ledger.CancelRequested(ctx, id)
-		if c != nil {
-			return c
-		}
-		return err
-	}
+	fence := func(ctx context.Context) error { return h.Ledger.CancelErr(ctx, id) }
 	res, err := h.Exporter.CompleteSegments(ctx, job, plan, done, fence)
 	if err != nil {
 		// A worker that completed it and died before recording it left the manifest (a
@@ -195,19 +189,13 @@ func (h *ExportHandler) completeSplit(ctx context.Context, m *Delivery, job *job
 			err = nil
 		}
 	}
-	if cancelled := (*ledger.CancelRequest)(nil); errors.As(err, &cancelled) {
-		if h.cancelSplit(ctx, job, plan, cancelled, log) {
+	if err != nil {
+		if cancelled := (*ledger.CancelRequest)(nil); errors.As(err, &cancelled) && h.cancelSplit(ctx, job, plan, cancelled, log) {
 			h.Metrics.Cancels.WithLabelValues("carried_out").Inc()
 			log.Warn().Str("cancel", cancelled.Error()).Msg("export cancelled before its segments were completed into its object: upload aborted, nothing written")
 			m.Outcome = OutcomeCancelled
 			err = nil
 		}
-		if rerr := h.Ledger.ReleaseCompletion(context.WithoutCancel(ctx), id, h.WorkerID); rerr != nil {
-			log.Warn().Err(rerr).Msg("giving up the completion claim failed")
-		}
-		return err
-	}
-	if err != nil {
 		if rerr := h.Ledger.ReleaseCompletion(context.WithoutCancel(ctx), id, h.WorkerID); rerr != nil {
 			log.Warn().Err(rerr).Msg("giving up the completion claim failed; it is taken over when stale")
 		}

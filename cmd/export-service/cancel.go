@@ -40,17 +40,12 @@ func runCancel(ctx context.Context, args []string, getenv func(string) string, s
 	timeout := fs.Duration("timeout", 10*time.Minute, "with --wait: give up (exit 3) after this long")
 	poll := fs.Duration("poll", time.Second, "with --wait: how often to read the ledger")
 	fs.Usage = func() { fmt.Fprint(fs.Output(), cancelHelp); fs.PrintDefaults() }
-	pos, err := parseInterspersed(fs, args)
+	id, err := parseExportID(fs, args)
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		fmt.Fprintf(fs.Output(), "cancel needs exactly one EXPORT_ID (got %d)\n\n", len(pos))
-		fs.Usage()
-		return errUsage
-	}
 	// The same rules as a cancel message's.
-	msg := jobs.CancelMessage{ExportID: pos[0], RequestedBy: *by, Reason: *reason}
+	msg := jobs.CancelMessage{ExportID: id, RequestedBy: *by, Reason: *reason}
 	if _, err := msg.Encode(); err != nil {
 		return err
 	}

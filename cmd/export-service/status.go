@@ -37,16 +37,10 @@ func runStatus(ctx context.Context, args []string, getenv func(string) string, s
 	fs.SetOutput(stdout)
 	asJSON := fs.Bool("json", false, "print the ledger entry as one JSON object")
 	fs.Usage = func() { fmt.Fprint(fs.Output(), statusHelp); fs.PrintDefaults() }
-	pos, err := parseInterspersed(fs, args)
+	id, err := parseExportID(fs, args)
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		fmt.Fprintf(fs.Output(), "status needs exactly one EXPORT_ID (got %d)\n\n", len(pos))
-		fs.Usage()
-		return errUsage
-	}
-	id := pos[0]
 	db, closeDB, err := openDatabase(ctx, getenv)
 	if err != nil {
 		return err
@@ -66,6 +60,21 @@ func runStatus(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	printStatus(stdout, e, time.Now())
 	return nil
+}
+
+// parseExportID parses the flags of a command that takes exactly one EXPORT_ID (anywhere
+// among them) and returns it.
+func parseExportID(fs *flag.FlagSet, args []string) (string, error) {
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return "", err
+	}
+	if len(pos) != 1 {
+		fmt.Fprintf(fs.Output(), "%s needs exactly one EXPORT_ID (got %d)\n\n", fs.Name(), len(pos))
+		fs.Usage()
+		return "", errUsage
+	}
+	return pos[0], nil
 }
 
 // parseInterspersed parses flags placed before, between and after positional arguments
