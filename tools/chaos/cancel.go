@@ -95,7 +95,7 @@ func planCancels(r *rand.Rand, jobs []*Job, frac float64) {
 		}
 		if len(small) > 0 {
 			j := small[r.IntN(len(small))]
-			j.Cancel = &CancelPlan{Mode: CancelDelayed, Delay: time.Second + time.Duration(r.Int64N(int64(12*time.Second)))}
+			j.Cancel = delayedCancel(r)
 		}
 	}
 }
@@ -107,6 +107,11 @@ func drawCancel(r *rand.Rand, j *Job) *CancelPlan {
 	if j.Collection == "campaigns" {
 		return &CancelPlan{Mode: CancelUploading, Delay: 60 * time.Second}
 	}
+	return delayedCancel(r)
+}
+
+// delayedCancel draws a delayed cancel: 1-13 s after the job message.
+func delayedCancel(r *rand.Rand) *CancelPlan {
 	return &CancelPlan{Mode: CancelDelayed, Delay: time.Second + time.Duration(r.Int64N(int64(12*time.Second)))}
 }
 

@@ -105,8 +105,6 @@ type Checker struct {
 	Verified map[string]Verified
 	// Resume sums the ledger's resume counters by collection.
 	Resume map[string]*ResumeStats
-
-	manifests map[string]*manifest // of the complete exports, by export id
 }
 
 // Verified is an object whose rows, manifest and ledger entry were verified.
@@ -255,7 +253,6 @@ func (c *Checker) Check(ctx context.Context) error {
 	c.Rows = map[string]int64{}
 	c.Verified = map[string]Verified{}
 	c.Resume = map[string]*ResumeStats{}
-	c.manifests = map[string]*manifest{}
 	byID := map[string]*Job{}
 	for _, j := range c.Jobs {
 		byID[j.ExportID] = j
@@ -314,13 +311,9 @@ func (c *Checker) Check(ctx context.Context) error {
 		return err
 	}
 	cancelRequests := map[string]bool{}
-	cur, err := c.DB.Collection("export_cancels").Find(ctx, bson.D{})
+	creqs, err := readAll(ctx, c.DB.Collection("export_cancels"), "the cancel requests")
 	if err != nil {
-		return fmt.Errorf("read the cancel requests: %w", err)
-	}
-	var creqs []bson.M
-	if err := cur.All(ctx, &creqs); err != nil {
-		return fmt.Errorf("read the cancel requests: %w", err)
+		return err
 	}
 	for _, r := range creqs {
 		id, _ := r["_id"].(string)
@@ -368,13 +361,9 @@ func (c *Checker) Check(ctx context.Context) error {
 
 	// The ledger.
 	ledger := map[string]bson.M{}
-	cur, err = c.DB.Collection("exports").Find(ctx, bson.D{})
+	entries, err := readAll(ctx, c.DB.Collection("exports"), "the ledger")
 	if err != nil {
-		return fmt.Errorf("read the ledger: %w", err)
-	}
-	var entries []bson.M
-	if err := cur.All(ctx, &entries); err != nil {
-		return fmt.Errorf("read the ledger: %w", err)
+		return err
 	}
 	for _, e := range entries {
 		id, _ := e["_id"].(string)
@@ -501,9 +490,11 @@ func (c *Checker) Check(ctx context.Context) error {
 				c.Counts["cancels: finished first, request recorded"]++
 			}
 		}
-		if err := c.checkObject(ctx, j, d[0], m[0], le); err != nil {
+		mf, err := c.checkObject(ctx, j, d[0], m[0], le)
+		if err != nil {
 			return err
 		}
+		end.Manifest = mf
 		if v, ok := c.Verified[id]; ok && v.Parts > 1 {
 			rs.MultiPart++
 			rs.Parts = append(rs.Parts, v.Parts)
@@ -528,7 +519,6 @@ func (c *Checker) Check(ctx context.Context) error {
 	}
 	if c.Results != "" {
 		for _, e := range ends {
-			e.Manifest = c.manifests[e.Job.ExportID]
 			c.Violations = append(c.Violations, checkExportNotices(*e, c.Notices.ByExport[e.Job.ExportID], outbox)...)
 		}
 	}
@@ -540,16 +530,25 @@ func (c *Checker) Check(ctx context.Context) error {
 	return nil
 }
 
-// outbox reads the outbox (the export_notices collection) and returns a function that says what
-// it holds of the notice ids with a prefix ("none" when nothing).
-func (c *Checker) outbox(ctx context.Context) (func(string) string, error) {
-	cur, err := c.DB.Collection("export_notices").Find(ctx, bson.D{})
+// readAll reads every document of coll; what names it in the error ("read <what>: ...").
+func readAll(ctx context.Context, coll *mongo.Collection, what string) ([]bson.M, error) {
+	cur, err := coll.Find(ctx, bson.D{})
 	if err != nil {
-		return nil, fmt.Errorf("read the outbox: %w", err)
+		return nil, fmt.Errorf("read %s: %w", what, err)
 	}
 	var docs []bson.M
 	if err := cur.All(ctx, &docs); err != nil {
-		return nil, fmt.Errorf("read the outbox: %w", err)
+		return nil, fmt.Errorf("read %s: %w", what, err)
+	}
+	return docs, nil
+}
+
+// outbox reads the outbox (the export_notices collection) and returns a function that says what
+// it holds of the notice ids with a prefix ("none" when nothing).
+func (c *Checker) outbox(ctx context.Context) (func(string) string, error) {
+	docs, err := readAll(ctx, c.DB.Collection("export_notices"), "the outbox")
+	if err != nil {
+		return nil, err
 	}
 	c.Counts["outbox notices"] = len(docs)
 	for _, d := range docs {
@@ -627,26 +626,25 @@ func reruns(events []LogEvent) []Violation {
 }
 
 // checkObject downloads the object and its manifest and checks them against each other, the
-// ledger and MongoDB.
-func (c *Checker) checkObject(ctx context.Context, j *Job, obj, man Object, le bson.M) error {
+// ledger and MongoDB. It returns the manifest, or nil when it could not be decoded.
+func (c *Checker) checkObject(ctx context.Context, j *Job, obj, man Object, le bson.M) (*manifest, error) {
 	id := j.ExportID
 	if want := c.Buckets[j.Destination]; obj.Bucket != want {
 		c.violate("object", id, "object in bucket %s, destination %s is bucket %s", obj.Bucket, j.Destination, want)
 	}
 	body, err := c.get(ctx, obj)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	mb, err := c.get(ctx, man)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var mf manifest
 	if err := json.Unmarshal(mb, &mf); err != nil {
 		c.violate("object", id, "manifest %s is not JSON: %v", man.Key, err)
-		return nil
+		return nil, nil
 	}
-	c.manifests[id] = &mf
 	sum := sha256.Sum256(body)
 	got := hex.EncodeToString(sum[:])
 	if s, _ := le["sha256"].(string); s != "" && s != got {
@@ -665,24 +663,24 @@ func (c *Checker) checkObject(ctx context.Context, j *Job, obj, man Object, le b
 	plain, err := gunzipAll(body)
 	if err != nil {
 		c.violate("object", id, "the object is not a whole gzip stream (%d bytes, %d decompressed): %v", len(body), len(plain), err)
-		return nil
+		return &mf, nil
 	}
 	docs, err := expectedDocs(ctx, c.DB, j)
 	if err != nil {
-		return fmt.Errorf("query MongoDB for %s: %w", id, err)
+		return nil, fmt.Errorf("query MongoDB for %s: %w", id, err)
 	}
 	n, ends, err := compareRowsEnds(j, plain, docs)
 	if err != nil {
 		c.violate("object", id, "rows differ from MongoDB's %d: %v", len(docs), err)
-		return nil
+		return &mf, nil
 	}
 	parts, err := c.checkParts(ctx, id, obj, body, ends)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if mf.Rows != int64(n) {
 		c.violate("object", id, "the object has %d rows, the manifest says %d", n, mf.Rows)
-		return nil
+		return &mf, nil
 	}
 	if key, _ := le["key"].(string); key != "" && key != obj.Key {
 		c.violate("ledger", id, "ledger key %q, object %q", key, obj.Key)
@@ -700,7 +698,7 @@ func (c *Checker) checkObject(ctx context.Context, j *Job, obj, man Object, le b
 			c.Counts["multipart objects whose manifest SHA-256 is the bytes'"]++
 		}
 	}
-	return nil
+	return &mf, nil
 }
 
 // checkParts checks a multipart object part by part (HeadObject with partNumber gives each
