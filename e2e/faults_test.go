@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"strings"
 	"syscall"
 	"testing"
@@ -84,14 +83,7 @@ func TestBrokenResultsQueueNeverRerunsTheExport(t *testing.T) {
 	if aws.ToString(q.QueueUrl) != resultsURL {
 		t.Fatalf("results queue URL %s, the worker was given %s", aws.ToString(q.QueueUrl), resultsURL)
 	}
-	var notice jobs.Notice
-	eventually(t, 30*time.Second, "the notice delivered", func() bool {
-		out, err := b.st.SQS.ReceiveMessage(context.Background(), &sqs.ReceiveMessageInput{QueueUrl: q.QueueUrl, WaitTimeSeconds: 1})
-		if err != nil || len(out.Messages) == 0 {
-			return false
-		}
-		return json.Unmarshal([]byte(aws.ToString(out.Messages[0].Body)), &notice) == nil
-	})
+	notice := b.receiveNotices(t, resultsURL, 30*time.Second, func(ns []receivedNotice) bool { return len(ns) > 0 })[0].Notice
 	e = b.waitLedger(t, id, 10*time.Second, func(e ledger.Entry) bool {
 		n := noticeOf(e, jobs.OutcomeSucceeded)
 		return n != nil && !n.Pending

@@ -23,7 +23,7 @@ import (
 )
 
 // `export-service indexes` run twice in a row succeeds both times, and afterwards every index
-// every kind declares exists with its keys in order.
+// every kind declares, and the ledger's outbox's, exists with its keys in order.
 func TestIndexesCommandTwice(t *testing.T) {
 	t.Parallel()
 	st := stacktest.New(t)
@@ -42,56 +42,54 @@ func TestIndexesCommandTwice(t *testing.T) {
 			}
 		}
 	}
-	// The ledger's outbox: the scan for due notices, and an export's notices.
-	specs, err := db.Collection(ledger.NoticesCollection).Indexes().ListSpecifications(context.Background())
-	if err != nil {
-		t.Fatal(err)
+	// Every index every kind declares, and the ledger's outbox: the scan for due notices, and
+	// an export's notices.
+	type wantIndex struct {
+		coll, name, of string
+		keys           []string
 	}
-	outbox := map[string]string{}
-	for _, s := range specs {
-		outbox[s.Name] = bson.Raw(s.KeysDocument).String()
-	}
-	for name, keys := range map[string]string{"pending_1_next_at_1": `{"pending": {"$numberInt":"1"},"next_at": {"$numberInt":"1"}}`,
-		"export_id_1_created_at_1": `{"export_id": {"$numberInt":"1"},"created_at": {"$numberInt":"1"}}`} {
-		if outbox[name] != keys {
-			t.Errorf("outbox index %s: keys %q, want %q (all: %v)", name, outbox[name], keys, outbox)
+	var want []wantIndex
+	for _, k := range jobs.DefaultRegistry().Kinds() {
+		for _, ix := range k.Indexes {
+			want = append(want, wantIndex{k.Collection, ix.Name, "kind " + k.Name, ix.Keys})
 		}
 	}
+	want = append(want,
+		wantIndex{ledger.NoticesCollection, "pending_1_next_at_1", "the ledger's outbox", []string{"pending", "next_at"}},
+		wantIndex{ledger.NoticesCollection, "export_id_1_created_at_1", "the ledger's outbox", []string{"export_id", "created_at"}})
 
 	ctx := context.Background()
 	listed := map[string]map[string]bson.Raw{} // collection -> index name -> keys
-	for _, k := range jobs.DefaultRegistry().Kinds() {
-		if k.Collection == "" || listed[k.Collection] != nil {
+	for _, w := range want {
+		if w.coll == "" || listed[w.coll] != nil {
 			continue
 		}
-		specs, err := db.Collection(k.Collection).Indexes().ListSpecifications(ctx)
+		specs, err := db.Collection(w.coll).Indexes().ListSpecifications(ctx)
 		if err != nil {
-			t.Fatalf("list indexes of %s: %v", k.Collection, err)
+			t.Fatalf("list indexes of %s: %v", w.coll, err)
 		}
-		listed[k.Collection] = map[string]bson.Raw{}
+		listed[w.coll] = map[string]bson.Raw{}
 		for _, s := range specs {
-			listed[k.Collection][s.Name] = bson.Raw(s.KeysDocument)
-			t.Logf("%s: index %s %s", k.Collection, s.Name, bson.Raw(s.KeysDocument))
+			listed[w.coll][s.Name] = bson.Raw(s.KeysDocument)
+			t.Logf("%s: index %s %s", w.coll, s.Name, bson.Raw(s.KeysDocument))
 		}
 	}
-	for _, k := range jobs.DefaultRegistry().Kinds() {
-		for _, ix := range k.Indexes {
-			keys, ok := listed[k.Collection][ix.Name]
-			if !ok {
-				t.Errorf("index %s.%s (kind %s) does not exist", k.Collection, ix.Name, k.Name)
-				continue
+	for _, w := range want {
+		keys, ok := listed[w.coll][w.name]
+		if !ok {
+			t.Errorf("index %s.%s (%s) does not exist", w.coll, w.name, w.of)
+			continue
+		}
+		var got []string
+		elems, _ := keys.Elements()
+		for _, e := range elems {
+			if n, ok := e.Value().AsInt64OK(); !ok || n != 1 {
+				t.Errorf("index %s.%s: key %s is %s, want 1", w.coll, w.name, e.Key(), e.Value())
 			}
-			var got []string
-			elems, _ := keys.Elements()
-			for _, e := range elems {
-				if n, ok := e.Value().AsInt64OK(); !ok || n != 1 {
-					t.Errorf("index %s.%s: key %s is %s, want 1", k.Collection, ix.Name, e.Key(), e.Value())
-				}
-				got = append(got, e.Key())
-			}
-			if !slices.Equal(got, ix.Keys) {
-				t.Errorf("index %s.%s has keys %v, want %v", k.Collection, ix.Name, got, ix.Keys)
-			}
+			got = append(got, e.Key())
+		}
+		if !slices.Equal(got, w.keys) {
+			t.Errorf("index %s.%s has keys %v, want %v", w.coll, w.name, got, w.keys)
 		}
 	}
 }

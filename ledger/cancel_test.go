@@ -443,12 +443,7 @@ func TestStatusShowsTheCancel(t *testing.T) {
 	}
 	first := jobs.NewNotice(jobs.OutcomeDeadLettered, b.id(), 0, 0, nil)
 	second := jobs.NewNotice(jobs.OutcomeCancelled, b.id(), 0, 0, nil).WithError(jobs.ReasonCancelled, errors.New("cancelled by crm"))
-	for _, n := range []*jobs.Notice{first, second} {
-		if _, err := b.l.RecordNotice(ctx, n); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	b.record(t, first, second)
 	other := jobs.NewNotice(jobs.OutcomeSucceeded, "other-"+b.id(), 1, 0, nil)
 	if _, err := b.l.RecordNotice(ctx, other); err != nil {
 		t.Fatal(err)
